@@ -1,0 +1,69 @@
+"""Pure tensor functions shared by every algorithm: masks, advantages, losses, KL, step scatter/gather.
+
+No models, no config objects, no I/O; each function documents its formula and is unit-tested against
+hand-computed numbers in ``tests/unit/core``.
+"""
+from .advantages import (
+    STD_SCALES,
+    discounted_returns,
+    drgrpo_advantage,
+    gae,
+    group_mean_std,
+    grpo_advantage,
+    last_token_index,
+    outcome_to_token_rewards,
+    reinforce_pp_advantage,
+    reinforce_pp_baseline_advantage,
+    rloo_advantage,
+)
+from .losses import (
+    AGG_MODES,
+    KL_KINDS,
+    aggregate_loss,
+    entropy_from_logits,
+    kl_penalty,
+    logprobs_from_logits,
+    ppo_clip_loss,
+    value_clip_loss,
+)
+from .masks import masked_mean, masked_sum, masked_var, masked_whiten
+from .steps import (
+    STEP_REDUCTIONS,
+    char_spans_to_step_ids,
+    gather_step_values,
+    place_on_step_ends,
+    scatter_step_values,
+    step_last_token_mask,
+)
+
+__all__ = [
+    "AGG_MODES",
+    "KL_KINDS",
+    "STD_SCALES",
+    "STEP_REDUCTIONS",
+    "aggregate_loss",
+    "char_spans_to_step_ids",
+    "discounted_returns",
+    "drgrpo_advantage",
+    "entropy_from_logits",
+    "gae",
+    "gather_step_values",
+    "group_mean_std",
+    "grpo_advantage",
+    "kl_penalty",
+    "last_token_index",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "outcome_to_token_rewards",
+    "place_on_step_ends",
+    "ppo_clip_loss",
+    "reinforce_pp_advantage",
+    "reinforce_pp_baseline_advantage",
+    "rloo_advantage",
+    "scatter_step_values",
+    "step_last_token_mask",
+    "value_clip_loss",
+]
