@@ -1,0 +1,86 @@
+"""Advantage estimators (the ``advantage=`` config group): thin callables over ``steprl.core``.
+
+Each takes the per-sequence score ``scores`` [N], the dense per-token rewards ``token_rewards`` [N, T]
+(KL-in-reward, process rewards; zeros when none), the loss mask, the group ids and, for GAE, the critic's
+values, and returns ``(advantages [N, T], returns [N, T] | None)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from steprl import core
+
+
+@dataclass
+class AdvantageInputs:
+    scores: torch.Tensor
+    token_rewards: torch.Tensor
+    mask: torch.Tensor
+    group_ids: torch.Tensor
+    values: torch.Tensor | None = None
+
+
+def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return adv[:, None] * mask.to(adv.dtype)
+
+
+@dataclass
+class GroupAdvantage:
+    """Outcome advantages against the group: ``grpo`` ((r - mean_g) / (std + eps), std from ``std_scale``),
+    ``rloo`` (leave-one-out mean), ``drgrpo`` (r - mean_g). Dense token rewards are added as returns-to-go
+    when ``use_token_rewards`` (e.g. KL in the reward)."""
+
+    kind: str = "grpo"
+    std_scale: str = "group"
+    eps: float = 1e-4
+    use_token_rewards: bool = False
+
+    def __post_init__(self):
+        kinds = ("grpo", "rloo", "drgrpo")
+        if self.kind not in kinds:
+            raise ValueError(f"advantage.kind={self.kind!r} is not one of {list(kinds)}")
+
+    def __call__(self, x: AdvantageInputs):
+        if self.kind == "grpo":
+            adv = core.grpo_advantage(x.scores, x.group_ids, self.std_scale, self.eps)
+        elif self.kind == "rloo":
+            adv = core.rloo_advantage(x.scores, x.group_ids)
+        else:
+            adv = core.drgrpo_advantage(x.scores, x.group_ids)
+        out = _broadcast(adv, x.mask)
+        if self.use_token_rewards:
+            out = out + core.discounted_returns(x.token_rewards, x.mask)
+        return out, None
+
+
+@dataclass
+class ReinforcePP:
+    """REINFORCE++: outcome on the last token plus dense rewards, returns-to-go, whitened over the batch;
+    ``baseline=True`` is REINFORCE++-baseline (group-mean baseline, then batch whitening)."""
+
+    gamma: float = 1.0
+    baseline: bool = False
+
+    def __call__(self, x: AdvantageInputs):
+        if self.baseline:
+            return core.reinforce_pp_baseline_advantage(x.scores, x.group_ids, x.mask), None
+        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
+        return core.reinforce_pp_advantage(rewards, x.mask, self.gamma), None
+
+
+@dataclass
+class GAE:
+    """PPO's generalised advantage estimation with a critic; advantages whitened over the batch."""
+
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten: bool = True
+
+    def __call__(self, x: AdvantageInputs):
+        if x.values is None:
+            raise ValueError("advantage=gae needs a critic: use algo=ppo (or an algorithm with a value model)")
+        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
+        adv, ret = core.gae(rewards, x.values, x.mask, self.gamma, self.lam)
+        return (core.masked_whiten(adv, x.mask) if self.whiten else adv), ret

@@ -1,0 +1,365 @@
+"""RLModule: one RL step as the design's data flow, with hooks an algorithm overrides.
+
+    rollout -> score -> filter (+ refill) -> log-probs -> advantages -> PPO epochs over minibatches
+    (micro-batched, global token counts) -> after_update -> metrics
+
+An algorithm subclasses this and overrides only what its paper changes: ``score`` (rewards),
+``advantages``, ``extra_loss`` (extra terms of the objective) and ``after_update`` (PRM / critic steps,
+buffers). The math lives in ``steprl.core``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from steprl import core
+from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
+from steprl.algos.policy import PolicyModule, Timer
+from steprl.rewards import RewardPipeline
+from steprl.rollout.types import Rollouts, Sample, cat_rollouts
+
+
+@dataclass
+class Rewards:
+    """What the reward pipeline and the algorithm's ``score`` produce for N rollouts."""
+
+    outcome: torch.Tensor                 # [N] verifier score in [0, 1]
+    correct: torch.Tensor                 # [N] 1.0 where the outcome is fully correct
+    step: torch.Tensor | None = None      # [N, S] per-step scores, NaN where none
+    token: torch.Tensor | None = None     # [N, T] dense per-token rewards
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, idx: torch.Tensor) -> "Rewards":
+        pick = lambda v: None if v is None else v[idx]  # noqa: E731
+        return Rewards(self.outcome[idx], self.correct[idx], pick(self.step), pick(self.token), self.extras)
+
+
+def _cat_rewards(parts: list[Rewards]) -> Rewards:
+    if len(parts) == 1:
+        return parts[0]
+    step = None
+    if all(p.step is not None for p in parts):
+        width = max(p.step.shape[1] for p in parts)
+        step = torch.cat([torch.nn.functional.pad(p.step, (0, width - p.step.shape[1]), value=float("nan"))
+                          for p in parts])
+    return Rewards(torch.cat([p.outcome for p in parts]), torch.cat([p.correct for p in parts]), step, None,
+                   parts[0].extras)
+
+
+class RLModule(PolicyModule):
+    """The shared RL engine.
+
+    ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
+    micro_batch_size (sequences per forward), ppo_epochs.
+    ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
+    seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef.
+    ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward.
+    ``filters``: zero_variance, acc_band ([lo, hi] or null), max_refill_rounds.
+    ``reward``: num_workers, timeout_s, mp_context.
+    """
+
+    def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
+                 loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
+                 reward: dict | None = None, seed: int = 0, val: dict | None = None,
+                 total_steps: int | None = None, log_samples: int = 4):
+        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps)
+        self.batch_cfg = dict(batch)
+        self.advantage_fn = advantage or GroupAdvantage()
+        self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
+                         "norm_len": None, "entropy_coef": 0.0, **(loss or {})}
+        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, **(kl or {})}
+        self.filter_cfg = {"zero_variance": False, "acc_band": None, "max_refill_rounds": 0, **(filters or {})}
+        self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
+        self.log_samples = log_samples
+        self.ref_policy = None
+        if self.kl_cfg["coef"] > 0:
+            self.ref_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.rewards_fn: RewardPipeline | None = None
+        self.last_samples: list[dict] = []
+
+    # ------------------------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        if self.rewards_fn is None:
+            self.rewards_fn = RewardPipeline(self.task.verify, getattr(self.task, "score_steps", None),
+                                             **self.reward_cfg)
+
+    def teardown(self, stage: str) -> None:
+        if self.rewards_fn is not None:
+            self.rewards_fn.close()
+            self.rewards_fn = None
+
+    def updates_total(self) -> int:
+        b = self.batch_cfg
+        per_step = b["ppo_epochs"] * math.ceil(b["prompts_per_step"] * b["samples_per_prompt"] / b["minibatch_size"])
+        return (self.total_steps or 1) * per_step
+
+    # ------------------------------------------------------------------------------------ hooks
+    def rollout(self, samples: list[Sample]) -> Rollouts:
+        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"])
+        ro.step_ids = self.token_step_ids(ro)
+        return ro
+
+    def score(self, ro: Rollouts, samples: list[Sample]) -> Rewards:
+        """Outcome (and step) scores from the task's verifiers, run by the bounded reward pipeline."""
+        res = self.rewards_fn([samples[i] for i in ro.sample_idx.tolist()], ro.texts)
+        self._reward_counts["reward/errors"] += res.errors
+        self._reward_counts["reward/timeouts"] += res.timeouts
+        outcome = res.outcome.float()
+        return Rewards(outcome=outcome, correct=(outcome >= 1.0 - 1e-6).float(), step=res.step)
+
+    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+        token = rewards.token if rewards.token is not None else torch.zeros_like(ro.loss_mask, dtype=torch.float)
+        if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"]:
+            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])
+            token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
+        return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values))
+
+    def extra_loss(self, mb: Rollouts, logp: torch.Tensor, extras: dict) -> torch.Tensor | None:
+        """Additional per-token loss terms [n, T] for a micro-batch (aggregated like the policy loss)."""
+        return None
+
+    def prepare(self, ro: Rollouts) -> dict[str, torch.Tensor]:
+        """Per-token tensors an algorithm needs before the update (e.g. critic values)."""
+        return {}
+
+    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
+        return {}
+
+    # ------------------------------------------------------------------------------------ pieces
+    def token_step_ids(self, ro: Rollouts) -> torch.Tensor:
+        """Step index of each response token from the task's splitter (-1 outside any step)."""
+        splitter = getattr(self.task, "splitter", None)
+        if splitter is None:
+            return ro.step_ids
+        pieces = self._token_pieces()
+        out = torch.full_like(ro.response_ids, -1)
+        for r, (ids, m) in enumerate(zip(ro.response_ids.tolist(), ro.response_mask.tolist())):
+            n = int(sum(m))
+            toks = [pieces(t) for t in ids[:n]]
+            text, offsets, pos = "".join(toks), [], 0
+            for piece in toks:
+                offsets.append((pos, pos + len(piece)))
+                pos += len(piece)
+            out[r, :n] = core.char_spans_to_step_ids(offsets, splitter.split(text, tile=True), n)
+        return out
+
+    def _token_pieces(self):
+        if not hasattr(self, "_piece_cache"):
+            self._piece_cache: dict[int, str] = {}
+        cache, tok = self._piece_cache, self.tokenizer
+        special = set(tok.all_special_ids)
+
+        def piece(t: int) -> str:
+            if t not in cache:
+                cache[t] = "" if t in special else tok.decode([t])
+            return cache[t]
+        return piece
+
+    def collect(self, samples: list[Sample], timer: Timer) -> tuple[Rollouts, Rewards, dict[str, float]]:
+        """Rollouts and rewards for this step's prompts, with group filters and refill from extra prompts."""
+        f, G = self.filter_cfg, self.batch_cfg["samples_per_prompt"]
+        want = len(samples)
+        kept_ro, kept_rw, pool, stats = [], [], [], {"filter/groups": 0.0, "filter/dropped": 0.0,
+                                                     "filter/all_correct": 0.0, "filter/all_wrong": 0.0}
+        batch, rounds, kept = samples, 0, 0
+        while True:
+            base = len(pool)
+            pool.extend(batch)
+            with timer("rollout"):
+                ro = self.rollout(batch)
+            ro.sample_idx = ro.sample_idx + base
+            with timer("reward"):
+                rw = self.score(ro, pool)
+            keep = self.keep_groups(ro, rw, stats)
+            kept_ro.append(ro.select(keep))
+            kept_rw.append(rw.select(keep))
+            if rounds == 0:
+                self._unfiltered = (ro, rw)
+            kept += int(keep.numel()) // G
+            rounds += 1
+            if kept >= want or rounds > f["max_refill_rounds"]:
+                break
+            batch = self.trainer.datamodule.draw(want - kept) if self._trainer is not None else samples
+        ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
+        if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
+            ro, rw = ro.select(torch.arange(want * G)), rw.select(torch.arange(want * G))
+        stats["filter/refill_rounds"] = float(rounds - 1)
+        return ro, rw, stats
+
+    def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
+        """Row indices of the groups that pass the filters (all rows when no filter is on)."""
+        f = self.filter_cfg
+        gids = ro.group_ids
+        uniq, inv = torch.unique(gids, return_inverse=True)
+        count = torch.zeros(len(uniq)).index_add_(0, inv, torch.ones(len(gids)))
+        acc = torch.zeros(len(uniq)).index_add_(0, inv, rw.correct.cpu()) / count
+        mean = torch.zeros(len(uniq)).index_add_(0, inv, rw.outcome.cpu()) / count
+        sq = torch.zeros(len(uniq)).index_add_(0, inv, rw.outcome.cpu() ** 2) / count
+        ok = torch.ones(len(uniq), dtype=torch.bool)
+        if f["zero_variance"]:
+            ok &= (sq - mean ** 2) > 1e-12
+        if f["acc_band"] is not None:
+            lo, hi = f["acc_band"]
+            ok &= (acc >= lo - 1e-9) & (acc <= hi + 1e-9)
+        stats["filter/groups"] += len(uniq)
+        stats["filter/dropped"] += float((~ok).sum())
+        stats["filter/all_correct"] += float((acc == 1).sum())
+        stats["filter/all_wrong"] += float((acc == 0).sum())
+        return torch.nonzero(ok[inv]).flatten()
+
+    def forward_logp(self, model, mb: Rollouts, entropy: bool = False):
+        """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
+        their longest prompt and response."""
+        p_keep = mb.prompt_mask.bool().any(0)
+        p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
+        t_len = max(1, int(mb.response_mask.sum(-1).max()))
+        ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
+        att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
+        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
+                       logits_to_keep=t_len + 1).logits[:, :-1].float() / self.engine.temperature
+        logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
+        ent = core.entropy_from_logits(logits) if entropy else None
+        T = mb.response_ids.shape[1]
+        pad = lambda x: torch.nn.functional.pad(x, (0, T - t_len)) if x is not None else None  # noqa: E731
+        return pad(logp), pad(ent)
+
+    @torch.no_grad()
+    def logp_pass(self, model, ro: Rollouts) -> torch.Tensor:
+        mbs = self.batch_cfg["micro_batch_size"]
+        was = model.training
+        model.eval()
+        out = torch.cat([self.forward_logp(model, ro.select(torch.arange(i, min(i + mbs, len(ro)))))[0]
+                         for i in range(0, len(ro), mbs)])
+        model.train(was)
+        return out
+
+    # ------------------------------------------------------------------------------------ the step
+    def training_step(self, batch: list[Sample], batch_idx: int):
+        timer, b = Timer(), self.batch_cfg
+        self._reward_counts = {"reward/errors": 0, "reward/timeouts": 0}
+        t0 = time.perf_counter()
+        ro, rewards, fstats = self.collect(batch, timer)
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            self.trainer.datamodule.mark_consumed(batch)
+        ro = ro.to(self.device)
+        metrics = {**fstats, **self._reward_counts}
+        metrics.update(self.rollout_metrics(*self._unfiltered))
+        if len(ro) == 0:  # every group filtered out: nothing to learn from this step
+            self.clip_and_step(last=True)
+            metrics["train/skipped_steps"] = 1.0
+            self._log(metrics, timer, t0, ro)
+            return
+        n_updates = b["ppo_epochs"] * math.ceil(len(ro) / b["minibatch_size"])
+        with timer("logprob"):
+            if n_updates > 1:
+                ro.old_logp = self.logp_pass(self.policy, ro)
+            if self.ref_policy is not None:
+                ro.ref_logp = self.logp_pass(self.ref_policy, ro)
+            extras = self.prepare(ro)
+        if ro.old_logp is None and self.kl_cfg["in_reward"] and self.ref_policy is not None:
+            ro.old_logp = self.logp_pass(self.policy, ro)
+        adv, returns = self.advantages(ro, rewards, extras.get("values"))
+        extras["advantages"], extras["returns"] = adv, returns
+        with timer("update"):
+            metrics.update(self.update(ro, adv, extras, n_updates))
+        metrics.update(self.after_update(ro, rewards))
+        self._log(metrics, timer, t0, ro)
+
+    def micro_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
+        """The loss of one micro-batch, normalised by the minibatch's global counts, and its token sums."""
+        lc, kc = self.loss_cfg, self.kl_cfg
+        mask = mb.loss_mask.float()
+        logp, ent = self.forward_logp(self.policy, mb, entropy=True)
+        old = mb.old_logp if mb.old_logp is not None else logp.detach()
+        pg, clipped = core.ppo_clip_loss(logp, old, adv, lc["clip_eps_low"], lc["clip_eps_high"], lc["dual_clip"])
+        tok_loss = pg - lc["entropy_coef"] * ent
+        sums = {"train/entropy": core.masked_sum(ent.detach(), mask),
+                "train/clip_frac": core.masked_sum(clipped.float(), mask), "tokens": mask.sum()}
+        if mb.ref_logp is not None:
+            kl = core.kl_penalty(logp, mb.ref_logp, kc["estimator"])
+            if kc["coef"] > 0 and not kc["in_reward"]:
+                tok_loss = tok_loss + kc["coef"] * kl
+            sums["train/kl"] = core.masked_sum(kl.detach(), mask)
+        extra = self.extra_loss(mb, logp, extras)
+        if extra is not None:
+            tok_loss = tok_loss + extra
+        loss = core.aggregate_loss(tok_loss, mask, lc["agg"], num_tokens=num_tokens, num_seqs=num_seqs,
+                                   norm_len=lc["norm_len"])
+        return loss, {k: float(v) for k, v in sums.items()}
+
+    def update(self, ro: Rollouts, adv: torch.Tensor, extras: dict, n_updates: int) -> dict[str, float]:
+        """PPO epochs over shuffled minibatches; each minibatch is one optimiser update, accumulated over
+        micro-batches whose losses use the minibatch's global token / sequence counts."""
+        b = self.batch_cfg
+        sums: dict[str, float] = {}
+        done = 0
+        for _ in range(b["ppo_epochs"]):
+            order = torch.randperm(len(ro), generator=self.sampler)
+            for start in range(0, len(ro), b["minibatch_size"]):
+                idx = order[start:start + b["minibatch_size"]].to(self.device)
+                n_tok = ro.loss_mask[idx].sum().clamp(min=1)
+                loss_total = 0.0
+                for m0 in range(0, len(idx), b["micro_batch_size"]):
+                    mid = idx[m0:m0 + b["micro_batch_size"]]
+                    mb_extras = {k: (v[mid] if isinstance(v, torch.Tensor) else v) for k, v in extras.items()}
+                    loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, len(idx))
+                    if torch.isfinite(loss):
+                        self.manual_backward(loss)
+                    else:  # poison the gradient so clip_and_step skips this update and counts it
+                        p = next(self.policy.parameters())
+                        p.grad = torch.full_like(p, float("nan"))
+                    loss_total += float(loss.detach())
+                    for k, v in stats.items():
+                        self._acc(sums, k, v)
+                done += 1
+                norm, ok = self.clip_and_step(last=done == n_updates)
+                self._acc(sums, "train/loss", loss_total)
+                self._acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
+                self._acc(sums, "train/nonfinite_skips", float(not ok))
+        tokens = max(sums.pop("tokens", 1.0), 1.0)
+        out = {k: sums[k] / tokens for k in ("train/entropy", "train/clip_frac", "train/kl") if k in sums}
+        out["train/loss"] = sums["train/loss"] / n_updates
+        out["train/grad_norm"] = sums["train/grad_norm"] / n_updates
+        out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
+        out["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        return out
+
+    @staticmethod
+    def _acc(d: dict, k: str, v: float) -> None:
+        d[k] = d.get(k, 0.0) + v
+
+    def rollout_metrics(self, ro: Rollouts, rw: Rewards) -> dict[str, float]:
+        lens = ro.response_mask.sum(-1).float()
+        m = {"train/reward": float(rw.outcome.mean()), "train/acc": float(rw.correct.mean()),
+             "train/response_len": float(lens.mean()),
+             "train/truncated_frac": sum(r == "length" for r in ro.finish_reason) / max(1, len(ro))}
+        if rw.step is not None and torch.isfinite(rw.step).any():
+            s = rw.step[torch.isfinite(rw.step)]
+            m["train/step_acc"] = float((s >= 1.0 - 1e-6).float().mean())
+        self.last_samples = [{"prompt": self._prompt_text(ro, i), "response": ro.texts[i],
+                              "reward": float(rw.outcome[i]), "finish": ro.finish_reason[i],
+                              "steps": None if rw.step is None else [round(x, 3) for x in rw.step[i].tolist()
+                                                                     if not math.isnan(x)]}
+                             for i in range(min(self.log_samples, len(ro)))]
+        return m
+
+    def _prompt_text(self, ro: Rollouts, i: int) -> str:
+        return self.tokenizer.decode(ro.prompt_ids[i][ro.prompt_mask[i].bool()].tolist(), skip_special_tokens=True)
+
+    def _log(self, metrics: dict, timer: Timer, t0: float, ro: Rollouts) -> None:
+        elapsed = time.perf_counter() - t0
+        metrics.update(timer.times)
+        metrics["time/step"] = elapsed
+        n_tok = float(self._unfiltered[0].prompt_mask.sum() + self._unfiltered[0].response_mask.sum())
+        metrics["perf/tokens_per_s"] = n_tok / max(elapsed, 1e-9)
+        bar = {"train/reward", "train/acc"}
+        self.log_dict({k: v for k, v in metrics.items() if k not in bar}, on_step=True, on_epoch=False,
+                      batch_size=len(ro) or 1)
+        self.log_dict({k: metrics[k] for k in bar}, on_step=True, on_epoch=False, prog_bar=True,
+                      batch_size=len(ro) or 1)

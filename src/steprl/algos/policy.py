@@ -1,0 +1,174 @@
+"""PolicyModule: what every trainer of a policy shares — the model, greedy validation, optimiser, and the
+extra state (RNG, data position) that makes a resumed run identical to an uninterrupted one."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from steprl.models import load_model
+from steprl.rollout.hf import HFEngine
+
+
+class PolicyModule(L.LightningModule):
+    """Holds the policy and its tokenizer, the task and the rollout engine.
+
+    ``optim``: lr, weight_decay, betas, eps, warmup_steps, scheduler (constant | cosine | linear),
+    min_lr_ratio, max_grad_norm. ``val``: max_new_tokens (None: the engine's), log_samples.
+    """
+
+    def __init__(self, model: dict, task, rollout: HFEngine, optim: dict, seed: int = 0,
+                 val: dict | None = None, total_steps: int | None = None):
+        super().__init__()
+        self.model_cfg = dict(model)
+        self.policy, self.tokenizer = load_model(**self.model_cfg)
+        self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
+        self.val_cfg = dict(val or {})
+        self.seed, self.total_steps = seed, total_steps
+        self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling and minibatch shuffles
+        self._val_correct: list[float] = []
+        self._val_sources: list[str] = []
+        self.val_history: list[tuple[int, float]] = []
+        self.automatic_optimization = False
+
+    # ----------------------------------------------------------------------------------------- optimiser
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = torch.optim.AdamW(self.param_groups(), lr=o.get("lr", 1e-5), weight_decay=o.get("weight_decay", 0.0),
+                                betas=tuple(o.get("betas", (0.9, 0.999))), eps=o.get("eps", 1e-8))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _lr_lambda(self, step: int) -> float:
+        o = self.optim_cfg
+        warm = o.get("warmup_steps", 0)
+        if warm and step < warm:
+            return (step + 1) / warm
+        kind, total = o.get("scheduler", "constant"), max(1, self.updates_total() - warm)
+        frac = min(1.0, (step - warm) / total)
+        floor = o.get("min_lr_ratio", 0.0)
+        if kind == "constant":
+            return 1.0
+        if kind == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        if kind == "linear":
+            return floor + (1 - floor) * (1 - frac)
+        raise ValueError(f"optim.scheduler={kind!r} is not one of ['constant', 'cosine', 'linear']")
+
+    def updates_total(self) -> int:
+        """Optimiser updates over the whole run (for schedules)."""
+        return self.total_steps or 1
+
+    def clip_and_step(self, last: bool) -> tuple[float, bool]:
+        """Clip, then step the optimiser and scheduler unless the gradient is non-finite.
+
+        Only the ``last`` update of a training step goes through Lightning's optimiser wrapper, so
+        ``global_step`` (and ``trainer.max_steps``, checkpoint and validation intervals) counts training steps,
+        however many minibatch updates each one makes.
+        """
+        opt = self.optimizers()
+        raw = opt.optimizer if hasattr(opt, "optimizer") else opt
+        params = [p for g in raw.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
+        ok = bool(torch.isfinite(norm))
+        if ok:
+            (opt if last else raw).step()
+            self.lr_schedulers().step()
+        elif last:  # keep global_step counting training steps even when this update is skipped
+            raw.zero_grad(set_to_none=True)
+            opt.step()
+        raw.zero_grad(set_to_none=True)
+        return float(norm), ok
+
+    # ----------------------------------------------------------------------------------------- rollout
+    def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None):
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            return self.engine.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
+                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens)
+        finally:
+            self.policy.train(was_training)
+
+    # ----------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx):
+        ro = self.generate([s.prompt for s in batch], n=1, greedy=True,
+                           max_new_tokens=self.val_cfg.get("max_new_tokens"))
+        for s, text in zip(batch, ro.texts):
+            try:
+                score = float(self.task.verify(s, text))
+            except Exception:  # a verifier must not stop training; count as wrong
+                score = 0.0
+            self._val_correct.append(1.0 if score >= 1.0 - 1e-6 else 0.0)
+            self._val_sources.append(s.source or "all")
+        if batch_idx == 0:
+            self.val_examples = [(s.prompt, t) for s, t in zip(batch[:4], ro.texts[:4])]
+
+    def on_validation_epoch_end(self):
+        if not self._val_correct:
+            return
+        acc = float(np.mean(self._val_correct))
+        metrics = {"val/acc": acc}
+        sources = sorted(set(self._val_sources))
+        if len(sources) > 1:
+            for src in sources:
+                metrics[f"val/acc/{src}"] = float(np.mean([c for c, s in zip(self._val_correct, self._val_sources)
+                                                           if s == src]))
+        n = len(self._val_correct)
+        self._val_correct, self._val_sources = [], []
+        step = self.global_step
+        if self.trainer.sanity_checking:
+            # Lightning drops metrics logged during the sanity pass; this one is the warm-start accuracy
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=step)
+        else:
+            self.log_dict(metrics, prog_bar=True)
+        self.val_history.append((step, acc))
+        self.print(f"[steprl] step {step}: val/acc = {acc:.3f} on {n} held-out problems")
+
+    # ----------------------------------------------------------------------------------------- state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["steprl"] = {
+            "sampler": self.sampler.get_state(),
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "val_history": self.val_history,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        st = checkpoint.get("steprl")
+        if st is None:
+            return
+        self.sampler.set_state(st["sampler"])
+        torch.set_rng_state(st["torch"])
+        random.setstate(st["python"])
+        np.random.set_state(st["numpy"])
+        self.val_history = list(st.get("val_history", []))
+
+
+class Timer:
+    """``with timer("rollout"): ...`` accumulates wall-clock seconds under ``time/rollout``."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[f"time/{name}"] = timer.times.get(f"time/{name}", 0.0) + time.perf_counter() - self.t
+
+        return _Span()

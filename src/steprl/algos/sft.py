@@ -1,0 +1,57 @@
+"""Supervised fine-tuning on a task's worked solutions (``algo=sft``): how the shipped warm start is made.
+
+Loss: token-mean negative log-likelihood of ``solution + EOS`` given ``prompt``.
+"""
+from __future__ import annotations
+
+import torch
+
+from steprl import core
+from steprl.algos.policy import PolicyModule
+
+
+class SFT(PolicyModule):
+    def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, seed: int = 0,
+                 val: dict | None = None, total_steps: int | None = None):
+        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps)
+        self.batch_cfg = dict(batch)
+
+    def updates_total(self) -> int:
+        return self.total_steps or 1
+
+    def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``input_ids, attention_mask, loss_mask`` (solution tokens and EOS), right-padded."""
+        tok = self.tokenizer
+        rows, masks = [], []
+        for s in batch:
+            if not s.solution:
+                raise ValueError(f"algo=sft needs worked solutions; task {self.task.name!r} sample {s.uid!r} has none")
+            p = tok(s.prompt, add_special_tokens=False)["input_ids"]
+            a = tok(s.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            rows.append(p + a)
+            masks.append([0] * len(p) + [1] * len(a))
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        lm = torch.zeros_like(ids, dtype=torch.float)
+        for i, (r, m) in enumerate(zip(rows, masks)):
+            ids[i, :len(r)] = torch.tensor(r)
+            att[i, :len(r)] = 1
+            lm[i, :len(m)] = torch.tensor(m, dtype=torch.float)
+        return ids.to(self.device), att.to(self.device), lm.to(self.device)
+
+    def training_step(self, batch, batch_idx):
+        ids, att, lm = self.encode(batch)
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            self.trainer.datamodule.mark_consumed(batch)
+        mbs = self.batch_cfg.get("micro_batch_size") or len(batch)
+        n_tok = lm[:, 1:].sum()
+        total = 0.0
+        for i in range(0, len(batch), mbs):
+            logits = self.policy(input_ids=ids[i:i + mbs], attention_mask=att[i:i + mbs]).logits[:, :-1].float()
+            nll = -core.logprobs_from_logits(logits, ids[i:i + mbs, 1:])
+            loss = core.aggregate_loss(nll, lm[i:i + mbs, 1:], "token-mean", num_tokens=n_tok)
+            self.manual_backward(loss)
+            total += float(loss)
+        norm, _ = self.clip_and_step(last=True)
+        self.log_dict({"train/loss": total, "train/grad_norm": norm}, prog_bar=True, batch_size=len(batch))

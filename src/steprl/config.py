@@ -1,0 +1,72 @@
+"""Checks on a composed config that Hydra cannot express, and the batch-vocabulary banner."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A composed configuration that cannot run; the message names the keys."""
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("abspath"):
+        OmegaConf.register_new_resolver("abspath", lambda p: str(Path(p).resolve()))
+
+
+def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:
+    """Validate the batch vocabulary and return the derived numbers."""
+    b = dict(batch)
+    for key in ("prompts_per_step", "micro_batch_size") + (("samples_per_prompt", "minibatch_size", "ppo_epochs")
+                                                         if is_rl else ()):
+        v = b.get(key)
+        if not isinstance(v, int) or v < 1:
+            raise ConfigError(f"batch.{key} must be a positive integer, got {v!r}")
+    if not is_rl:
+        if b["prompts_per_step"] % b["micro_batch_size"]:
+            raise ConfigError(f"batch.micro_batch_size={b['micro_batch_size']} must divide "
+                              f"batch.prompts_per_step={b['prompts_per_step']} (sft trains on prompts_per_step examples)")
+        return {"examples_per_step": b["prompts_per_step"],
+                "grad_accumulation": b["prompts_per_step"] // b["micro_batch_size"]}
+    n = b["prompts_per_step"] * b["samples_per_prompt"]
+    if n % b["minibatch_size"]:
+        raise ConfigError(f"batch.minibatch_size={b['minibatch_size']} must divide batch.prompts_per_step x "
+                          f"batch.samples_per_prompt = {b['prompts_per_step']} x {b['samples_per_prompt']} = {n}")
+    if b["minibatch_size"] % b["micro_batch_size"]:
+        raise ConfigError(f"batch.micro_batch_size={b['micro_batch_size']} must divide "
+                          f"batch.minibatch_size={b['minibatch_size']}")
+    return {"rollouts_per_step": n,
+            "updates_per_step": b["ppo_epochs"] * n // b["minibatch_size"],
+            "grad_accumulation": b["minibatch_size"] // b["micro_batch_size"]}
+
+
+def check_config(cfg: DictConfig) -> dict[str, int]:
+    """Reject inconsistent settings at compose time, naming the keys; return the derived batch numbers."""
+    is_rl = not str(cfg.algo._target_).endswith(".SFT")
+    derived = check_batch(cfg.batch, is_rl)
+    if is_rl:
+        G = cfg.batch.samples_per_prompt
+        adv = cfg.get("advantage") or {}
+        if G < 2 and adv.get("_target_", "").endswith("GroupAdvantage"):
+            raise ConfigError(f"batch.samples_per_prompt={G}: group advantages ({adv.get('kind')}) need at least 2 "
+                              f"samples per prompt")
+        kl = cfg.algo.get("kl") or {}
+        if kl.get("coef", 0) < 0:
+            raise ConfigError(f"algo.kl.coef must be >= 0, got {kl.get('coef')}")
+        band = (cfg.algo.get("filters") or {}).get("acc_band")
+        if band is not None and (len(band) != 2 or not 0 <= band[0] <= band[1] <= 1):
+            raise ConfigError(f"algo.filters.acc_band must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(band)}")
+    tr = cfg.trainer
+    if tr.max_steps is None or tr.max_steps < 1:
+        raise ConfigError(f"trainer.max_steps must be a positive number of RL steps, got {tr.max_steps}")
+    vci = tr.get("val_check_interval")
+    if isinstance(vci, int) and vci < 1:
+        raise ConfigError(f"trainer.val_check_interval must be >= 1 step, got {vci}")
+    return derived
+
+
+def banner(cfg: DictConfig, derived: dict[str, int]) -> str:
+    b = cfg.batch
+    parts = [f"{k}={b[k]}" for k in b] + [f"{k}={v}" for k, v in derived.items()]
+    return "[steprl] batch: " + ", ".join(parts)

@@ -1,0 +1,58 @@
+"""Export the policy of a training checkpoint as a Hugging Face model directory (config, weights, tokenizer).
+
+    python -m steprl.export <run>/checkpoints/last.ckpt <out_dir>
+
+The directory loads with ``model.path=<out_dir>`` (or ``AutoModelForCausalLM.from_pretrained``). The shipped
+warm start ``src/steprl/assets/tiny_arith`` was made this way (see README, "Warm start").
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+
+from steprl.models import load_model
+
+
+def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters") or {}
+    model_cfg = hp.get("model") or _model_cfg_from_run(Path(ckpt_path))
+    model, tokenizer = load_model(**model_cfg)
+    state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    real_missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embedding
+    if real_missing or unexpected:
+        raise ValueError(f"{ckpt_path}: checkpoint does not match the model config "
+                         f"(missing {real_missing[:5]}, unexpected {unexpected[:5]})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _model_cfg_from_run(ckpt_path: Path) -> dict:
+    """The model config of the run that wrote ``ckpt_path`` (``<run>/.hydra/config.yaml``)."""
+    cfg_file = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file} not found: cannot tell which model {ckpt_path} holds")
+    model = yaml.safe_load(cfg_file.read_text())["model"]
+    if isinstance(model.get("init_seed"), str):
+        model["init_seed"] = 0
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpt")
+    ap.add_argument("out_dir")
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args()
+    print(export(args.ckpt, args.out_dir, args.dtype))
+
+
+if __name__ == "__main__":
+    main()

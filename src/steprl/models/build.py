@@ -1,0 +1,89 @@
+"""Model builders: tiny Qwen2 models from config, the shipped warm start, and any HF causal LM."""
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from steprl.models.tokenizer import build_byte_tokenizer
+
+SHIPPED_PREFIX = "steprl:"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def shipped_model_dir(name: str) -> Path:
+    """Directory of a checkpoint shipped inside the package (``steprl:<name>``)."""
+    path = Path(str(resources.files("steprl") / "assets" / name))
+    if not (path / "config.json").exists():
+        shipped = sorted(p.name for p in path.parent.iterdir() if (p / "config.json").exists()) \
+            if path.parent.exists() else []
+        raise FileNotFoundError(f"no shipped model {name!r} in {path.parent}; shipped: {shipped}")
+    return path
+
+
+def resolve_path(path: str) -> str:
+    return str(shipped_model_dir(path[len(SHIPPED_PREFIX):])) if path.startswith(SHIPPED_PREFIX) else path
+
+
+def tiny_qwen2(vocab_size: int, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+               num_kv_heads: int = 2, intermediate_size: int = 512, max_position_embeddings: int = 512,
+               pad_token_id: int = 0, eos_token_id: int = 1, bos_token_id: int = 2,
+               attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A randomly initialised Qwen2 causal LM of the given size (built from config, no download)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
+        pad_token_id=pad_token_id, eos_token_id=eos_token_id, bos_token_id=bos_token_id,
+        attn_implementation=attn_implementation,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "float32",
+               attn_implementation: str = "sdpa", revision: str | None = None,
+               trust_remote_code: bool = False, gradient_checkpointing: bool = False,
+               init_seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return ``(model, tokenizer)``.
+
+    Exactly one of ``path`` (a local directory, a hub id, or ``steprl:<name>`` for a shipped checkpoint)
+    and ``tiny`` (keyword arguments of :func:`tiny_qwen2`, with the byte tokenizer) must be given.
+    """
+    if (path is None) == (tiny is None):
+        raise ValueError("model: give exactly one of `model.path` (dir, hub id or steprl:<name>) "
+                         "and `model.tiny` (a size for a model built from config)")
+    if dtype not in _DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(_DTYPES)}")
+    if tiny is not None:
+        tokenizer = build_byte_tokenizer()
+        with torch.random.fork_rng():
+            torch.manual_seed(init_seed)
+            model = tiny_qwen2(len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                               attn_implementation=attn_implementation, **dict(tiny))
+        model = model.to(_DTYPES[dtype])
+    else:
+        src = resolve_path(path)
+        tokenizer = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            src, revision=revision, trust_remote_code=trust_remote_code, dtype=_DTYPES[dtype],
+            attn_implementation=attn_implementation)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = True
+    return model, tokenizer
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument of ``model.forward`` (``cache`` in transformers 5, else ``past_key_values``)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

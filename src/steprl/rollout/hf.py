@@ -1,0 +1,168 @@
+"""Batched sampling with a KV cache on any HF causal LM: the default rollout engine.
+
+Prompts are left-padded and encoded once; each is repeated ``n`` times so the ``n`` samples of a prompt are
+adjacent rows (one group). Decoding runs a plain loop over ``model.forward`` with a ``DynamicCache``, which
+keeps per-token Python overhead lower than ``generate()`` and lets the engine draw from its own
+``torch.Generator`` (so rollouts are reproducible and resumable without touching the global RNG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from steprl.models.build import cache_kwarg
+from steprl.rollout.types import Rollouts
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from ``logits`` [B, V] (temperature, then top-k, then top-p)."""
+    logits = logits.float() / temperature
+    # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly
+    logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
+    logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits), logits)
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class HFEngine:
+    """Sampling settings of the HF engine. ``batch_size`` caps the sequences decoded at once (None: all)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    max_prompt_tokens: int | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        self.stop = tuple(self.stop or ())
+
+    @torch.inference_mode()
+    def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
+                 generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> Rollouts:
+        """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``."""
+        device = next(model.parameters()).device
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
+                        truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
+        prompt_ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
+        prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
+        limit = max_new_tokens or self.max_new_tokens
+        step = self.batch_size or prompt_ids.shape[0]
+        parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
+                              greedy, generator) for i in range(0, prompt_ids.shape[0], step)]
+        width = max(p[0].shape[1] for p in parts)
+        pad = tokenizer.pad_token_id
+        response_ids = torch.cat([torch.nn.functional.pad(p[0], (0, width - p[0].shape[1]), value=pad)
+                                  for p in parts])
+        response_mask = torch.cat([torch.nn.functional.pad(p[1], (0, width - p[1].shape[1])) for p in parts])
+        finish = [r for p in parts for r in p[2]]
+        texts = self.decode_texts(tokenizer, response_ids, response_mask)
+        n_rows = response_ids.shape[0]
+        return Rollouts(
+            prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
+            response_mask=response_mask, loss_mask=response_mask.clone(),
+            step_ids=torch.full_like(response_ids, -1),
+            group_ids=torch.arange(n_rows, device=device) // n,
+            sample_idx=torch.arange(n_rows, device=device) // n,
+            texts=texts, finish_reason=finish)
+
+    @staticmethod
+    def decode_texts(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+        """Response texts without padding and special tokens (EOS dropped)."""
+        rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu())]
+        return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator):
+        rows = prompt_ids.shape[0]
+        device = prompt_ids.device
+        eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
+        pad = tokenizer.pad_token_id
+        cache = DynamicCache()
+        kw = cache_kwarg(model)
+        position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+        mask = prompt_mask.long()
+        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
+                    logits_to_keep=1, **{kw: cache})
+        next_pos = position[:, -1:] + 1
+        tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        stopped = torch.zeros(rows, dtype=torch.bool, device=device)
+        length = 0
+        for t in range(limit):
+            logits = out.logits[:, -1]
+            nxt = logits.argmax(-1) if greedy else sample_next(
+                logits, self.temperature, self.top_p, self.top_k, generator)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            tokens[:, t] = nxt
+            length = t + 1
+            hit = ~done & torch.isin(nxt, eos)
+            if self.stop:
+                hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
+            stopped |= hit
+            done |= hit
+            if bool(done.all()) or t == limit - 1:
+                break
+            mask = torch.cat([mask, (~done | hit).long()[:, None]], dim=1)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                        **{kw: cache})
+            next_pos = next_pos + 1
+        tokens = tokens[:, :length]
+        # a row's response runs up to and including its first EOS / stop token
+        ended = torch.zeros_like(tokens, dtype=torch.bool)
+        is_end = torch.isin(tokens, eos)
+        if self.stop:
+            is_end = is_end | self._stop_positions(tokenizer, tokens, stopped)
+        first_end = torch.where(is_end.any(-1), is_end.float().argmax(-1), torch.full_like(done, length,
+                                                                                         dtype=torch.long))
+        ended = torch.arange(length, device=device)[None, :] <= first_end[:, None]
+        response_mask = ended & (torch.arange(length, device=device)[None, :] < length)
+        tokens = tokens.masked_fill(~response_mask, pad)
+        finish = ["stop" if s else "length" for s in stopped.tolist()]
+        return tokens, response_mask.long(), finish
+
+    def _stop_hit(self, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
+        tail = tokenizer.batch_decode(tokens[:, -16:].tolist(), skip_special_tokens=True)
+        return torch.tensor([any(t.endswith(s) for s in self.stop) for t in tail], device=tokens.device)
+
+    def _stop_positions(self, tokenizer, tokens: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:
+        """Marks, for each stopped row, the token at which a stop string first completed."""
+        marks = torch.zeros_like(tokens, dtype=torch.bool)
+        for r in torch.nonzero(stopped).flatten().tolist():
+            ids = tokens[r].tolist()
+            for t in range(len(ids)):
+                text = tokenizer.decode(ids[max(0, t - 15):t + 1], skip_special_tokens=True)
+                if any(text.endswith(s) for s in self.stop):
+                    marks[r, t] = True
+                    break
+        return marks
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    cfg_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(cfg_eos, int):
+        ids.add(cfg_eos)
+    elif isinstance(cfg_eos, (list, tuple)):
+        ids.update(cfg_eos)
+    ids.discard(None)
+    return ids
