@@ -24,6 +24,7 @@ def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"batch.{key} must be a positive integer, got {v!r}")
     if not is_rl:
+        b["micro_batch_size"] = min(b["micro_batch_size"], b["prompts_per_step"])
         if b["prompts_per_step"] % b["micro_batch_size"]:
             raise ConfigError(f"batch.micro_batch_size={b['micro_batch_size']} must divide "
                               f"batch.prompts_per_step={b['prompts_per_step']} (sft trains on prompts_per_step examples)")
@@ -48,9 +49,13 @@ def check_config(cfg: DictConfig) -> dict[str, int]:
     if is_rl:
         G = cfg.batch.samples_per_prompt
         adv = cfg.get("advantage") or {}
-        if G < 2 and adv.get("_target_", "").endswith("GroupAdvantage"):
-            raise ConfigError(f"batch.samples_per_prompt={G}: group advantages ({adv.get('kind')}) need at least 2 "
-                              f"samples per prompt")
+        target = adv.get("_target_", "")
+        if G < 2 and (target.endswith("GroupAdvantage") or (target.endswith("ReinforcePP") and adv.get("baseline"))):
+            raise ConfigError(f"batch.samples_per_prompt={G}: a group baseline ({adv.get('kind', 'reinforce_pp_baseline')})"
+                              f" needs at least 2 samples per prompt (with 1 every advantage is 0)")
+        if target.endswith(".GAE") and not str(cfg.algo._target_).endswith(".PPO"):
+            raise ConfigError(f"advantage=gae needs a critic, which algo={cfg.algo._target_} does not have "
+                              f"(use algo=ppo)")
         kl = cfg.algo.get("kl") or {}
         if kl.get("coef", 0) < 0:
             raise ConfigError(f"algo.kl.coef must be >= 0, got {kl.get('coef')}")
@@ -68,5 +73,6 @@ def check_config(cfg: DictConfig) -> dict[str, int]:
 
 def banner(cfg: DictConfig, derived: dict[str, int]) -> str:
     b = cfg.batch
-    parts = [f"{k}={b[k]}" for k in b] + [f"{k}={v}" for k, v in derived.items()]
+    keys = list(b) if "rollouts_per_step" in derived else ["prompts_per_step", "micro_batch_size"]
+    parts = [f"{k}={b[k]}" for k in keys] + [f"{k}={v}" for k, v in derived.items()]
     return "[steprl] batch: " + ", ".join(parts)

@@ -38,7 +38,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, RolloutDataModule, L.Trai
     data = RolloutDataModule(task, cfg.batch.prompts_per_step, cfg.val.batch_size, seed=cfg.seed)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    # a resumed run has measured its warm start already: no second full validation pass before training
+    sanity = 0 if cfg.get("ckpt_path") else cfg.trainer.get("num_sanity_val_steps", 2)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger, num_sanity_val_steps=sanity)
     return module, data, trainer
 
 
@@ -51,19 +53,25 @@ def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
             resolved = OmegaConf.to_container(cfg, resolve=True)
             lg.log_hyperparams(resolved)
             lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(resolved), "config.yaml")
-            choices = _choices()
-            if choices:
-                lg.experiment.set_tag(lg.run_id, "choices", " ".join(f"{k}={v}" for k, v in choices.items()))
+            for key, value in _run_tags().items():
+                lg.experiment.set_tag(lg.run_id, key, value)
 
 
-def _choices() -> dict[str, Any]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def _run_tags() -> dict[str, Any]:
+    """``choices`` (the config-group options of this run) and, in a Hydra multirun, ``sweep`` (the sweep's
+    directory, shared by all its jobs: filter on it in the MLflow UI to see one sweep) and ``job``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-        rt = HydraConfig.get().runtime.choices
-        return {k: v for k, v in rt.items() if not k.startswith("hydra") and v is not None}
-    except Exception:
+    if not HydraConfig.initialized():
         return {}
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
+    tags = {"choices": " ".join(f"{k}={v}" for k, v in choices.items())}
+    if hc.mode == RunMode.MULTIRUN:
+        tags["sweep"] = str(hc.sweep.dir)
+        tags["job"] = str(hc.job.num)
+    return tags
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -68,10 +68,6 @@ def _resolved(cfg: DictConfig) -> dict:
 def _option_params():
     for group, opt in OPTIONS:
         marks = []
-        if (group, opt) == ("algo", "sft"):
-            marks = [pytest.mark.xfail(strict=True, raises=ConfigError, reason=(
-                "`algo=sft` alone is rejected: train.yaml's batch (prompts_per_step=16, micro_batch_size=64) is "
-                "invalid for SFT, which needs micro_batch_size | prompts_per_step; algo/sft.yaml sets no batch"))]
         yield pytest.param(group, opt, marks=marks, id=f"{group}={opt}")
 
 
@@ -209,9 +205,6 @@ def test_inconsistent_settings_raise_config_error_naming_the_keys(overrides, key
     assert isinstance(e.value, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="check_config only rejects samples_per_prompt=1 for GroupAdvantage; "
-                                       "REINFORCE++-baseline subtracts the group mean too, so with G=1 every "
-                                       "advantage is exactly 0 and the run trains on nothing, silently")
 def test_one_sample_per_prompt_with_a_group_mean_baseline_is_rejected(tmp_path):
     cfg = _compose(["algo=reinforce_pp", "advantage=reinforce_pp_baseline",
                     *_batch(samples_per_prompt=1, minibatch_size=4)], tmp_path)
@@ -219,9 +212,6 @@ def test_one_sample_per_prompt_with_a_group_mean_baseline_is_rejected(tmp_path):
         check_config(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="advantage=gae with an algorithm that has no critic (algo=grpo) passes "
-                                       "check_config; the run loads the model, rolls out and scores, then fails in "
-                                       "GAE.__call__ ('advantage=gae needs a critic') at the first step")
 def test_gae_without_a_critic_is_rejected_at_compose_time(tmp_path):
     cfg = _compose(["algo=grpo", "advantage=gae", *BATCH], tmp_path)
     with pytest.raises(ConfigError, match="advantage"):

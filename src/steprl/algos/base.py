@@ -35,8 +35,12 @@ class Rewards:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def select(self, idx: torch.Tensor) -> "Rewards":
-        pick = lambda v: None if v is None else v[idx]  # noqa: E731
-        return Rewards(self.outcome[idx], self.correct[idx], pick(self.step), pick(self.token), self.extras)
+        pick = lambda v: None if v is None else v[idx.to(v.device)]  # noqa: E731
+        return Rewards(pick(self.outcome), pick(self.correct), pick(self.step), pick(self.token), self.extras)
+
+    def to(self, device) -> "Rewards":
+        move = lambda v: None if v is None else v.to(device)  # noqa: E731
+        return Rewards(move(self.outcome), move(self.correct), move(self.step), move(self.token), self.extras)
 
 
 def _cat_rewards(parts: list[Rewards]) -> Rewards:
@@ -247,7 +251,7 @@ class RLModule(PolicyModule):
         ro, rewards, fstats = self.collect(batch, timer)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)
-        ro = ro.to(self.device)
+        ro, rewards = ro.to(self.device), rewards.to(self.device)
         metrics = {**fstats, **self._reward_counts}
         metrics.update(self.rollout_metrics(*self._unfiltered))
         if len(ro) == 0:  # every group filtered out: nothing to learn from this step
@@ -261,9 +265,9 @@ class RLModule(PolicyModule):
                 ro.old_logp = self.logp_pass(self.policy, ro)
             if self.ref_policy is not None:
                 ro.ref_logp = self.logp_pass(self.ref_policy, ro)
+            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.ref_policy is not None:
+                ro.old_logp = self.logp_pass(self.policy, ro)
             extras = self.prepare(ro)
-        if ro.old_logp is None and self.kl_cfg["in_reward"] and self.ref_policy is not None:
-            ro.old_logp = self.logp_pass(self.policy, ro)
         adv, returns = self.advantages(ro, rewards, extras.get("values"))
         extras["advantages"], extras["returns"] = adv, returns
         with timer("update"):
@@ -300,7 +304,7 @@ class RLModule(PolicyModule):
         sums: dict[str, float] = {}
         done = 0
         for _ in range(b["ppo_epochs"]):
-            order = torch.randperm(len(ro), generator=self.sampler)
+            order = torch.randperm(len(ro), generator=self.shuffler)
             for start in range(0, len(ro), b["minibatch_size"]):
                 idx = order[start:start + b["minibatch_size"]].to(self.device)
                 n_tok = ro.loss_mask[idx].sum().clamp(min=1)

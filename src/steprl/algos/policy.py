@@ -30,7 +30,8 @@ class PolicyModule(L.LightningModule):
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
-        self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling and minibatch shuffles
+        self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling (moved to the policy's device)
+        self.shuffler = torch.Generator().manual_seed(seed + 1)  # minibatch shuffles, on CPU
         self._val_correct: list[float] = []
         self._val_sources: list[str] = []
         self.val_history: list[tuple[int, float]] = []
@@ -90,6 +91,9 @@ class PolicyModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- rollout
     def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None):
+        device = next(self.policy.parameters()).device
+        if self.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator, seeded the same way
+            self.sampler = torch.Generator(device=device).manual_seed(self.seed)
         was_training = self.policy.training
         self.policy.eval()
         try:
@@ -125,12 +129,14 @@ class PolicyModule(L.LightningModule):
         n = len(self._val_correct)
         self._val_correct, self._val_sources = [], []
         step = self.global_step
-        if self.trainer.sanity_checking:
-            # Lightning drops metrics logged during the sanity pass; this one is the warm-start accuracy
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=step)
-        else:
-            self.log_dict(metrics, prog_bar=True)
+        if self.trainer.sanity_checking and step > 0:
+            return  # a resumed run: its warm start was measured by the run it resumes
+        # logged at the RL step just completed (Lightning would use its own batch counter, one less), and
+        # also during the sanity pass, whose metrics Lightning drops: that one is the warm-start accuracy
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+        if not self.trainer.sanity_checking:
+            self.log_dict(metrics, prog_bar=True, logger=False)
         self.val_history.append((step, acc))
         self.print(f"[steprl] step {step}: val/acc = {acc:.3f} on {n} held-out problems")
 
@@ -138,6 +144,8 @@ class PolicyModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["steprl"] = {
             "sampler": self.sampler.get_state(),
+            "sampler_device": str(self.sampler.device),
+            "shuffler": self.shuffler.get_state(),
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -148,7 +156,14 @@ class PolicyModule(L.LightningModule):
         st = checkpoint.get("steprl")
         if st is None:
             return
-        self.sampler.set_state(st["sampler"])
+        device = torch.device(st.get("sampler_device", "cpu"))
+        if device.type != "cpu" and not torch.cuda.is_available():
+            # resuming a GPU run on CPU: the sampling stream starts afresh
+            self.sampler = torch.Generator().manual_seed(self.seed)
+        else:
+            self.sampler = torch.Generator(device=device)
+            self.sampler.set_state(st["sampler"])
+        self.shuffler.set_state(st["shuffler"])
         torch.set_rng_state(st["torch"])
         random.setstate(st["python"])
         np.random.set_state(st["numpy"])

@@ -44,7 +44,7 @@ class SFT(PolicyModule):
         ids, att, lm = self.encode(batch)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)
-        mbs = self.batch_cfg.get("micro_batch_size") or len(batch)
+        mbs = min(self.batch_cfg.get("micro_batch_size") or len(batch), len(batch))
         n_tok = lm[:, 1:].sum()
         total = 0.0
         for i in range(0, len(batch), mbs):

@@ -1,4 +1,5 @@
+from steprl.callbacks.checkpoint import Checkpoint
 from steprl.callbacks.progress import StepProgressBar
 from steprl.callbacks.samples import SampleTable
 
-__all__ = ["SampleTable", "StepProgressBar"]
+__all__ = ["Checkpoint", "SampleTable", "StepProgressBar"]

@@ -23,7 +23,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
     # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly
     logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
     logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits), logits)
-    if top_k and top_k < logits.shape[-1]:
+    if 0 < top_k < logits.shape[-1]:  # 0 or -1: no top-k (vLLM / verl use -1)
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
@@ -55,15 +55,20 @@ class HFEngine:
             raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
-        self.stop = tuple(self.stop or ())
+        self._stop_window = max([16] + [4 * len(x) for x in (self.stop if not isinstance(self.stop, str) else [self.stop])])
+        self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     @torch.inference_mode()
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
                  generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> Rollouts:
         """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``."""
         device = next(model.parameters()).device
-        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
-                        truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
+        side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
+        try:
+            enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
+                            truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
+        finally:
+            tokenizer.truncation_side = side
         prompt_ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
         prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
         limit = max_new_tokens or self.max_new_tokens
@@ -141,7 +146,7 @@ class HFEngine:
         return tokens, response_mask.long(), finish
 
     def _stop_hit(self, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
-        tail = tokenizer.batch_decode(tokens[:, -16:].tolist(), skip_special_tokens=True)
+        tail = tokenizer.batch_decode(tokens[:, -self._stop_window:].tolist(), skip_special_tokens=True)
         return torch.tensor([any(t.endswith(s) for s in self.stop) for t in tail], device=tokens.device)
 
     def _stop_positions(self, tokenizer, tokens: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:
@@ -150,7 +155,7 @@ class HFEngine:
         for r in torch.nonzero(stopped).flatten().tolist():
             ids = tokens[r].tolist()
             for t in range(len(ids)):
-                text = tokenizer.decode(ids[max(0, t - 15):t + 1], skip_special_tokens=True)
+                text = tokenizer.decode(ids[max(0, t - self._stop_window + 1):t + 1], skip_special_tokens=True)
                 if any(text.endswith(s) for s in self.stop):
                     marks[r, t] = True
                     break

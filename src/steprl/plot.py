@@ -1,0 +1,87 @@
+"""Learning curves from the MLflow store.
+
+    python -m steprl.plot --out docs/default_run.png                  # the latest run of experiment `steprl`
+    python -m steprl.plot --run-id <id> --metrics val/acc train/reward --out curve.png
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+
+
+def metric_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    hist = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    steps, values = [], []
+    for m in hist:  # keep the last value logged at a step
+        if steps and steps[-1] == m.step:
+            values[-1] = m.value
+        else:
+            steps.append(m.step)
+            values.append(m.value)
+    return steps, values
+
+
+def latest_run(client: MlflowClient, experiment: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SystemExit(f"no MLflow experiment named {experiment!r} in this store")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise SystemExit(f"experiment {experiment!r} has no runs")
+    return runs[0].info.run_id
+
+
+def plot_run(client: MlflowClient, run_id: str, out: Path, metrics=("val/acc", "train/acc"),
+             title: str | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for key in metrics:
+        steps, values = metric_history(client, run_id, key)
+        if not steps:
+            continue
+        style = {"marker": "o", "linewidth": 2} if key.startswith("val/") else {"alpha": 0.35, "linewidth": 1}
+        if not key.startswith("val/") and len(values) >= 10:
+            ax.plot(steps, values, label=f"{key} (per step)", **style)
+            k = 10
+            smooth = [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
+                      for i in range(len(values))]
+            ax.plot(steps, smooth, label=f"{key} (10-step mean)", linewidth=2)
+        else:
+            ax.plot(steps, values, label=key, **style)
+    run = client.get_run(run_id)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or run.info.run_name or run_id, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracking-uri", default=DEFAULT_URI)
+    ap.add_argument("--experiment", default="steprl")
+    ap.add_argument("--run-id", default=None)
+    ap.add_argument("--metrics", nargs="+", default=["val/acc", "train/acc"])
+    ap.add_argument("--title", default=None)
+    ap.add_argument("--out", default="outputs/curve.png")
+    a = ap.parse_args()
+    client = MlflowClient(tracking_uri=a.tracking_uri)
+    run_id = a.run_id or latest_run(client, a.experiment)
+    print(plot_run(client, run_id, Path(a.out), a.metrics, a.title))
+
+
+if __name__ == "__main__":
+    main()
