@@ -11,15 +11,15 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from steprl.models import load_model
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = ckpt.get("hyper_parameters") or {}
-    model_cfg = hp.get("model") or _model_cfg_from_run(Path(ckpt_path))
+    model_cfg = (ckpt.get("steprl") or {}).get("model")
+    if model_cfg is None:
+        raise ValueError(f"{ckpt_path} is not a steprl training checkpoint (no model config in it)")
     model, tokenizer = load_model(**model_cfg)
     state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -32,17 +32,6 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     model.to(getattr(torch, dtype)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def _model_cfg_from_run(ckpt_path: Path) -> dict:
-    """The model config of the run that wrote ``ckpt_path`` (``<run>/.hydra/config.yaml``)."""
-    cfg_file = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{cfg_file} not found: cannot tell which model {ckpt_path} holds")
-    model = yaml.safe_load(cfg_file.read_text())["model"]
-    if isinstance(model.get("init_seed"), str):
-        model["init_seed"] = 0
-    return model
 
 
 def main() -> None:

@@ -50,11 +50,23 @@ def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
 
     for lg in trainer.loggers:
         if isinstance(lg, MLFlowLogger):
-            resolved = OmegaConf.to_container(cfg, resolve=True)
+            resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
             lg.log_hyperparams(resolved)
             lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(resolved), "config.yaml")
             for key, value in _run_tags().items():
                 lg.experiment.set_tag(lg.run_id, key, value)
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """The run's config without Hydra's own node (present when a config is composed by the compose API)."""
+    if "hydra" not in cfg:
+        return cfg
+    from omegaconf import open_dict
+
+    out = cfg.copy()
+    with open_dict(out):
+        del out["hydra"]
+    return out
 
 
 def _run_tags() -> dict[str, Any]:

@@ -362,8 +362,4 @@ class RLModule(PolicyModule):
         metrics["time/step"] = elapsed
         n_tok = float(self._unfiltered[0].prompt_mask.sum() + self._unfiltered[0].response_mask.sum())
         metrics["perf/tokens_per_s"] = n_tok / max(elapsed, 1e-9)
-        bar = {"train/reward", "train/acc"}
-        self.log_dict({k: v for k, v in metrics.items() if k not in bar}, on_step=True, on_epoch=False,
-                      batch_size=len(ro) or 1)
-        self.log_dict({k: metrics[k] for k in bar}, on_step=True, on_epoch=False, prog_bar=True,
-                      batch_size=len(ro) or 1)
+        self.log_metrics(metrics, bar=("train/reward", "train/acc"))

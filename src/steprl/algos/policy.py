@@ -133,12 +133,22 @@ class PolicyModule(L.LightningModule):
             return  # a resumed run: its warm start was measured by the run it resumes
         # logged at the RL step just completed (Lightning would use its own batch counter, one less), and
         # also during the sanity pass, whose metrics Lightning drops: that one is the warm-start accuracy
-        for logger in self.loggers:
-            logger.log_metrics(metrics, step=step)
-        if not self.trainer.sanity_checking:
-            self.log_dict(metrics, prog_bar=True, logger=False)
+        if self.trainer.sanity_checking:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=step)
+        else:
+            self.log_metrics(metrics, bar=tuple(metrics))
         self.val_history.append((step, acc))
         self.print(f"[steprl] step {step}: val/acc = {acc:.3f} on {n} held-out problems")
+
+    def log_metrics(self, metrics: dict[str, float], bar: tuple[str, ...] = ()) -> None:
+        """Send metrics to the loggers at step = RL steps completed (Lightning's own step counter runs one
+        behind during a training step), and to the progress bar / callback_metrics."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+        self.log_dict({k: v for k, v in metrics.items() if k not in bar}, logger=False)
+        if bar:
+            self.log_dict({k: metrics[k] for k in bar}, logger=False, prog_bar=True)
 
     # ----------------------------------------------------------------------------------------- state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -148,7 +158,8 @@ class PolicyModule(L.LightningModule):
             "shuffler": self.shuffler.get_state(),
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": _np_state_to_plain(np.random.get_state()),
+            "model": self.model_cfg,
             "val_history": self.val_history,
         }
 
@@ -166,8 +177,17 @@ class PolicyModule(L.LightningModule):
         self.shuffler.set_state(st["shuffler"])
         torch.set_rng_state(st["torch"])
         random.setstate(st["python"])
-        np.random.set_state(st["numpy"])
+        np.random.set_state(_np_state_from_plain(st["numpy"]))
         self.val_history = list(st.get("val_history", []))
+
+
+def _np_state_to_plain(state) -> tuple:
+    """NumPy's RNG state with its array as a list, so checkpoints load with ``torch.load(weights_only=True)``."""
+    return (state[0], list(map(int, state[1])), int(state[2]), int(state[3]), float(state[4]))
+
+
+def _np_state_from_plain(state) -> tuple:
+    return (state[0], np.asarray(state[1], dtype=np.uint32), state[2], state[3], state[4])
 
 
 class Timer:

@@ -52,6 +52,6 @@ class SFT(PolicyModule):
             nll = -core.logprobs_from_logits(logits, ids[i:i + mbs, 1:])
             loss = core.aggregate_loss(nll, lm[i:i + mbs, 1:], "token-mean", num_tokens=n_tok)
             self.manual_backward(loss)
-            total += float(loss)
+            total += float(loss.detach())
         norm, _ = self.clip_and_step(last=True)
-        self.log_dict({"train/loss": total, "train/grad_norm": norm}, prog_bar=True, batch_size=len(batch))
+        self.log_metrics({"train/loss": total, "train/grad_norm": norm}, bar=("train/loss",))
