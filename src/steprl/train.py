@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Any
 
 import hydra
@@ -14,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from steprl.config import banner, check_config, register_resolvers
 from steprl.rollout.data import RolloutDataModule
 
-log = logging.getLogger("steprl")
 register_resolvers()
 # Lightning prints through its own handler; without this, Hydra's root handler prints every line twice
 logging.getLogger("lightning.pytorch").propagate = False
