@@ -97,3 +97,16 @@ def test_weights_change_only_through_the_update(tmp_path):
     before = [p.detach().clone() for p in module.policy.parameters()]
     module.generate(["1+2+3=\n"], n=4)
     assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
+
+
+def test_zero_variance_filter_with_refill(tmp_path):
+    """Dropped groups are counted and refilled from fresh prompts; the run goes on."""
+    rows, module = run(["experiment=grpo_tiny", "trainer.max_steps=3", "algo.filters.zero_variance=true",
+                        "algo.filters.max_refill_rounds=2"], tmp_path)
+    assert len(rows) == 3
+    for r in rows:
+        # groups seen = the step's prompts + every refill round's prompts; dropped never exceeds seen
+        assert r["filter/groups"] >= 4 and 0 <= r["filter/dropped"] <= r["filter/groups"]
+        assert r["filter/refill_rounds"] <= 2
+    assert any(r["filter/dropped"] > 0 for r in rows)  # the warm start gets some groups all right / all wrong
+    assert module.trainer.datamodule.refill_pos > 0

@@ -188,7 +188,7 @@ class RLModule(PolicyModule):
             rounds += 1
             if kept >= want or rounds > f["max_refill_rounds"]:
                 break
-            batch = self.trainer.datamodule.draw(want - kept) if self._trainer is not None else samples
+            batch = self.trainer.datamodule.draw(want - kept)
         ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
         if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
             ro, rw = ro.select(torch.arange(want * G)), rw.select(torch.arange(want * G))
@@ -198,23 +198,14 @@ class RLModule(PolicyModule):
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
         f = self.filter_cfg
-        gids = ro.group_ids
-        uniq, inv = torch.unique(gids, return_inverse=True)
-        count = torch.zeros(len(uniq)).index_add_(0, inv, torch.ones(len(gids)))
-        acc = torch.zeros(len(uniq)).index_add_(0, inv, rw.correct.cpu()) / count
-        mean = torch.zeros(len(uniq)).index_add_(0, inv, rw.outcome.cpu()) / count
-        sq = torch.zeros(len(uniq)).index_add_(0, inv, rw.outcome.cpu() ** 2) / count
-        ok = torch.ones(len(uniq), dtype=torch.bool)
-        if f["zero_variance"]:
-            ok &= (sq - mean ** 2) > 1e-12
-        if f["acc_band"] is not None:
-            lo, hi = f["acc_band"]
-            ok &= (acc >= lo - 1e-9) & (acc <= hi + 1e-9)
-        stats["filter/groups"] += len(uniq)
-        stats["filter/dropped"] += float((~ok).sum())
-        stats["filter/all_correct"] += float((acc == 1).sum())
-        stats["filter/all_wrong"] += float((acc == 0).sum())
-        return torch.nonzero(ok[inv]).flatten()
+        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"])
+        acc = core.group_mean_std(rw.correct, ro.group_ids)[0]
+        groups = lambda rows: float(torch.unique(ro.group_ids[rows]).numel())  # noqa: E731
+        stats["filter/groups"] += groups(torch.ones_like(keep))
+        stats["filter/dropped"] += groups(~keep)
+        stats["filter/all_correct"] += groups(acc == 1)
+        stats["filter/all_wrong"] += groups(acc == 0)
+        return torch.nonzero(keep).flatten()
 
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to

@@ -16,6 +16,7 @@ from .advantages import (
     reinforce_pp_baseline_advantage,
     rloo_advantage,
 )
+from .filters import group_filter
 from .losses import (
     AGG_MODES,
     KL_KINDS,
@@ -37,6 +38,7 @@ from .steps import (
 )
 
 __all__ = [
+    "group_filter",
     "AGG_MODES",
     "KL_KINDS",
     "STD_SCALES",

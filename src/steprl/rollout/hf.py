@@ -133,14 +133,12 @@ class HFEngine:
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
         # a row's response runs up to and including its first EOS / stop token
-        ended = torch.zeros_like(tokens, dtype=torch.bool)
         is_end = torch.isin(tokens, eos)
         if self.stop:
             is_end = is_end | self._stop_positions(tokenizer, tokens, stopped)
         first_end = torch.where(is_end.any(-1), is_end.float().argmax(-1), torch.full_like(done, length,
                                                                                          dtype=torch.long))
-        ended = torch.arange(length, device=device)[None, :] <= first_end[:, None]
-        response_mask = ended & (torch.arange(length, device=device)[None, :] < length)
+        response_mask = torch.arange(length, device=device)[None, :] <= first_end[:, None]
         tokens = tokens.masked_fill(~response_mask, pad)
         finish = ["stop" if s else "length" for s in stopped.tolist()]
         return tokens, response_mask.long(), finish

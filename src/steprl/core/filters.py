@@ -1,0 +1,26 @@
+"""Group filters: which groups of G samples carry a learning signal (DAPO dynamic sampling, PRIME's band)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .advantages import group_mean_std
+
+
+def group_filter(outcome: Tensor, correct: Tensor, group_ids: Tensor, zero_variance: bool = False,
+                 acc_band: tuple[float, float] | None = None, tol: float = 1e-9) -> Tensor:
+    """Bool ``[N]``: True for the rows of groups that pass every filter that is on.
+
+    * ``zero_variance``: drop a group whose outcome scores are all equal (its group std is 0, so every
+      group-relative advantage is 0).
+    * ``acc_band = (lo, hi)``: keep a group whose accuracy ``mean(correct)`` lies in ``[lo, hi]`` (PRIME:
+      ``[0.2, 0.8]``).
+    """
+    keep = torch.ones_like(group_ids, dtype=torch.bool)
+    if zero_variance:
+        keep &= group_mean_std(outcome, group_ids)[1] > tol
+    if acc_band is not None:
+        lo, hi = acc_band
+        acc = group_mean_std(correct, group_ids)[0]
+        keep &= (acc >= lo - tol) & (acc <= hi + tol)
+    return keep

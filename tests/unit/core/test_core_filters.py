@@ -1,0 +1,28 @@
+import torch
+
+from steprl.core import group_filter
+
+
+def _groups(accs, k=4):
+    """Groups of k samples whose correct counts are acc * k (PRIME spec §1.11, test 6)."""
+    correct = torch.tensor([float(i < round(a * k)) for a in accs for i in range(k)])
+    return correct, torch.arange(len(accs)).repeat_interleave(k)
+
+
+def test_prime_accuracy_band_keeps_the_middle_groups():
+    correct, gids = _groups([0, 0.25, 0.5, 0.75, 1])
+    keep = group_filter(correct, correct, gids, acc_band=(0.2, 0.8))
+    # groups 1, 2, 3 (accuracies .25, .5, .75) stay: rows 4..15
+    assert keep.tolist() == [False] * 4 + [True] * 12 + [False] * 4
+
+
+def test_zero_variance_drops_all_equal_groups_and_nothing_else():
+    outcome = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0, 1.0, 0.3, 0.3])
+    gids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    keep = group_filter(outcome, (outcome == 1).float(), gids, zero_variance=True)
+    assert keep.tolist() == [False, False, False, False, True, True, False, False]
+
+
+def test_no_filter_keeps_every_row():
+    correct, gids = _groups([0, 1])
+    assert group_filter(correct, correct, gids).all()
