@@ -64,6 +64,10 @@ def _cat_rewards(parts: list[Rewards]) -> Rewards:
 class RLModule(PolicyModule):
     """The shared RL engine.
 
+    ``behaviour_logp_from_rollout``: an algorithm that trains on stored (off-policy) rollouts sets it, so the
+    ``old_logp`` its ``collect`` put on the rollouts (the behaviour policy's) is kept as the denominator of the
+    importance ratio instead of being recomputed with the current policy.
+
     ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
@@ -72,6 +76,8 @@ class RLModule(PolicyModule):
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
     """
+
+    behaviour_logp_from_rollout: bool = False
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
@@ -268,7 +274,7 @@ class RLModule(PolicyModule):
             return
         n_updates = b["ppo_epochs"] * math.ceil(len(ro) / b["minibatch_size"])
         with timer("logprob"):
-            if n_updates > 1:
+            if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
                 ro.old_logp = self.logp_pass(self.policy, ro)
             if self.ref_policy is not None:
                 ro.ref_logp = self.logp_pass(self.ref_policy, ro)
