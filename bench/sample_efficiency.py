@@ -63,7 +63,7 @@ def run_one(arm: str, seed: int, a, out: Path, bar) -> dict:
         f"batch.micro_batch_size={min(P * G, 32)}", f"trainer.max_steps={a.steps}",
         f"trainer.val_check_interval={a.val_every}", f"task.num_val={a.num_val}", f"val.batch_size={a.num_val}",
         "++trainer.enable_progress_bar=false", *a.extra]
-    cfg = compose(overrides, out / "runs" / f"{arm}-s{seed}")
+    cfg = compose(overrides, Path(a.work or out / "runs") / f"{arm}-s{seed}")
 
     class Track(L.Callback):
         def __init__(self):
@@ -75,7 +75,8 @@ def run_one(arm: str, seed: int, a, out: Path, bar) -> dict:
             self.train.append({"step": trainer.global_step, "train_acc": get("train/acc"),
                                "groups": get("filter/groups"), "prm_acc": get("prime/prm_acc"),
                                "rm_acc": get("oreal/rm_acc")})
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
 
     module, data, trainer = build(cfg)
     track = Track()
@@ -84,6 +85,13 @@ def run_one(arm: str, seed: int, a, out: Path, bar) -> dict:
     trainer.fit(module, datamodule=data)
     return {"arm": arm, "seed": seed, "rollouts_per_step": P * G, "seconds": time.perf_counter() - t0,
             "val": [[s, acc, s * P * G] for s, acc in module.val_history], "train": track.train}
+
+
+def _run_in_worker(arm: str, seed: int, a, out: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    return run_one(arm, seed, a, out, None)
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -183,6 +191,8 @@ def main(argv=None) -> None:
     p.add_argument("--oreal-freeze", type=int, default=3, help="OREAL's actor_freeze_steps (paper: 10 of 80)")
     p.add_argument("--out", default="outputs/bench/sample_efficiency")
     p.add_argument("--resume", action="store_true", help="skip runs already in <out>/results.json")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes); 1: sequential")
+    p.add_argument("--work", default=None, help="folder for the runs' own output (default <out>/runs)")
     p.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     a = p.parse_args(argv)
     a.arms = [x for x in a.arms.split(",") if x]
@@ -199,11 +209,24 @@ def main(argv=None) -> None:
 
     from tqdm import tqdm
 
+    save = lambda: res_path.write_text(json.dumps({"args": vars(a), "runs": results}, indent=1))  # noqa: E731
     with tqdm(total=len(todo) * a.steps, desc="RL steps", unit="step") as bar:
-        for arm, seed in todo:
-            bar.set_postfix_str(f"{arm} seed {seed}")
-            results.append(run_one(arm, seed, a, out, bar))
-            res_path.write_text(json.dumps({"args": {k: v for k, v in vars(a).items()}, "runs": results}, indent=1))
+        if a.jobs <= 1:
+            for arm, seed in todo:
+                bar.set_postfix_str(f"{arm} seed {seed}")
+                results.append(run_one(arm, seed, a, out, bar))
+                save()
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(_run_in_worker, arm, seed, a, out): (arm, seed) for arm, seed in todo}
+                for fut in as_completed(futs):
+                    results.append(fut.result())
+                    bar.set_postfix_str(f"done {futs[fut][0]} seed {futs[fut][1]}")
+                    bar.update(a.steps)
+                    save()
     table = report(results, a, out)
     (out / "table.md").write_text(table)
     plot(results, a, out / "sample_efficiency.png")
