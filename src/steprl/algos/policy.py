@@ -28,6 +28,10 @@ class PolicyModule(L.LightningModule):
         self.model_cfg = dict(model)
         self.policy, self.tokenizer = load_model(**self.model_cfg)
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
+        self.agent = None  # a tool-using task (one with ``make_env``) rolls out through the multi-turn AgentLoop
+        if callable(getattr(task, "make_env", None)):
+            from steprl.rollout.agent import AgentLoop
+            self.agent = AgentLoop(rollout, task.make_env(), **dict(getattr(task, "agent_cfg", None) or {}))
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
         self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling (moved to the policy's device)
@@ -97,8 +101,9 @@ class PolicyModule(L.LightningModule):
         was_training = self.policy.training
         self.policy.eval()
         try:
-            return self.engine.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
-                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens)
+            runner = self.agent if self.agent is not None else self.engine
+            return runner.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
+                                   generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens)
         finally:
             self.policy.train(was_training)
 

@@ -49,6 +49,7 @@ class Rollouts:
     finish_reason: list[str]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    info: list[dict[str, Any]] | None = None  # per-row episode facts of multi-turn rollouts (AgentLoop)
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
@@ -122,4 +123,5 @@ def cat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
     for name in ("old_logp", "ref_logp"):
         vals = [getattr(r, name) for r in parts]
         out[name] = torch.cat([right(v, 0.0) for v in vals]) if all(v is not None for v in vals) else None
+    out["info"] = [d for r in parts for d in r.info] if all(r.info is not None for r in parts) else None
     return Rollouts(**out)
