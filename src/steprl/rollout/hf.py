@@ -48,10 +48,14 @@ class HFEngine:
     stop: tuple[str, ...] = ()
     max_prompt_tokens: int | None = None
     batch_size: int | None = None
+    min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (benchmarks: fixed length)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"rollout.min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                             f"got {self.min_new_tokens}")
         if self.temperature <= 0:
             raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -144,13 +148,15 @@ class HFEngine:
         length = 0
         for t in range(limit):
             logits = out.logits[:, -1]
+            if t < self.min_new_tokens:
+                logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
                 logits, self.temperature, self.top_p, self.top_k, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens[:, t] = nxt
             length = t + 1
             hit = ~done & torch.isin(nxt, eos)
-            if self.stop:
+            if self.stop and length >= self.min_new_tokens:
                 hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
             stopped |= hit
             done |= hit
@@ -181,7 +187,7 @@ class HFEngine:
         marks = torch.zeros_like(tokens, dtype=torch.bool)
         for r in torch.nonzero(stopped).flatten().tolist():
             ids = tokens[r].tolist()
-            for t in range(len(ids)):
+            for t in range(max(0, self.min_new_tokens - 1), len(ids)):
                 text = tokenizer.decode(ids[max(0, t - self._stop_window + 1):t + 1], skip_special_tokens=True)
                 if any(text.endswith(s) for s in self.stop):
                     marks[r, t] = True
