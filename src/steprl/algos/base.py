@@ -20,6 +20,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
 from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
@@ -65,6 +66,10 @@ def _cat_rewards(parts: list[Rewards]) -> Rewards:
 class RLModule(PolicyModule):
     """The shared RL engine.
 
+    ``behaviour_logp_from_rollout``: an algorithm that trains on stored (off-policy) rollouts sets it, so the
+    ``old_logp`` its ``collect`` put on the rollouts (the behaviour policy's) is kept as the denominator of the
+    importance ratio instead of being recomputed with the current policy.
+
     ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
@@ -73,6 +78,8 @@ class RLModule(PolicyModule):
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
     """
+
+    behaviour_logp_from_rollout: bool = False
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
@@ -112,7 +119,8 @@ class RLModule(PolicyModule):
 
     # ------------------------------------------------------------------------------------ hooks
     def rollout(self, samples: list[Sample]) -> Rollouts:
-        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"])
+        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"],
+                           images=[s.images for s in samples])
         ro.step_ids = self.token_step_ids(ro)
         return ro
 
@@ -231,8 +239,11 @@ class RLModule(PolicyModule):
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
+            pos = None
         logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1).logits[:, :-1].float()
+                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         ent = core.entropy_from_logits(logits) if entropy else None
@@ -269,7 +280,7 @@ class RLModule(PolicyModule):
             return
         n_updates = b["ppo_epochs"] * math.ceil(len(ro) / b["minibatch_size"])
         with timer("logprob"):
-            if n_updates > 1:
+            if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
                 ro.old_logp = self.logp_pass(self.policy, ro)
             if self.ref_policy is not None:
                 ro.ref_logp = self.logp_pass(self.ref_policy, ro)
