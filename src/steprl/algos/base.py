@@ -20,6 +20,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
 
@@ -117,7 +118,8 @@ class RLModule(PolicyModule):
 
     # ------------------------------------------------------------------------------------ hooks
     def rollout(self, samples: list[Sample]) -> Rollouts:
-        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"])
+        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"],
+                           images=[s.images for s in samples])
         ro.step_ids = self.token_step_ids(ro)
         return ro
 
@@ -236,8 +238,11 @@ class RLModule(PolicyModule):
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
+            pos = None
         logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1).logits[:, :-1].float()
+                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         ent = core.entropy_from_logits(logits) if entropy else None
