@@ -104,7 +104,7 @@ class DRM(RLModule):
     def _span_masks(self, ro: Rollouts, spans) -> tuple[torch.Tensor, torch.Tensor]:
         """Token masks [N, T] of the reasoning and answer char spans."""
         pieces = self._token_pieces()
-        reason = torch.zeros_like(ro.response_mask, dtype=torch.float)
+        reason = torch.zeros(ro.response_mask.shape)  # on the CPU, like the rest of the scoring
         ans = torch.zeros_like(reason)
         for i, (ids, m) in enumerate(zip(ro.response_ids.tolist(), ro.response_mask.tolist())):
             n, pos = int(sum(m)), 0
