@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from steprl.models import load_model
+from steprl.models.vision import load_processor
 from steprl.rollout.hf import HFEngine
 
 
@@ -27,6 +28,7 @@ class PolicyModule(L.LightningModule):
         super().__init__()
         self.model_cfg = dict(model)
         self.policy, self.tokenizer = load_model(**self.model_cfg)
+        self.processor = load_processor(**self.model_cfg)  # images -> pixel rows (None for a text model)
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
@@ -90,7 +92,8 @@ class PolicyModule(L.LightningModule):
         return float(norm), ok
 
     # ----------------------------------------------------------------------------------------- rollout
-    def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None):
+    def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None,
+                 images: list | None = None):
         device = next(self.policy.parameters()).device
         if self.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator, seeded the same way
             self.sampler = torch.Generator(device=device).manual_seed(self.seed)
@@ -98,14 +101,15 @@ class PolicyModule(L.LightningModule):
         self.policy.eval()
         try:
             return self.engine.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
-                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens)
+                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens,
+                                        **({"images": images, "processor": self.processor} if images and any(images) else {}))
         finally:
             self.policy.train(was_training)
 
     # ----------------------------------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx):
         ro = self.generate([s.prompt for s in batch], n=1, greedy=True,
-                           max_new_tokens=self.val_cfg.get("max_new_tokens"))
+                           max_new_tokens=self.val_cfg.get("max_new_tokens"), images=[s.images for s in batch])
         for s, text in zip(batch, ro.texts):
             try:
                 score = float(self.task.verify(s, text))

@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from steprl.models.build import cache_kwarg
+from steprl.models.vision import rope_deltas, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
 
 
@@ -114,21 +115,39 @@ class HFEngine:
 
     @torch.inference_mode()
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
-                 generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> Rollouts:
-        """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``."""
+                 generator: torch.Generator | None = None, max_new_tokens: int | None = None,
+                 images: list | None = None, processor=None) -> Rollouts:
+        """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``.
+
+        ``images`` (one list per prompt) go through ``processor`` (a ``steprl.models.vision.VisionProcessor``)
+        and the rollouts carry the rows' ``pixel_values`` / ``image_grid_thw``."""
         device = next(model.parameters()).device
-        side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
-        try:
-            enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
-                            truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
-        finally:
-            tokenizer.truncation_side = side
+        pix = grids = None
+        if images is not None and any(len(ims or ()) for ims in images):
+            if processor is None:
+                raise ValueError("the prompts have images but the model has no image processor: use a "
+                                 "vision-language model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
+            enc = processor.encode(tokenizer, list(prompts), images)
+            if self.max_prompt_tokens is not None and enc["input_ids"].shape[1] > self.max_prompt_tokens:
+                raise ValueError(f"rollout.max_prompt_tokens={self.max_prompt_tokens} is shorter than a prompt with "
+                                 f"its image tokens ({enc['input_ids'].shape[1]}); image prompts are not truncated")
+            pix = [enc["pixel_values"][i] for i in range(len(prompts)) for _ in range(n)]
+            grids = [enc["image_grid_thw"][i] for i in range(len(prompts)) for _ in range(n)]
+        else:
+            side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
+            try:
+                enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
+                                truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
+            finally:
+                tokenizer.truncation_side = side
         prompt_ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
         prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
         limit = max_new_tokens or self.max_new_tokens
         step = self.batch_size or prompt_ids.shape[0]
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
-                              greedy, generator) for i in range(0, prompt_ids.shape[0], step)]
+                              greedy, generator,
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]))
+                 for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
         response_ids = torch.cat([torch.nn.functional.pad(p[0], (0, width - p[0].shape[1]), value=pad)
@@ -143,7 +162,7 @@ class HFEngine:
             step_ids=torch.full_like(response_ids, -1),
             group_ids=torch.arange(n_rows, device=device) // n,
             sample_idx=torch.arange(n_rows, device=device) // n,
-            texts=texts, finish_reason=finish)
+            texts=texts, finish_reason=finish, pixel_values=pix, image_grid_thw=grids)
 
     @staticmethod
     def decode_texts(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
@@ -151,7 +170,7 @@ class HFEngine:
         rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu())]
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator):
+    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None):
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
@@ -163,9 +182,15 @@ class HFEngine:
         full_mask = torch.zeros(rows, P + limit, dtype=torch.long, device=device)  # written in place, no cat
         full_mask[:, :P] = prompt_mask
         mask = full_mask[:, :P]
-        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
-                    logits_to_keep=1, **{kw: cache})
-        next_pos = position[:, -1:] + 1
+        vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
+        if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
+            out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
+                        **{kw: cache})
+            next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
+        else:
+            out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
+                        logits_to_keep=1, **{kw: cache})
+            next_pos = position[:, -1:] + 1
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -188,8 +213,8 @@ class HFEngine:
                 break
             full_mask[:, P + t] = ~done | hit
             mask = full_mask[:, :P + t + 1]
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                        **{kw: cache})
+            out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
+                        position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
         # a row's response runs up to and including its first EOS / stop token
