@@ -7,6 +7,7 @@ keeps per-token Python overhead lower than ``generate()`` and lets the engine dr
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -163,6 +164,34 @@ class HFEngine:
             group_ids=torch.arange(n_rows, device=device) // n,
             sample_idx=torch.arange(n_rows, device=device) // n,
             texts=texts, finish_reason=finish, pixel_values=pix, image_grid_thw=grids)
+
+    @torch.inference_mode()
+    def continue_ids(self, model, tokenizer, contexts: list[list[int]], max_new_tokens: int | None = None,
+                     greedy: bool = False, generator: torch.Generator | None = None,
+                     stop: tuple[str, ...] | list[str] = ()) -> tuple[list[list[int]], list[str]]:
+        """Continue each token-id context (one row each; used by the multi-turn AgentLoop).
+
+        Returns the new tokens of each row, up to and including its first EOS or stop string (``stop`` is
+        added to the engine's own), and its finish reason (``stop`` | ``length``).
+        """
+        engine = dataclasses.replace(self, stop=tuple(dict.fromkeys((*self.stop, *stop)))) if stop else self
+        device = next(model.parameters()).device
+        width = max(len(c) for c in contexts)
+        ids = torch.full((len(contexts), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, c in enumerate(contexts):
+            if c:
+                ids[r, width - len(c):] = torch.as_tensor(c, dtype=torch.long)
+                mask[r, width - len(c):] = 1
+        limit = max_new_tokens or self.max_new_tokens
+        step = self.batch_size or len(contexts)
+        tokens, finish = [], []
+        for i in range(0, len(contexts), step):
+            toks, m, fin = engine._decode(model, tokenizer, ids[i:i + step].to(device), mask[i:i + step].to(device),
+                                          limit, greedy, generator)
+            tokens += [t[k.bool()].tolist() for t, k in zip(toks.cpu(), m.cpu())]
+            finish += fin
+        return tokens, finish
 
     @staticmethod
     def decode_texts(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
