@@ -22,6 +22,7 @@ from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
+from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
 
 
@@ -361,6 +362,7 @@ class RLModule(PolicyModule):
         m = {"train/reward": float(rw.outcome.mean()), "train/acc": float(rw.correct.mean()),
              "train/response_len": float(lens.mean()),
              "train/truncated_frac": sum(r == "length" for r in ro.finish_reason) / max(1, len(ro))}
+        m.update(agent_metrics(ro))  # multi-turn rollouts: turns, tool calls, format errors, over-length
         if rw.step is not None and torch.isfinite(rw.step).any():
             s = rw.step[torch.isfinite(rw.step)]
             m["train/step_acc"] = float((s >= 1.0 - 1e-6).float().mean())
