@@ -102,9 +102,9 @@ def test_every_option_composes_resolves_and_checks(group, opt, tmp_path):
     if group == "logger" and opt == "mlflow":
         assert plain["logger"]["tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"
         assert plain["logger"]["run_name"] == "grpo-arith-seed0"
-    if group == "experiment" and opt.endswith("_tiny"):
-        stem = opt.split("_tiny")[0]
-        assert cfg.hydra.runtime.choices["algo"] == stem  # <algo>_tiny runs that algorithm
+    if group == "experiment":
+        # <algo>_tiny and the paper recipes <algo>_<setting> run that algorithm
+        assert opt.startswith(cfg.hydra.runtime.choices["algo"] + "_")
 
 
 @pytest.mark.parametrize("opt", [o for g, o in OPTIONS if g == "model" and o.startswith("qwen")])
