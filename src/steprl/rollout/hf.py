@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+try:  # transformers >= 4.56: caches made of layers
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover
+    DynamicLayer = None
+
 from steprl.models.build import cache_kwarg
 from steprl.models.vision import rope_deltas, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
@@ -36,6 +41,51 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+if DynamicLayer is not None:
+    class _PreallocatedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views into one buffer sized for the whole decode.
+
+        ``DynamicLayer`` concatenates every step's new key/value onto the cache (a copy of the whole cache per
+        step and layer: O(T^2) copying, a third of the decode time of a small model on CPU); this writes them in
+        place. The views it returns hold exactly the values the concatenation would, so attention is unchanged.
+        Past its capacity it falls back to concatenation.
+        """
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            b, h, _, _ = key_states.shape
+            self.device = key_states.device
+            self._k = key_states.new_empty(b, h, self.capacity, key_states.shape[-1])
+            self._v = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[-1])
+            self._n = 0
+            self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n, k = self._n, key_states.shape[-2]
+            if n + k > self.capacity or key_states.shape[0] != self._k.shape[0]:
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._k[:, :, n:n + k].copy_(key_states)
+            self._v[:, :, n:n + k].copy_(value_states)
+            self._n = n + k
+            self.keys, self.values = self._k[:, :, :n + k], self._v[:, :, :n + k]
+            return self.keys, self.values
+
+
+def _kv_cache(capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` whose layers are preallocated for ``capacity`` positions (where transformers allows)."""
+    cache = DynamicCache()
+    if DynamicLayer is not None and getattr(cache, "layer_class_to_replicate", None) is DynamicLayer \
+            and not getattr(cache, "layers", None):
+        cache.layer_class_to_replicate = lambda: _PreallocatedLayer(capacity)
+    return cache
 
 
 @dataclass
@@ -154,10 +204,13 @@ class HFEngine:
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
         pad = tokenizer.pad_token_id
-        cache = DynamicCache()
+        P = prompt_ids.shape[1]
+        cache = _kv_cache(P + limit)
         kw = cache_kwarg(model)
         position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
-        mask = prompt_mask.long()
+        full_mask = torch.zeros(rows, P + limit, dtype=torch.long, device=device)  # written in place, no cat
+        full_mask[:, :P] = prompt_mask
+        mask = full_mask[:, :P]
         vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
         if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
@@ -187,7 +240,8 @@ class HFEngine:
             done |= hit
             if bool(done.all()) or t == limit - 1:
                 break
-            mask = torch.cat([mask, (~done | hit).long()[:, None]], dim=1)
+            full_mask[:, P + t] = ~done | hit
+            mask = full_mask[:, :P + t + 1]
             out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
                         position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1
