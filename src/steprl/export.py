@@ -31,6 +31,11 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     out.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, dtype)).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    from steprl.models.vision import load_processor
+
+    processor = load_processor(**model_cfg)
+    if processor is not None:  # a vision-language model: its image processor loads back with the directory
+        processor.image_processor.save_pretrained(out)
     return out
 
 
