@@ -135,6 +135,33 @@ def test_text_prompts_without_images_need_no_processor(vl):
         HFEngine().generate(model, tok, [IMAGE_PLACEHOLDER], images=[[np.zeros((28, 28, 3), np.uint8)]])
 
 
+def test_image_tokens_are_never_sampled_and_never_break_the_update_pass(vl, images):
+    """A VL model that would write <|image_pad|> does not (the engine suppresses it); a response that holds one
+    anyway (another engine, scripted text) still gets finite log-probs instead of a mismatch error."""
+    from steprl.algos.base import RLModule
+
+    model, tok, proc = vl
+    image_id = model.config.image_token_id
+
+    def prefer_image_token(module, args, output):
+        output.logits[..., image_id] += 1e4
+        return output
+
+    handle = model.register_forward_hook(prefer_image_token)
+    try:
+        ro = HFEngine(max_new_tokens=6).generate(model, tok, PROMPTS, n=2, greedy=True, images=images,
+                                                 processor=proc)
+    finally:
+        handle.remove()
+    assert not (ro.response_ids == image_id).any()
+    ro = ro.select(torch.arange(len(ro)))
+    ro.response_ids[:, 1] = image_id  # as if the model had written one
+    mod = RLModule.__new__(RLModule)
+    mod.engine = HFEngine(temperature=1.0)
+    logp, _ = RLModule.forward_logp(mod, model, ro)
+    assert torch.isfinite(logp[ro.response_mask.bool()]).all()
+
+
 def test_a_saved_vl_directory_loads_back_like_a_hub_model(vl, images, tmp_path):
     """``model.path=<dir>`` (how hub ids load): image-text-to-text model, tokenizer and image processor."""
     model, tok, proc = vl
