@@ -22,6 +22,7 @@ from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
+from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
 
 
@@ -240,10 +241,11 @@ class RLModule(PolicyModule):
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw,
+                                    response_from=ids.shape[1] - t_len)
         if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
             pos = None
-        logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
+        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=att, position_ids=pos, use_cache=False,
                        logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
@@ -363,6 +365,7 @@ class RLModule(PolicyModule):
         m = {"train/reward": float(rw.outcome.mean()), "train/acc": float(rw.correct.mean()),
              "train/response_len": float(lens.mean()),
              "train/truncated_frac": sum(r == "length" for r in ro.finish_reason) / max(1, len(ro))}
+        m.update(agent_metrics(ro))  # multi-turn rollouts: turns, tool calls, format errors, over-length
         if rw.step is not None and torch.isfinite(rw.step).any():
             s = rw.step[torch.isfinite(rw.step)]
             m["train/step_acc"] = float((s >= 1.0 - 1e-6).float().mean())

@@ -30,6 +30,10 @@ class PolicyModule(L.LightningModule):
         self.policy, self.tokenizer = load_model(**self.model_cfg)
         self.processor = load_processor(**self.model_cfg)  # images -> pixel rows (None for a text model)
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
+        self.agent = None  # a tool-using task (one with ``make_env``) rolls out through the multi-turn AgentLoop
+        if callable(getattr(task, "make_env", None)):
+            from steprl.rollout.agent import AgentLoop
+            self.agent = AgentLoop(rollout, task.make_env(), **dict(getattr(task, "agent_cfg", None) or {}))
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
         self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling (moved to the policy's device)
@@ -100,9 +104,10 @@ class PolicyModule(L.LightningModule):
         was_training = self.policy.training
         self.policy.eval()
         try:
-            return self.engine.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
-                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens,
-                                        **({"images": images, "processor": self.processor} if images and any(images) else {}))
+            runner = self.agent if self.agent is not None else self.engine
+            return runner.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
+                                   generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens,
+                                   **({"images": images, "processor": self.processor} if images and any(images) else {}))
         finally:
             self.policy.train(was_training)
 

@@ -7,13 +7,19 @@ keeps per-token Python overhead lower than ``generate()`` and lets the engine dr
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
+try:  # transformers >= 4.56: caches made of layers
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover
+    DynamicLayer = None
+
 from steprl.models.build import cache_kwarg
-from steprl.models.vision import rope_deltas, vision_forward_kwargs
+from steprl.models.vision import rope_deltas, suppressed_token_ids, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
 
 
@@ -35,6 +41,51 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+if DynamicLayer is not None:
+    class _PreallocatedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views into one buffer sized for the whole decode.
+
+        ``DynamicLayer`` concatenates every step's new key/value onto the cache (a copy of the whole cache per
+        step and layer: O(T^2) copying, a third of the decode time of a small model on CPU); this writes them in
+        place. The views it returns hold exactly the values the concatenation would, so attention is unchanged.
+        Past its capacity it falls back to concatenation.
+        """
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            b, h, _, _ = key_states.shape
+            self.device = key_states.device
+            self._k = key_states.new_empty(b, h, self.capacity, key_states.shape[-1])
+            self._v = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[-1])
+            self._n = 0
+            self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n, k = self._n, key_states.shape[-2]
+            if n + k > self.capacity or key_states.shape[0] != self._k.shape[0]:
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._k[:, :, n:n + k].copy_(key_states)
+            self._v[:, :, n:n + k].copy_(value_states)
+            self._n = n + k
+            self.keys, self.values = self._k[:, :, :n + k], self._v[:, :, :n + k]
+            return self.keys, self.values
+
+
+def _kv_cache(capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` whose layers are preallocated for ``capacity`` positions (where transformers allows)."""
+    cache = DynamicCache()
+    if DynamicLayer is not None and getattr(cache, "layer_class_to_replicate", None) is DynamicLayer \
+            and not getattr(cache, "layers", None):
+        cache.layer_class_to_replicate = lambda: _PreallocatedLayer(capacity)
+    return cache
 
 
 @dataclass
@@ -114,6 +165,34 @@ class HFEngine:
             sample_idx=torch.arange(n_rows, device=device) // n,
             texts=texts, finish_reason=finish, pixel_values=pix, image_grid_thw=grids)
 
+    @torch.inference_mode()
+    def continue_ids(self, model, tokenizer, contexts: list[list[int]], max_new_tokens: int | None = None,
+                     greedy: bool = False, generator: torch.Generator | None = None,
+                     stop: tuple[str, ...] | list[str] = ()) -> tuple[list[list[int]], list[str]]:
+        """Continue each token-id context (one row each; used by the multi-turn AgentLoop).
+
+        Returns the new tokens of each row, up to and including its first EOS or stop string (``stop`` is
+        added to the engine's own), and its finish reason (``stop`` | ``length``).
+        """
+        engine = dataclasses.replace(self, stop=tuple(dict.fromkeys((*self.stop, *stop)))) if stop else self
+        device = next(model.parameters()).device
+        width = max(len(c) for c in contexts)
+        ids = torch.full((len(contexts), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, c in enumerate(contexts):
+            if c:
+                ids[r, width - len(c):] = torch.as_tensor(c, dtype=torch.long)
+                mask[r, width - len(c):] = 1
+        limit = max_new_tokens or self.max_new_tokens
+        step = self.batch_size or len(contexts)
+        tokens, finish = [], []
+        for i in range(0, len(contexts), step):
+            toks, m, fin = engine._decode(model, tokenizer, ids[i:i + step].to(device), mask[i:i + step].to(device),
+                                          limit, greedy, generator)
+            tokens += [t[k.bool()].tolist() for t, k in zip(toks.cpu(), m.cpu())]
+            finish += fin
+        return tokens, finish
+
     @staticmethod
     def decode_texts(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
         """Response texts without padding and special tokens (EOS dropped)."""
@@ -125,11 +204,15 @@ class HFEngine:
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
         pad = tokenizer.pad_token_id
-        cache = DynamicCache()
+        P = prompt_ids.shape[1]
+        cache = _kv_cache(P + limit)
         kw = cache_kwarg(model)
         position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
-        mask = prompt_mask.long()
+        full_mask = torch.zeros(rows, P + limit, dtype=torch.long, device=device)  # written in place, no cat
+        full_mask[:, :P] = prompt_mask
+        mask = full_mask[:, :P]
         vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
+        banned = suppressed_token_ids(model, device)
         if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
@@ -144,6 +227,8 @@ class HFEngine:
         length = 0
         for t in range(limit):
             logits = out.logits[:, -1]
+            if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
+                logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
@@ -158,7 +243,8 @@ class HFEngine:
             done |= hit
             if bool(done.all()) or t == limit - 1:
                 break
-            mask = torch.cat([mask, (~done | hit).long()[:, None]], dim=1)
+            full_mask[:, P + t] = ~done | hit
+            mask = full_mask[:, :P + t + 1]
             out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
                         position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1

@@ -57,6 +57,7 @@ class Rollouts:
     ref_logp: torch.Tensor | None = None
     pixel_values: list[torch.Tensor] | None = None
     image_grid_thw: list[torch.Tensor] | None = None
+    info: list[dict[str, Any]] | None = None  # per-row episode facts of multi-turn rollouts (AgentLoop)
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
@@ -138,4 +139,5 @@ def cat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
     for name in ("pixel_values", "image_grid_thw"):
         vals = [getattr(r, name) for r in parts]
         out[name] = [t for v in vals for t in v] if all(v is not None for v in vals) else None
+    out["info"] = [d for r in parts for d in r.info] if all(r.info is not None for r in parts) else None
     return Rollouts(**out)
