@@ -47,6 +47,8 @@ PUZZLES = ("rotation", "jigsaw", "patchfit")
 ANGLES = (0, 90, 180, 270)
 JIGSAW_GRIDS = tuple((m, n) for m in range(1, 10) for n in range(1, 10) if 2 <= m * n <= 9)  # 22 pairs
 LETTERS = "ABCDEFGHIJKLMNOP"
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                  "camera", "coins", "moon")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 INSTRUCTION = ("First output the thinking process in <think></think> tags and then output the final answer in "
                "<answer></answer> tags.")
@@ -126,10 +128,10 @@ class ImageSource:
                 import skimage.data  # noqa: F401
             except ImportError as e:
                 raise ValueError("task.source=skimage needs scikit-image (pip install scikit-image)") from e
-            self.names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
-                          "retina", "colorwheel", "logo"]
             import skimage.data as sd
-            self.names = [n for n in self.names if hasattr(sd, n)]
+
+            # the photos scikit-image ships inside its wheel (no download)
+            self.names = [n for n in SKIMAGE_PHOTOS if hasattr(sd, n)]
             return
         root = Path(self.source).expanduser()
         if not root.is_dir():
@@ -153,7 +155,11 @@ class ImageSource:
         if self.names:
             import skimage.data as sd
 
-            img = np.asarray(getattr(sd, self.names[index % len(self.names)])())
+            name = self.names[index % len(self.names)]
+            try:
+                img = np.asarray(getattr(sd, name)())
+            except Exception as e:  # noqa: BLE001 - e.g. a version that fetches this one over the network
+                raise ValueError(f"task.source=skimage: sample image {name!r} could not be loaded: {e}") from e
         else:
             from PIL import Image
 

@@ -175,6 +175,10 @@ def test_folder_source_and_bad_configs(tmp_path):
 
 def test_skimage_photos_when_installed():
     pytest.importorskip("skimage", reason="scikit-image is an optional demo source")
-    task = PuzzleTask(source="skimage", seed=0)
+    task = PuzzleTask(source="skimage", seed=0, puzzles=["jigsaw"], jigsaw_grids=[[2, 2]])
+    assert len(task.source) == 10
+    for i in range(10):  # every photo, grey ones as RGB, each a 112 x 112 square before cutting
+        src = task.source.get(i)
+        assert src.shape == (112, 112, 3) and src.dtype == np.uint8 and src.std() > 5
     s = task.train_dataset()[0]
-    assert s.images[0].size[1] >= 112
+    assert s.images[0].size == (112, 112)
