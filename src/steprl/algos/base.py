@@ -22,6 +22,7 @@ from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.rewards import RewardPipeline
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
+from steprl.utils import dist as D
 
 
 @dataclass
@@ -186,14 +187,53 @@ class RLModule(PolicyModule):
                 self._unfiltered = (ro, rw)
             kept += int(keep.numel()) // G
             rounds += 1
-            if kept >= want or rounds > f["max_refill_rounds"]:
+            more = kept < want and rounds <= f["max_refill_rounds"]
+            if not self._lockstep():
+                if not more:
+                    break
+                batch = self.trainer.datamodule.draw(want - kept)
+                continue
+            # sharded model: every rank runs the same generate calls, so all draw the largest deficit
+            deficit = int(D.all_reduce([float(want - kept if more else 0)], "max")[0])
+            if deficit == 0:
                 break
-            batch = self.trainer.datamodule.draw(want - kept)
+            batch = self.trainer.datamodule.draw(deficit)
+            if not more:  # this rank has enough: roll out in step with the others, keep nothing
+                with timer("rollout"):
+                    self.rollout(batch)
+                break
         ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
         if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
             ro, rw = ro.select(torch.arange(want * G)), rw.select(torch.arange(want * G))
         stats["filter/refill_rounds"] = float(rounds - 1)
         return ro, rw, stats
+
+    def _lockstep(self) -> bool:
+        """True when ranks must run the same forward calls (an FSDP-sharded policy)."""
+        from steprl.utils.fsdp import is_sharded
+
+        return D.is_distributed() and is_sharded(self.policy)
+
+    def pad_to_global(self, ro: Rollouts, rw: Rewards) -> tuple[Rollouts, Rewards, torch.Tensor]:
+        """Several ranks: give every rank the same number of rows (filters can keep different numbers), so
+        all run the same forwards, backwards and optimiser updates. Padding rows repeat real rows (or the
+        unfiltered rollouts of a rank that kept none) with an empty loss mask and their own group ids, so they
+        add nothing to the loss, the counts or the metrics. Returns the rows and a mask of the real ones."""
+        n = len(ro)
+        target = int(D.all_reduce([float(n)], "max")[0]) if D.is_distributed() else n
+        real = torch.ones(n, dtype=torch.bool, device=ro.response_ids.device)
+        if target == n:
+            return ro, rw, real
+        src_ro, src_rw = (ro, rw) if n else (self._unfiltered[0].to(self.device), self._unfiltered[1].to(self.device))
+        idx = torch.arange(target - n) % len(src_ro)
+        pad_ro, pad_rw = src_ro.select(idx), src_rw.select(idx)
+        pad_ro.loss_mask = torch.zeros_like(pad_ro.loss_mask)
+        start = (int(ro.group_ids.max()) + 1) if n else 0
+        pad_ro.group_ids = torch.arange(start, start + len(pad_ro), device=pad_ro.group_ids.device)
+        parts = [(ro, rw), (pad_ro, pad_rw)] if n else [(pad_ro, pad_rw)]
+        out_ro = cat_rollouts([p[0] for p in parts], self.tokenizer.pad_token_id)
+        out_rw = _cat_rewards([p[1] for p in parts])
+        return out_ro, out_rw, torch.cat([real, torch.zeros(target - n, dtype=torch.bool, device=real.device)])
 
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
@@ -245,12 +285,13 @@ class RLModule(PolicyModule):
         ro, rewards = ro.to(self.device), rewards.to(self.device)
         metrics = {**fstats, **self._reward_counts}
         metrics.update(self.rollout_metrics(*self._unfiltered))
-        if len(ro) == 0:  # every group filtered out: nothing to learn from this step
+        ro, rewards, self._real_rows = self.pad_to_global(ro, rewards)
+        if len(ro) == 0:  # every group (on every rank) filtered out: nothing to learn from this step
             self.clip_and_step(last=True)
             metrics["train/skipped_steps"] = 1.0
             self._log(metrics, timer, t0, ro)
             return
-        n_updates = b["ppo_epochs"] * math.ceil(len(ro) / b["minibatch_size"])
+        n_updates = b["ppo_epochs"] * math.ceil(len(ro) / self.local_minibatch_size())
         with timer("logprob"):
             if n_updates > 1:
                 ro.old_logp = self.logp_pass(self.policy, ro)
@@ -288,23 +329,39 @@ class RLModule(PolicyModule):
                                    norm_len=lc["norm_len"])
         return loss, {k: float(v) for k, v in sums.items()}
 
+    def local_minibatch_size(self) -> int:
+        """Sequences of one optimiser update on this rank: ``batch.minibatch_size`` is global."""
+        return max(1, self.batch_cfg["minibatch_size"] // D.world_size())
+
     def update(self, ro: Rollouts, adv: torch.Tensor, extras: dict, n_updates: int) -> dict[str, float]:
         """PPO epochs over shuffled minibatches; each minibatch is one optimiser update, accumulated over
-        micro-batches whose losses use the minibatch's global token / sequence counts."""
+        micro-batches whose losses use the minibatch's GLOBAL token / sequence counts (summed over ranks), so
+        the loss and the update equal those of one process on the same global batch. DDP / FSDP average the
+        gradients over ranks, so each rank back-propagates ``world_size x`` its share."""
         b = self.batch_cfg
         sums: dict[str, float] = {}
         done = 0
+        world = D.world_size()
+        real = getattr(self, "_real_rows", None)
+        if real is None or len(real) != len(ro):
+            real = torch.ones(len(ro), dtype=torch.bool, device=ro.loss_mask.device)
+        mbsize = self.local_minibatch_size()
         for _ in range(b["ppo_epochs"]):
             order = torch.randperm(len(ro), generator=self.shuffler)
-            for start in range(0, len(ro), b["minibatch_size"]):
-                idx = order[start:start + b["minibatch_size"]].to(self.device)
-                n_tok = ro.loss_mask[idx].sum().clamp(min=1)
+            for start in range(0, len(ro), mbsize):
+                idx = order[start:start + mbsize].to(self.device)
+                n_tok, n_seq = self.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
                 for m0 in range(0, len(idx), b["micro_batch_size"]):
                     mid = idx[m0:m0 + b["micro_batch_size"]]
                     mb_extras = {k: (v[mid] if isinstance(v, torch.Tensor) else v) for k, v in extras.items()}
-                    loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, len(idx))
-                    if torch.isfinite(loss):
+                    loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq)
+                    if world > 1:  # every rank must join the gradient reduction; a NaN is caught at the step
+                        self.manual_backward(loss * world)
+                        if not torch.isfinite(loss):
+                            p = next(self.policy.parameters())
+                            p.grad = torch.full_like(p, float("nan"))
+                    elif torch.isfinite(loss):
                         self.manual_backward(loss)
                     else:  # poison the gradient so clip_and_step skips this update and counts it
                         p = next(self.policy.parameters())
@@ -317,6 +374,10 @@ class RLModule(PolicyModule):
                 self._acc(sums, "train/loss", loss_total)
                 self._acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
                 self._acc(sums, "train/nonfinite_skips", float(not ok))
+        if world > 1:  # token-weighted means over the global batch
+            keys = [k for k in ("train/entropy", "train/clip_frac", "train/kl", "tokens") if k in sums]
+            for k, v in zip(keys, D.all_reduce([sums[k] for k in keys]).tolist()):
+                sums[k] = v
         tokens = max(sums.pop("tokens", 1.0), 1.0)
         out = {k: sums[k] / tokens for k in ("train/entropy", "train/clip_frac", "train/kl") if k in sums}
         out["train/loss"] = sums["train/loss"] / n_updates
@@ -324,6 +385,16 @@ class RLModule(PolicyModule):
         out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
         out["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return out
+
+    @staticmethod
+    def global_counts(loss_mask: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Loss tokens (clamped to >= 1) and real sequences of a minibatch, summed over ranks."""
+        n_tok = loss_mask.sum()
+        n_seq = int(real.sum())
+        if D.is_distributed():
+            tot = D.all_reduce(torch.stack([n_tok.double().cpu(), torch.tensor(float(n_seq), dtype=torch.float64)]))
+            n_tok, n_seq = tot[0].to(loss_mask.device, loss_mask.dtype), int(tot[1])
+        return n_tok.clamp(min=1), max(n_seq, 1)
 
     @staticmethod
     def _acc(d: dict, k: str, v: float) -> None:

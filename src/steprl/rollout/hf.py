@@ -14,6 +14,8 @@ from transformers import DynamicCache
 
 from steprl.models.build import cache_kwarg
 from steprl.rollout.types import Rollouts
+from steprl.utils import dist as D
+from steprl.utils.fsdp import is_sharded
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
@@ -58,10 +60,14 @@ class HFEngine:
         self._stop_window = max([16] + [4 * len(x) for x in (self.stop if not isinstance(self.stop, str) else [self.stop])])
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
-    @torch.inference_mode()
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
                  generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> Rollouts:
         """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``."""
+        # FSDP2 reuses its all-gather buffers in training: they must not become inference tensors
+        with torch.no_grad() if is_sharded(model) else torch.inference_mode():
+            return self._generate(model, tokenizer, prompts, n, greedy, generator, max_new_tokens)
+
+    def _generate(self, model, tokenizer, prompts, n, greedy, generator, max_new_tokens) -> Rollouts:
         device = next(model.parameters()).device
         side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
         try:
@@ -104,6 +110,8 @@ class HFEngine:
         pad = tokenizer.pad_token_id
         cache = DynamicCache()
         kw = cache_kwarg(model)
+        # an FSDP-sharded model all-gathers its parameters in every forward: all ranks must decode equally long
+        sync = D.is_distributed() and is_sharded(model)
         position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
         mask = prompt_mask.long()
         out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
@@ -125,7 +133,7 @@ class HFEngine:
                 hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
             stopped |= hit
             done |= hit
-            if bool(done.all()) or t == limit - 1:
+            if t == limit - 1 or (D.all_ranks(bool(done.all())) if sync else bool(done.all())):
                 break
             mask = torch.cat([mask, (~done | hit).long()[:, None]], dim=1)
             out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
