@@ -103,10 +103,12 @@ def check_hardware(cfg: DictConfig, is_rl: bool = True) -> None:
     if quant and str(cfg.trainer.get("accelerator", "cpu")) == "cpu":
         raise ConfigError(f"model.quantization={quant} (QLoRA, bitsandbytes) needs a GPU: use hardware=gpu, or "
                           f"model.quantization=null on CPU")
-    lora = (cfg.get("model") or {}).get("lora")
-    if quant and not lora:
+    lora = (cfg.get("model") or {}).get("lora") or {}
+    if quant and not lora.get("r"):
         raise ConfigError(f"model.quantization={quant} trains adapters on a frozen quantised base: set model.lora "
                           f"(e.g. model.lora.r=16), as in QLoRA")
+    if lora.get("r") is not None and (not isinstance(lora.get("r"), int) or lora["r"] < 0):
+        raise ConfigError(f"model.lora.r must be an integer >= 0 (0: no adapters), got {lora.get('r')!r}")
 
 
 def banner(cfg: DictConfig, derived: dict[str, int]) -> str:

@@ -9,7 +9,6 @@ buffers). The math lives in ``steprl.core``.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.lora import freeze_copy
 from steprl.rewards import RewardPipeline
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
 from steprl.utils import dist as D
@@ -82,8 +82,8 @@ class RLModule(PolicyModule):
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
         self.log_samples = log_samples
         self.ref_policy = None
-        if self.kl_cfg["coef"] > 0:
-            self.ref_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        if self.kl_cfg["coef"] > 0 and not self.adapter_reference:
+            self.ref_policy = freeze_copy(self.policy)
         self.rewards_fn: RewardPipeline | None = None
         self.last_samples: list[dict] = []
 
@@ -97,6 +97,22 @@ class RLModule(PolicyModule):
         if self.rewards_fn is not None:
             self.rewards_fn.close()
             self.rewards_fn = None
+
+    @property
+    def adapter_reference(self) -> bool:
+        """LoRA policy: the reference is the base model, i.e. the policy with its adapters disabled (no copy)."""
+        return hasattr(self.policy, "disable_adapter") and self.kl_cfg["coef"] > 0
+
+    @property
+    def has_reference(self) -> bool:
+        return self.ref_policy is not None or self.adapter_reference
+
+    def reference_logp(self, ro: Rollouts) -> torch.Tensor:
+        """Log-probs of the rollouts under the reference policy."""
+        if self.ref_policy is not None:
+            return self.logp_pass(self.ref_policy, ro)
+        with self.policy.disable_adapter():
+            return self.logp_pass(self.policy, ro)
 
     def updates_total(self) -> int:
         b = self.batch_cfg
@@ -295,9 +311,9 @@ class RLModule(PolicyModule):
         with timer("logprob"):
             if n_updates > 1:
                 ro.old_logp = self.logp_pass(self.policy, ro)
-            if self.ref_policy is not None:
-                ro.ref_logp = self.logp_pass(self.ref_policy, ro)
-            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.ref_policy is not None:
+            if self.has_reference:
+                ro.ref_logp = self.reference_logp(ro)
+            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
                 ro.old_logp = self.logp_pass(self.policy, ro)
             extras = self.prepare(ro)
         adv, returns = self.advantages(ro, rewards, extras.get("values"))

@@ -53,10 +53,10 @@ def test_global_batch_must_split_over_ranks(tmp_path):
 
 
 def test_quantization_needs_a_gpu_and_adapters(tmp_path):
-    cfg = compose_train(["logger=none", "+model.quantization=4bit", "+model.lora.r=8"], tmp_path)
+    cfg = compose_train(["logger=none", "model.quantization=4bit", "model.lora.r=8"], tmp_path)
     with pytest.raises(ConfigError, match=r"model.quantization=4bit .* needs a GPU"):
         check_config(cfg)
-    cfg = compose_train(["logger=none", "hardware=gpu", "+model.quantization=4bit"], tmp_path)
+    cfg = compose_train(["logger=none", "hardware=gpu", "model.quantization=4bit"], tmp_path)
     with pytest.raises(ConfigError, match=r"set model.lora"):
         check_config(cfg)
 
