@@ -110,7 +110,7 @@ def test_every_option_composes_resolves_and_checks(group, opt, tmp_path):
 @pytest.mark.parametrize("opt", [o for g, o in OPTIONS if g == "model" and o.startswith("qwen")])
 def test_hub_model_configs_name_real_hub_ids(opt, tmp_path):
     cfg = _compose([f"model={opt}"], tmp_path)
-    assert re.fullmatch(r"Qwen/Qwen2\.5-(Math-)?\d+(\.\d+)?B(-Instruct)?", cfg.model.path), cfg.model.path
+    assert re.fullmatch(r"Qwen/Qwen2\.5-(Math-|VL-)?\d+(\.\d+)?B(-Instruct)?", cfg.model.path), cfg.model.path
     assert cfg.model.tiny is None
     assert _resolved(cfg)["model"]["init_seed"] == 0
     check_config(cfg)

@@ -20,7 +20,9 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.models.lora import freeze_copy
+from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
+from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
 from steprl.utils import dist as D
 
@@ -34,14 +36,18 @@ class Rewards:
     step: torch.Tensor | None = None      # [N, S] per-step scores, NaN where none
     token: torch.Tensor | None = None     # [N, T] dense per-token rewards
     extras: dict[str, Any] = field(default_factory=dict)
+    seq: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row [N, ...] values that follow the
+    #                                      rows through filters and refill (e.g. advantages of the full group)
 
     def select(self, idx: torch.Tensor) -> "Rewards":
         pick = lambda v: None if v is None else v[idx.to(v.device)]  # noqa: E731
-        return Rewards(pick(self.outcome), pick(self.correct), pick(self.step), pick(self.token), self.extras)
+        return Rewards(pick(self.outcome), pick(self.correct), pick(self.step), pick(self.token), self.extras,
+                       {k: pick(v) for k, v in self.seq.items()})
 
     def to(self, device) -> "Rewards":
         move = lambda v: None if v is None else v.to(device)  # noqa: E731
-        return Rewards(move(self.outcome), move(self.correct), move(self.step), move(self.token), self.extras)
+        return Rewards(move(self.outcome), move(self.correct), move(self.step), move(self.token), self.extras,
+                       {k: move(v) for k, v in self.seq.items()})
 
 
 def _cat_rewards(parts: list[Rewards]) -> Rewards:
@@ -52,21 +58,29 @@ def _cat_rewards(parts: list[Rewards]) -> Rewards:
         width = max(p.step.shape[1] for p in parts)
         step = torch.cat([torch.nn.functional.pad(p.step, (0, width - p.step.shape[1]), value=float("nan"))
                           for p in parts])
+    keys = set(parts[0].seq).intersection(*(p.seq for p in parts[1:]))
+    seq = {k: torch.cat([p.seq[k] for p in parts]) for k in keys}
     return Rewards(torch.cat([p.outcome for p in parts]), torch.cat([p.correct for p in parts]), step, None,
-                   parts[0].extras)
+                   parts[0].extras, seq)
 
 
 class RLModule(PolicyModule):
     """The shared RL engine.
+
+    ``behaviour_logp_from_rollout``: an algorithm that trains on stored (off-policy) rollouts sets it, so the
+    ``old_logp`` its ``collect`` put on the rollouts (the behaviour policy's) is kept as the denominator of the
+    importance ratio instead of being recomputed with the current policy.
 
     ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
     seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef.
     ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward.
-    ``filters``: zero_variance, acc_band ([lo, hi] or null), max_refill_rounds.
+    ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
     """
+
+    behaviour_logp_from_rollout: bool = False
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
@@ -78,7 +92,8 @@ class RLModule(PolicyModule):
         self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
                          "norm_len": None, "entropy_coef": 0.0, **(loss or {})}
         self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, **(kl or {})}
-        self.filter_cfg = {"zero_variance": False, "acc_band": None, "max_refill_rounds": 0, **(filters or {})}
+        self.filter_cfg = {"zero_variance": False, "acc_band": None, "drop_truncated": False, "max_refill_rounds": 0,
+                           **(filters or {})}
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
         self.log_samples = log_samples
         self.ref_policy = None
@@ -121,7 +136,8 @@ class RLModule(PolicyModule):
 
     # ------------------------------------------------------------------------------------ hooks
     def rollout(self, samples: list[Sample]) -> Rollouts:
-        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"])
+        ro = self.generate([s.prompt for s in samples], n=self.batch_cfg["samples_per_prompt"],
+                           images=[s.images for s in samples])
         ro.step_ids = self.token_step_ids(ro)
         return ro
 
@@ -254,7 +270,13 @@ class RLModule(PolicyModule):
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
         f = self.filter_cfg
-        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"])
+        truncated = None
+        if f.get("drop_truncated"):
+            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool)
+            stats["filter/truncated"] = stats.get("filter/truncated", 0.0) + float(
+                torch.unique(ro.group_ids[truncated.to(ro.group_ids.device)]).numel())
+        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"],
+                                 truncated=truncated)
         acc = core.group_mean_std(rw.correct, ro.group_ids)[0]
         groups = lambda rows: float(torch.unique(ro.group_ids[rows]).numel())  # noqa: E731
         stats["filter/groups"] += groups(torch.ones_like(keep))
@@ -263,17 +285,22 @@ class RLModule(PolicyModule):
         stats["filter/all_wrong"] += groups(acc == 0)
         return torch.nonzero(keep).flatten()
 
-    def forward_logp(self, model, mb: Rollouts, entropy: bool = False):
+    def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
-        their longest prompt and response."""
+        their longest prompt and response; logits are divided by ``temperature`` (default: the rollout
+        engine's sampling temperature)."""
         p_keep = mb.prompt_mask.bool().any(0)
         p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
+            pos = None
         logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1).logits[:, :-1].float() / self.engine.temperature
+                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         ent = core.entropy_from_logits(logits) if entropy else None
         T = mb.response_ids.shape[1]
@@ -281,11 +308,12 @@ class RLModule(PolicyModule):
         return pad(logp), pad(ent)
 
     @torch.no_grad()
-    def logp_pass(self, model, ro: Rollouts) -> torch.Tensor:
+    def logp_pass(self, model, ro: Rollouts, temperature: float | None = None) -> torch.Tensor:
         mbs = self.batch_cfg["micro_batch_size"]
         was = model.training
         model.eval()
-        out = torch.cat([self.forward_logp(model, ro.select(torch.arange(i, min(i + mbs, len(ro)))))[0]
+        out = torch.cat([self.forward_logp(model, ro.select(torch.arange(i, min(i + mbs, len(ro)))),
+                                           temperature=temperature)[0]
                          for i in range(0, len(ro), mbs)])
         model.train(was)
         return out
@@ -309,7 +337,7 @@ class RLModule(PolicyModule):
             return
         n_updates = b["ppo_epochs"] * math.ceil(len(ro) / self.local_minibatch_size())
         with timer("logprob"):
-            if n_updates > 1:
+            if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
                 ro.old_logp = self.logp_pass(self.policy, ro)
             if self.has_reference:
                 ro.ref_logp = self.reference_logp(ro)
@@ -421,6 +449,7 @@ class RLModule(PolicyModule):
         m = {"train/reward": float(rw.outcome.mean()), "train/acc": float(rw.correct.mean()),
              "train/response_len": float(lens.mean()),
              "train/truncated_frac": sum(r == "length" for r in ro.finish_reason) / max(1, len(ro))}
+        m.update(agent_metrics(ro))  # multi-turn rollouts: turns, tool calls, format errors, over-length
         if rw.step is not None and torch.isfinite(rw.step).any():
             s = rw.step[torch.isfinite(rw.step)]
             m["train/step_acc"] = float((s >= 1.0 - 1e-6).float().mean())

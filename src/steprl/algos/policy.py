@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from steprl.models import load_model
+from steprl.models.vision import load_processor
 from steprl.rollout.hf import HFEngine
 from steprl.utils import dist as D
 
@@ -29,7 +30,12 @@ class PolicyModule(L.LightningModule):
         super().__init__()
         self.model_cfg = dict(model)
         self.policy, self.tokenizer = load_model(**self.model_cfg)
+        self.processor = load_processor(**self.model_cfg)  # images -> pixel rows (None for a text model)
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
+        self.agent = None  # a tool-using task (one with ``make_env``) rolls out through the multi-turn AgentLoop
+        if callable(getattr(task, "make_env", None)):
+            from steprl.rollout.agent import AgentLoop
+            self.agent = AgentLoop(rollout, task.make_env(), **dict(getattr(task, "agent_cfg", None) or {}))
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
         self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling (moved to the policy's device)
@@ -117,7 +123,8 @@ class PolicyModule(L.LightningModule):
         return self.seed + 1_000_003 * D.rank()
 
     # ----------------------------------------------------------------------------------------- rollout
-    def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None):
+    def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None,
+                 images: list | None = None):
         device = next(self.policy.parameters()).device
         if getattr(self, "_sampler_rank", 0) != D.rank():  # first use in a distributed run: this rank's stream
             self._sampler_rank = D.rank()
@@ -127,15 +134,17 @@ class PolicyModule(L.LightningModule):
         was_training = self.policy.training
         self.policy.eval()
         try:
-            return self.engine.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
-                                        generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens)
+            runner = self.agent if self.agent is not None else self.engine
+            return runner.generate(self.policy, self.tokenizer, prompts, n=n, greedy=greedy,
+                                   generator=None if greedy else self.sampler, max_new_tokens=max_new_tokens,
+                                   **({"images": images, "processor": self.processor} if images and any(images) else {}))
         finally:
             self.policy.train(was_training)
 
     # ----------------------------------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx):
         ro = self.generate([s.prompt for s in batch], n=1, greedy=True,
-                           max_new_tokens=self.val_cfg.get("max_new_tokens"))
+                           max_new_tokens=self.val_cfg.get("max_new_tokens"), images=[s.images for s in batch])
         for s, text in zip(batch, ro.texts):
             try:
                 score = float(self.task.verify(s, text))

@@ -69,3 +69,36 @@ __all__ = [
     "step_last_token_mask",
     "value_clip_loss",
 ]
+
+# PRIME and OREAL (spec prime-oreal-egrpo.md §1, §2)
+from .oreal import (  # noqa: E402
+    OREAL_SHAPINGS,
+    oreal_importance_weights,
+    oreal_pair_select,
+    oreal_policy_loss,
+    oreal_rewards,
+    oreal_rm_loss,
+    oreal_shaped_advantage,
+)
+from .prime import (  # noqa: E402
+    PRIME_FORMS,
+    PRIME_GRANULARITIES,
+    implicit_process_rewards,
+    prime_batch_norm,
+    prime_grpo_returns,
+    prime_reinforce_returns,
+    prime_rloo_process,
+    prime_rloo_returns,
+    prm_abs_acc,
+    prm_ce_loss,
+    prm_dpo_loss,
+    prm_pairwise_acc,
+)
+
+__all__ += [
+    "OREAL_SHAPINGS", "oreal_importance_weights", "oreal_pair_select", "oreal_policy_loss", "oreal_rewards",
+    "oreal_rm_loss", "oreal_shaped_advantage",
+    "PRIME_FORMS", "PRIME_GRANULARITIES", "implicit_process_rewards", "prime_batch_norm", "prime_grpo_returns",
+    "prime_reinforce_returns", "prime_rloo_process", "prime_rloo_returns", "prm_abs_acc", "prm_ce_loss",
+    "prm_dpo_loss", "prm_pairwise_acc",
+]

@@ -8,13 +8,16 @@ from .advantages import group_mean_std
 
 
 def group_filter(outcome: Tensor, correct: Tensor, group_ids: Tensor, zero_variance: bool = False,
-                 acc_band: tuple[float, float] | None = None, tol: float = 1e-9) -> Tensor:
+                 acc_band: tuple[float, float] | None = None, tol: float = 1e-9,
+                 truncated: Tensor | None = None) -> Tensor:
     """Bool ``[N]``: True for the rows of groups that pass every filter that is on.
 
     * ``zero_variance``: drop a group whose outcome scores are all equal (its group std is 0, so every
       group-relative advantage is 0).
     * ``acc_band = (lo, hi)``: keep a group whose accuracy ``mean(correct)`` lies in ``[lo, hi]`` (PRIME:
       ``[0.2, 0.8]``).
+    * ``truncated`` (bool ``[N]``, rows that hit the length limit): drop every group with a truncated row
+      (PRIME's truncation filter).
     """
     keep = torch.ones_like(group_ids, dtype=torch.bool)
     if zero_variance:
@@ -23,4 +26,7 @@ def group_filter(outcome: Tensor, correct: Tensor, group_ids: Tensor, zero_varia
         lo, hi = acc_band
         acc = group_mean_std(correct, group_ids)[0]
         keep &= (acc >= lo - tol) & (acc <= hi + tol)
+    if truncated is not None:
+        bad = group_ids[truncated.to(group_ids.device).bool()]
+        keep &= ~torch.isin(group_ids, bad)
     return keep

@@ -49,12 +49,16 @@ def tiny_qwen2(vocab_size: int, hidden_size: int = 128, num_layers: int = 4, num
 def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "float32",
                attn_implementation: str = "sdpa", revision: str | None = None,
                trust_remote_code: bool = False, gradient_checkpointing: bool = False,
-               init_seed: int = 0, lora: dict | None = None,
+               init_seed: int = 0, vision: dict | None = None,
+               image_processor: dict | None = None, lora: dict | None = None,
                quantization: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)``.
 
     Exactly one of ``path`` (a local directory, a hub id, or ``steprl:<name>`` for a shipped checkpoint)
     and ``tiny`` (keyword arguments of :func:`tiny_qwen2`, with the byte tokenizer) must be given.
+    With ``tiny``, a ``vision`` dict builds a tiny Qwen2-VL instead (``steprl.models.vision``); a ``path`` whose
+    config has a vision tower loads as an image-text-to-text model. ``image_processor`` is read by
+    ``steprl.models.vision.load_processor`` (the pixel budget), not here.
     ``lora`` (r > 0): wrap in peft LoRA adapters (r, alpha, dropout, target_modules); ``quantization``
     (``4bit``): load the base in NF4 through bitsandbytes for QLoRA (GPU only, hub / local models only).
     """
@@ -70,7 +74,16 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
                          "and `model.tiny` (a size for a model built from config)")
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(_DTYPES)}")
-    if tiny is not None:
+    if tiny is not None and vision is not None:
+        from steprl.models.vision import build_vl_byte_tokenizer, tiny_qwen2_vl
+
+        tokenizer = build_vl_byte_tokenizer()
+        with torch.random.fork_rng():
+            torch.manual_seed(init_seed)
+            model = tiny_qwen2_vl(tokenizer, attn_implementation=attn_implementation, vision=dict(vision),
+                                  **dict(tiny))
+        model = model.to(_DTYPES[dtype])
+    elif tiny is not None:
         tokenizer = build_byte_tokenizer()
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)
@@ -82,7 +95,10 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
         src = resolve_path(path)
         tokenizer = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)
         extra = {"quantization_config": quantization_config(quantization, torch.bfloat16)} if quantization else {}
-        model = AutoModelForCausalLM.from_pretrained(
+        auto = AutoModelForCausalLM
+        if vision is not None or _has_vision_tower(src, revision, trust_remote_code):
+            from transformers import AutoModelForImageTextToText as auto
+        model = auto.from_pretrained(
             src, revision=revision, trust_remote_code=trust_remote_code, dtype=_DTYPES[dtype],
             attn_implementation=attn_implementation, **extra)
     tokenizer.padding_side = "left"
@@ -95,6 +111,14 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
         model = apply_lora(model, lora["r"], lora.get("alpha", 16), lora.get("dropout", 0.0),
                            lora.get("target_modules", "all-linear"), gradient_checkpointing, bool(quantization))
     return model, tokenizer
+
+
+def _has_vision_tower(src: str, revision: str | None, trust_remote_code: bool) -> bool:
+    from transformers import AutoConfig
+
+    from steprl.models.vision import is_vision_config
+
+    return is_vision_config(AutoConfig.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code))
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

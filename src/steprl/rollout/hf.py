@@ -7,12 +7,19 @@ keeps per-token Python overhead lower than ``generate()`` and lets the engine dr
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
+try:  # transformers >= 4.56: caches made of layers
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover
+    DynamicLayer = None
+
 from steprl.models.build import cache_kwarg
+from steprl.models.vision import rope_deltas, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
 from steprl.utils.fsdp import is_sharded
@@ -38,6 +45,51 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+if DynamicLayer is not None:
+    class _PreallocatedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views into one buffer sized for the whole decode.
+
+        ``DynamicLayer`` concatenates every step's new key/value onto the cache (a copy of the whole cache per
+        step and layer: O(T^2) copying, a third of the decode time of a small model on CPU); this writes them in
+        place. The views it returns hold exactly the values the concatenation would, so attention is unchanged.
+        Past its capacity it falls back to concatenation.
+        """
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            b, h, _, _ = key_states.shape
+            self.device = key_states.device
+            self._k = key_states.new_empty(b, h, self.capacity, key_states.shape[-1])
+            self._v = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[-1])
+            self._n = 0
+            self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n, k = self._n, key_states.shape[-2]
+            if n + k > self.capacity or key_states.shape[0] != self._k.shape[0]:
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._k[:, :, n:n + k].copy_(key_states)
+            self._v[:, :, n:n + k].copy_(value_states)
+            self._n = n + k
+            self.keys, self.values = self._k[:, :, :n + k], self._v[:, :, :n + k]
+            return self.keys, self.values
+
+
+def _kv_cache(capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` whose layers are preallocated for ``capacity`` positions (where transformers allows)."""
+    cache = DynamicCache()
+    if DynamicLayer is not None and getattr(cache, "layer_class_to_replicate", None) is DynamicLayer \
+            and not getattr(cache, "layers", None):
+        cache.layer_class_to_replicate = lambda: _PreallocatedLayer(capacity)
+    return cache
+
+
 @dataclass
 class HFEngine:
     """Sampling settings of the HF engine. ``batch_size`` caps the sequences decoded at once (None: all)."""
@@ -49,10 +101,14 @@ class HFEngine:
     stop: tuple[str, ...] = ()
     max_prompt_tokens: int | None = None
     batch_size: int | None = None
+    min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (benchmarks: fixed length)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"rollout.min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                             f"got {self.min_new_tokens}")
         if self.temperature <= 0:
             raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -61,26 +117,44 @@ class HFEngine:
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
-                 generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> Rollouts:
-        """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``."""
-        # FSDP2 reuses its all-gather buffers in training: they must not become inference tensors
-        with torch.no_grad() if is_sharded(model) else torch.inference_mode():
-            return self._generate(model, tokenizer, prompts, n, greedy, generator, max_new_tokens)
+                 generator: torch.Generator | None = None, max_new_tokens: int | None = None,
+                 images: list | None = None, processor=None) -> Rollouts:
+        """Sample ``n`` responses for each prompt; rows ``i*n .. i*n+n-1`` answer prompt ``i``.
 
-    def _generate(self, model, tokenizer, prompts, n, greedy, generator, max_new_tokens) -> Rollouts:
+        ``images`` (one list per prompt) go through ``processor`` (a ``steprl.models.vision.VisionProcessor``)
+        and the rollouts carry the rows' ``pixel_values`` / ``image_grid_thw``."""
+        with _grad_off(model):
+            return self._generate(model, tokenizer, prompts, n, greedy, generator, max_new_tokens, images, processor)
+
+    def _generate(self, model, tokenizer, prompts, n, greedy, generator, max_new_tokens, images,
+                  processor) -> Rollouts:
         device = next(model.parameters()).device
-        side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
-        try:
-            enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
-                            truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
-        finally:
-            tokenizer.truncation_side = side
+        pix = grids = None
+        if images is not None and any(len(ims or ()) for ims in images):
+            if processor is None:
+                raise ValueError("the prompts have images but the model has no image processor: use a "
+                                 "vision-language model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
+            enc = processor.encode(tokenizer, list(prompts), images)
+            if self.max_prompt_tokens is not None and enc["input_ids"].shape[1] > self.max_prompt_tokens:
+                raise ValueError(f"rollout.max_prompt_tokens={self.max_prompt_tokens} is shorter than a prompt with "
+                                 f"its image tokens ({enc['input_ids'].shape[1]}); image prompts are not truncated")
+            pix = [enc["pixel_values"][i] for i in range(len(prompts)) for _ in range(n)]
+            grids = [enc["image_grid_thw"][i] for i in range(len(prompts)) for _ in range(n)]
+        else:
+            side, tokenizer.truncation_side = tokenizer.truncation_side, "left"  # keep the end of a long prompt
+            try:
+                enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
+                                truncation=self.max_prompt_tokens is not None, max_length=self.max_prompt_tokens)
+            finally:
+                tokenizer.truncation_side = side
         prompt_ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
         prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
         limit = max_new_tokens or self.max_new_tokens
         step = self.batch_size or prompt_ids.shape[0]
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
-                              greedy, generator) for i in range(0, prompt_ids.shape[0], step)]
+                              greedy, generator,
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]))
+                 for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
         response_ids = torch.cat([torch.nn.functional.pad(p[0], (0, width - p[0].shape[1]), value=pad)
@@ -95,7 +169,38 @@ class HFEngine:
             step_ids=torch.full_like(response_ids, -1),
             group_ids=torch.arange(n_rows, device=device) // n,
             sample_idx=torch.arange(n_rows, device=device) // n,
-            texts=texts, finish_reason=finish)
+            texts=texts, finish_reason=finish, pixel_values=pix, image_grid_thw=grids)
+
+    def continue_ids(self, model, tokenizer, contexts: list[list[int]], max_new_tokens: int | None = None,
+                     greedy: bool = False, generator: torch.Generator | None = None,
+                     stop: tuple[str, ...] | list[str] = ()) -> tuple[list[list[int]], list[str]]:
+        """Continue each token-id context (one row each; used by the multi-turn AgentLoop).
+
+        Returns the new tokens of each row, up to and including its first EOS or stop string (``stop`` is
+        added to the engine's own), and its finish reason (``stop`` | ``length``).
+        """
+        with _grad_off(model):
+            return self._continue_ids(model, tokenizer, contexts, max_new_tokens, greedy, generator, stop)
+
+    def _continue_ids(self, model, tokenizer, contexts, max_new_tokens, greedy, generator, stop):
+        engine = dataclasses.replace(self, stop=tuple(dict.fromkeys((*self.stop, *stop)))) if stop else self
+        device = next(model.parameters()).device
+        width = max(len(c) for c in contexts)
+        ids = torch.full((len(contexts), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, c in enumerate(contexts):
+            if c:
+                ids[r, width - len(c):] = torch.as_tensor(c, dtype=torch.long)
+                mask[r, width - len(c):] = 1
+        limit = max_new_tokens or self.max_new_tokens
+        step = self.batch_size or len(contexts)
+        tokens, finish = [], []
+        for i in range(0, len(contexts), step):
+            toks, m, fin = engine._decode(model, tokenizer, ids[i:i + step].to(device), mask[i:i + step].to(device),
+                                          limit, greedy, generator)
+            tokens += [t[k.bool()].tolist() for t, k in zip(toks.cpu(), m.cpu())]
+            finish += fin
+        return tokens, finish
 
     @staticmethod
     def decode_texts(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
@@ -103,41 +208,53 @@ class HFEngine:
         rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu())]
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator):
+    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None):
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
         pad = tokenizer.pad_token_id
-        cache = DynamicCache()
+        P = prompt_ids.shape[1]
+        cache = _kv_cache(P + limit)
         kw = cache_kwarg(model)
         # an FSDP-sharded model all-gathers its parameters in every forward: all ranks must decode equally long
         sync = D.is_distributed() and is_sharded(model)
         position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
-        mask = prompt_mask.long()
-        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
-                    logits_to_keep=1, **{kw: cache})
-        next_pos = position[:, -1:] + 1
+        full_mask = torch.zeros(rows, P + limit, dtype=torch.long, device=device)  # written in place, no cat
+        full_mask[:, :P] = prompt_mask
+        mask = full_mask[:, :P]
+        vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
+        if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
+            out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
+                        **{kw: cache})
+            next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
+        else:
+            out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
+                        logits_to_keep=1, **{kw: cache})
+            next_pos = position[:, -1:] + 1
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         length = 0
         for t in range(limit):
             logits = out.logits[:, -1]
+            if t < self.min_new_tokens:
+                logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
                 logits, self.temperature, self.top_p, self.top_k, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens[:, t] = nxt
             length = t + 1
             hit = ~done & torch.isin(nxt, eos)
-            if self.stop:
+            if self.stop and length >= self.min_new_tokens:
                 hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
             stopped |= hit
             done |= hit
             if t == limit - 1 or (D.all_ranks(bool(done.all())) if sync else bool(done.all())):
                 break
-            mask = torch.cat([mask, (~done | hit).long()[:, None]], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                        **{kw: cache})
+            full_mask[:, P + t] = ~done | hit
+            mask = full_mask[:, :P + t + 1]
+            out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
+                        position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
         # a row's response runs up to and including its first EOS / stop token
@@ -160,12 +277,18 @@ class HFEngine:
         marks = torch.zeros_like(tokens, dtype=torch.bool)
         for r in torch.nonzero(stopped).flatten().tolist():
             ids = tokens[r].tolist()
-            for t in range(len(ids)):
+            for t in range(max(0, self.min_new_tokens - 1), len(ids)):
                 text = tokenizer.decode(ids[max(0, t - self._stop_window + 1):t + 1], skip_special_tokens=True)
                 if any(text.endswith(s) for s in self.stop):
                     marks[r, t] = True
                     break
         return marks
+
+
+def _grad_off(model):
+    """``inference_mode`` for decoding; ``no_grad`` for an FSDP2-sharded model, whose all-gather buffers are
+    reused in training and must not become inference tensors."""
+    return torch.no_grad() if is_sharded(model) else torch.inference_mode()
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

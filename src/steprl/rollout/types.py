@@ -13,7 +13,8 @@ class Sample:
 
     ``prompt`` is the exact text given to the model (already formatted by the task); ``answer`` is the
     reference final answer a verifier compares against; ``solution`` is a worked demonstration (the SFT
-    target, also used by algorithms that interleave supervised steps).
+    target, also used by algorithms that interleave supervised steps). ``images`` are the images the prompt
+    shows (PIL images, uint8 arrays or paths), one per image placeholder in ``prompt`` (vision-language tasks).
     """
 
     prompt: str
@@ -22,6 +23,7 @@ class Sample:
     uid: str = ""
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    images: list[Any] = field(default_factory=list)
 
 
 PromptBatch = list[Sample]
@@ -35,6 +37,10 @@ class Rollouts:
     tokens that receive gradient (tool observations excluded); ``step_ids`` gives the index of the reasoning
     step / agent turn each response token belongs to (-1 outside any step); ``group_ids`` says which prompt
     each sequence answers and ``sample_idx`` indexes the ``PromptBatch`` it came from.
+
+    Vision-language rollouts also carry, per row, the prompt's vision inputs: ``pixel_values`` (a list of
+    [patches, D] tensors; the rows of one group share one tensor) and ``image_grid_thw`` (a list of [k, 3]).
+    Being lists, ``select`` picks them by row and ``cat_rollouts`` concatenates them.
     """
 
     prompt_ids: torch.Tensor
@@ -49,6 +55,9 @@ class Rollouts:
     finish_reason: list[str]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    pixel_values: list[torch.Tensor] | None = None
+    image_grid_thw: list[torch.Tensor] | None = None
+    info: list[dict[str, Any]] | None = None  # per-row episode facts of multi-turn rollouts (AgentLoop)
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
@@ -81,9 +90,14 @@ class Rollouts:
         return Rollouts(**out)
 
     def to(self, device: torch.device | str) -> "Rollouts":
-        return Rollouts(**{f.name: (getattr(self, f.name).to(device)
-                                    if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name))
-                           for f in fields(self)})
+        def move(v):
+            if isinstance(v, torch.Tensor):
+                return v.to(device)
+            if isinstance(v, list) and v and isinstance(v[0], torch.Tensor):  # per-row vision tensors
+                moved: dict[int, torch.Tensor] = {}  # rows that share a tensor keep sharing it
+                return [moved.setdefault(id(t), t.to(device)) for t in v]
+            return v
+        return Rollouts(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 def cat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
@@ -122,4 +136,8 @@ def cat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
     for name in ("old_logp", "ref_logp"):
         vals = [getattr(r, name) for r in parts]
         out[name] = torch.cat([right(v, 0.0) for v in vals]) if all(v is not None for v in vals) else None
+    for name in ("pixel_values", "image_grid_thw"):
+        vals = [getattr(r, name) for r in parts]
+        out[name] = [t for v in vals for t in v] if all(v is not None for v in vals) else None
+    out["info"] = [d for r in parts for d in r.info] if all(r.info is not None for r in parts) else None
     return Rollouts(**out)

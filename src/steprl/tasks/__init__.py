@@ -1,6 +1,7 @@
 """Tasks: dataset + prompt format + outcome verifier + step splitter (+ step checker where one exists)."""
 from steprl.tasks.arith import ArithTask, evaluate_expression, is_valid_reduction, reduce_once, worked_solution
 from steprl.tasks.base import SampleListDataset, StepSplitter, Task, make_splitter
+from steprl.tasks.puzzles import PuzzleTask
 from steprl.tasks.math import GSM8KTask, MathTask, extract_math_answer, grade_answer
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "make_splitter",
     "SampleListDataset",
     "ArithTask",
+    "PuzzleTask",
     "evaluate_expression",
     "reduce_once",
     "worked_solution",

@@ -26,3 +26,13 @@ def test_zero_variance_drops_all_equal_groups_and_nothing_else():
 def test_no_filter_keeps_every_row():
     correct, gids = _groups([0, 1])
     assert group_filter(correct, correct, gids).all()
+
+
+def test_truncation_drops_the_whole_group_of_a_truncated_response():
+    """PRIME spec §1.11 test 6: any truncated response drops its group (here on top of the accuracy band)."""
+    correct, gids = _groups([0.25, 0.5, 0.75])
+    truncated = torch.zeros(12, dtype=torch.bool)
+    truncated[5] = True  # one response of group 1
+    keep = group_filter(correct, correct, gids, acc_band=(0.2, 0.8), truncated=truncated)
+    assert keep.tolist() == [True] * 4 + [False] * 4 + [True] * 4
+    assert group_filter(correct, correct, gids, truncated=torch.zeros(12, dtype=torch.bool)).all()

@@ -124,6 +124,22 @@ def test_eos_ends_a_row(lm):
     assert ro.finish_reason.count("stop") == n_stop
 
 
+def test_min_new_tokens_holds_back_eos(lm):
+    """The same near-uniform sampling as above with min_new_tokens=limit: no row may end early, every row has
+    exactly `limit` tokens and none of them is <eos>; min_new_tokens=8 allows an <eos> only from token 9 on."""
+    model, tok = lm
+    eos, limit = tok.eos_token_id, 24
+    ro = HFEngine(max_new_tokens=limit, temperature=50.0, min_new_tokens=limit).generate(
+        model, tok, PROMPTS, n=16, generator=torch.Generator().manual_seed(1))
+    assert ro.response_mask.sum().item() == len(ro) * limit
+    assert eos not in ro.response_ids.flatten().tolist() and set(ro.finish_reason) == {"length"}
+    ro = HFEngine(max_new_tokens=limit, temperature=50.0, min_new_tokens=8).generate(
+        model, tok, PROMPTS, n=16, generator=torch.Generator().manual_seed(1))
+    lens = ro.response_mask.sum(-1).tolist()
+    assert min(lens) >= 9 and ro.finish_reason.count("stop") > 0
+    assert all(eos not in ids[:8] for ids in ro.response_ids.tolist())
+
+
 def test_eos_ids_of_the_generation_config_end_rows(lm):
     """A model whose generation_config lists several EOS ids (as Qwen's does) stops on any of them."""
     model, tok = lm
@@ -279,6 +295,8 @@ def test_sample_next_survives_nan_and_inf_logits():
     ({"top_p": 0.0}, "top_p"),
     ({"top_p": 1.5}, "top_p"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"min_new_tokens": -1}, "min_new_tokens"),
+    ({"min_new_tokens": 65, "max_new_tokens": 64}, "min_new_tokens"),
 ])
 def test_bad_settings_raise_naming_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):

@@ -1,0 +1,199 @@
+"""OREAL: Outcome REwArd-based reinforcement Learning (Lyu et al., 2025; spec prime-oreal-egrpo.md §2).
+
+    each step: n samples per prompt; R = +1 correct / -1 wrong (a truncated response is wrong)
+               A = RLOO (or GRPO) of R over the whole group, before any filtering
+               keep one random positive and one random negative per prompt (all-right / all-wrong groups go)
+               token RM (policy trunk + zero-initialised scalar head): logits w_t; prefix mean c_t -> p = σ(c_t)
+               w+ = max(2p - 1, 0), w- = max(1 - 2p, 0)
+               L = Σ_pos w+ · NLL · A / N_pos  -  η Σ_neg ρ · A w- / N_neg  +  β Σ k3(π_ref, π_θ) / N_all
+               one optimiser step of π_θ (frozen for the first ``actor_freeze_steps``), then one of the token RM
+               on BCE(σ(mean_t w_t), R > 0)
+
+``N_pos``, ``N_neg``, ``N_all`` are the step's global token counts of positive, negative and all trajectories,
+so the loss does not depend on micro-batching; the whole filtered batch is one optimiser update.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from steprl import core
+from steprl.algos.aux_model import AuxOptimizers
+from steprl.algos.base import Rewards, RLModule
+from steprl.config import ConfigError
+from steprl.rollout.types import Rollouts
+
+
+class TokenRewardModel(torch.nn.Module):
+    """A copy of the policy's trunk with ``lm_head`` replaced by a zero-initialised ``Linear(hidden, 1)``
+    without bias: one logit per position."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.trunk = copy.deepcopy(policy.get_decoder() if hasattr(policy, "get_decoder") else policy.model)
+        self.head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
+        torch.nn.init.zeros_(self.head.weight)
+
+    def forward(self, mb: Rollouts) -> torch.Tensor:
+        """Logit of each response token [n, T], read at the position that predicts it (like log-probs)."""
+        ids, att = mb.input_ids, mb.attention_mask
+        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        h = self.trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
+        T = mb.response_ids.shape[1]
+        return self.head(h[:, -T - 1:-1]).squeeze(-1).float()
+
+
+OREAL_DEFAULTS = {"shaping": "rloo", "signed_rewards": True, "pair_filter": True, "eta": 0.5, "pos_factor": 1.0,
+                  "pos_mult_adv": True, "kl_target": "ref"}
+RM_DEFAULTS = {"enabled": True, "lr": 2e-6, "weight_decay": 0.01, "betas": (0.9, 0.999), "max_grad_norm": 1.0,
+               "actor_freeze_steps": 10}
+
+
+class OREAL(AuxOptimizers, RLModule):
+    def __init__(self, *args, oreal: dict | None = None, token_rm: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, given, defaults in (("oreal", oreal, OREAL_DEFAULTS), ("token_rm", token_rm, RM_DEFAULTS)):
+            unknown = set(given or {}) - set(defaults)
+            if unknown:
+                raise ConfigError(f"algo.{name} has unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
+        self.oreal_cfg = {**OREAL_DEFAULTS, **(oreal or {})}
+        self.rm_cfg = {**RM_DEFAULTS, **(token_rm or {})}
+        if self.oreal_cfg["shaping"] not in core.OREAL_SHAPINGS:
+            raise ConfigError(f"algo.oreal.shaping={self.oreal_cfg['shaping']!r} is not one of "
+                              f"{list(core.OREAL_SHAPINGS)}")
+        if self.oreal_cfg["kl_target"] not in ("ref", "old"):
+            raise ConfigError(f"algo.oreal.kl_target={self.oreal_cfg['kl_target']!r} is not one of ['ref', 'old']")
+        b = self.batch_cfg
+        if b["ppo_epochs"] != 1 or b["minibatch_size"] != b["prompts_per_step"] * b["samples_per_prompt"]:
+            raise ConfigError("OREAL makes one on-policy optimiser update per step: set batch.ppo_epochs=1 and "
+                              "batch.minibatch_size = batch.prompts_per_step x batch.samples_per_prompt "
+                              f"(got {b['ppo_epochs']} and {b['minibatch_size']})")
+        if self.oreal_cfg["pair_filter"] and self.filter_cfg["max_refill_rounds"]:
+            raise ConfigError("algo.filters.max_refill_rounds must be 0 with algo.oreal.pair_filter=true "
+                              "(refill counts whole groups; OREAL keeps pairs)")
+        if self.kl_cfg["in_reward"]:
+            raise ConfigError("algo.kl.in_reward must be false for OREAL (its KL is a loss term)")
+        self.token_rm = TokenRewardModel(self.policy) if self.rm_cfg["enabled"] else None
+        self._oreal_metrics: dict[str, float] = {}
+
+    def make_aux_optimizers(self):
+        if self.token_rm is None:
+            return {}
+        c = self.rm_cfg
+        opt = torch.optim.AdamW(self.token_rm.parameters(), lr=c["lr"], weight_decay=c["weight_decay"],
+                                betas=tuple(c["betas"]))
+        return {"rm_optimizer": opt, "rm_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)}
+
+    # ------------------------------------------------------------------------------------ rewards, pairs
+    def score(self, ro: Rollouts, samples) -> Rewards:
+        rw = super().score(ro, samples)
+        truncated = torch.tensor([f == "length" for f in ro.finish_reason])
+        R = core.oreal_rewards(rw.correct, truncated, self.oreal_cfg["signed_rewards"])
+        rw.seq["oreal_R"] = R
+        rw.seq["oreal_A"] = core.oreal_shaped_advantage(R, ro.group_ids, self.oreal_cfg["shaping"])
+        return rw
+
+    def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
+        keep = super().keep_groups(ro, rw, stats)
+        if not self.oreal_cfg["pair_filter"]:
+            return keep
+        pairs = core.oreal_pair_select(rw.seq["oreal_R"].cpu(), ro.group_ids.cpu(), self.shuffler)
+        kept = pairs[torch.isin(pairs, keep.cpu())]
+        stats["oreal/pair_groups"] = stats.get("oreal/pair_groups", 0.0) + len(kept) / 2
+        return kept.to(keep.device)
+
+    def advantages(self, ro: Rollouts, rewards: Rewards, values=None):
+        return rewards.seq["oreal_A"][:, None] * ro.loss_mask, None
+
+    # ------------------------------------------------------------------------------------ the update
+    @torch.no_grad()
+    def prepare(self, ro: Rollouts) -> dict:
+        mask = ro.loss_mask.bool()
+        if self.token_rm is not None:
+            logits = self.rm_logits(ro, grad=False)
+            w_pos, w_neg = core.oreal_importance_weights(logits, mask)
+        else:
+            w_pos = w_neg = mask.float()
+        positive = self._R > 0
+        return {"w_pos": w_pos, "w_neg": w_neg, "positive": positive,
+                "n_pos": float(mask[positive].sum()), "n_neg": float(mask[~positive].sum()),
+                "n_all": float(mask.sum())}
+
+    def training_step(self, batch, batch_idx):
+        self._oreal_metrics = {}
+        return super().training_step(batch, batch_idx)
+
+    def collect(self, samples, timer):
+        ro, rw, stats = super().collect(samples, timer)
+        self._R = rw.seq["oreal_R"].to(self.device)
+        return ro, rw, stats
+
+    def actor_frozen(self) -> bool:
+        return self.token_rm is not None and self.global_step < self.rm_cfg["actor_freeze_steps"]
+
+    def update(self, ro: Rollouts, adv: torch.Tensor, extras: dict, n_updates: int) -> dict[str, float]:
+        if self.actor_frozen():  # the token RM warms up first; the actor's schedule still advances
+            self.clip_and_step(last=True)
+            return {"train/loss": 0.0, "train/grad_norm": 0.0, "train/entropy": 0.0, "train/clip_frac": 0.0,
+                    "train/nonfinite_skips": 0.0, "train/lr": self.optimizers().param_groups[0]["lr"],
+                    "oreal/actor_frozen": 1.0}
+        out = super().update(ro, adv, extras, n_updates)
+        out["oreal/actor_frozen"] = 0.0
+        return out
+
+    def micro_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
+        o, mask = self.oreal_cfg, mb.loss_mask.float()
+        logp, ent = self.forward_logp(self.policy, mb, entropy=True)
+        ref = mb.ref_logp if o["kl_target"] == "ref" else (mb.old_logp if mb.old_logp is not None else logp.detach())
+        loss, parts = core.oreal_policy_loss(
+            logp, adv, extras["positive"], mask, extras["w_pos"], extras["w_neg"], extras["n_pos"], extras["n_neg"],
+            extras["n_all"], ref_logp=ref, eta=o["eta"], pos_factor=o["pos_factor"], pos_mult_adv=o["pos_mult_adv"],
+            kl_coef=self.kl_cfg["coef"], kl_kind=self.kl_cfg["estimator"])
+        for k, v in parts.items():
+            self._oreal_metrics[f"oreal/loss_{k}"] = self._oreal_metrics.get(f"oreal/loss_{k}", 0.0) + float(v)
+        sums = {"train/entropy": core.masked_sum(ent.detach(), mask), "train/clip_frac": torch.zeros(()),
+                "tokens": mask.sum()}
+        if ref is not None:
+            sums["train/kl"] = core.masked_sum(core.kl_penalty(logp.detach(), ref, self.kl_cfg["estimator"]), mask)
+        return loss, {k: float(v) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------------------------ token RM
+    def rm_logits(self, ro: Rollouts, grad: bool) -> torch.Tensor:
+        mbs = self.batch_cfg["micro_batch_size"]
+        self.token_rm.train(grad)
+        with torch.set_grad_enabled(grad):
+            return torch.cat([self.token_rm(ro.select(torch.arange(i, min(i + mbs, len(ro)))))
+                              for i in range(0, len(ro), mbs)])
+
+    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
+        m = dict(self._oreal_metrics)
+        R = rewards.seq["oreal_R"]
+        m["oreal/pos_frac"] = float((R > 0).float().mean()) if len(R) else 0.0
+        if self.token_rm is None:
+            return m
+        c, mbs, N = self.rm_cfg, self.batch_cfg["micro_batch_size"], len(ro)
+        opt, sched = self.aux["rm_optimizer"], self.aux["rm_scheduler"]
+        labels = (R > 0).float()
+        opt.zero_grad(set_to_none=True)
+        self.token_rm.train()
+        loss_sum, means = 0.0, []
+        for i in range(0, N, mbs):
+            mid = torch.arange(i, min(i + mbs, N), device=labels.device)
+            mb = ro.select(mid)
+            logits = self.token_rm(mb)
+            loss = core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=N)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            msk = mb.loss_mask.float()
+            means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
+        norm = torch.nn.utils.clip_grad_norm_(list(self.token_rm.parameters()), c["max_grad_norm"] or float("inf"))
+        if torch.isfinite(norm):
+            opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        mean = torch.cat(means)
+        m["oreal/rm_loss"] = loss_sum
+        m["oreal/rm_acc"] = float(core.prm_pairwise_acc(mean, labels, ro.group_ids))
+        m["oreal/rm_lr"] = sched.get_last_lr()[0]
+        return m

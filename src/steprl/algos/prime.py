@@ -1,0 +1,195 @@
+"""PRIME: Process Reinforcement through IMplicit rEwards (Cui et al., 2025; spec prime-oreal-egrpo.md §1).
+
+    π_θ, π_φ (implicit PRM), π_ref <- the same starting checkpoint
+    each step: K samples per prompt; r_o from the verifier
+               keep groups with 0.2 <= acc <= 0.8 and no truncated response (refill from fresh prompts)
+               q_t = log π_φ(y_t|y_<t) - log π_ref(y_t|y_<t)       (π_ref frozen, or the policy's old log-probs)
+               update π_φ on BCE(σ(β Σ_t q_t), r_o)                 (after: rewards from the same forward;
+                                                                     before: update, then recompute; none)
+               r_t = β q_t, normalised by the batch's largest |return-to-go| (batch_norm)
+               A = RLOO(process) and RLOO(outcome), returns per source, summed (whitened: reference code)
+               PPO clip update of π_θ, KL 0
+
+The implicit PRM (``self.prm``, a full causal LM) has its own AdamW (``algo.prm.lr``; constant LR, grad clip
+``algo.prm.max_grad_norm``) and takes ``ceil(N / algo.prm.mini_batch_size)`` optimiser steps per RL step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from steprl import core
+from steprl.algos.advantage import AdvantageInputs
+from steprl.algos.aux_model import AuxOptimizers
+from steprl.algos.base import Rewards, RLModule
+from steprl.config import ConfigError
+from steprl.rollout.types import Rollouts
+
+ESTIMATORS = ("rloo", "grpo", "reinforce")
+
+
+@dataclass
+class PrimeAdvantage:
+    """``advantage=prime``: outcome scores plus the implicit PRM's dense rewards (``token_rewards``).
+
+    ``estimator``: ``rloo`` (PRIME, Eq. 5), ``grpo`` (GRPO with PRIME, Eq. 7), ``reinforce`` (REINFORCE
+    with PRIME, Eq. 8). ``form`` (rloo): ``code`` (both reference codes: r·K/(K-1) - S/(K-1)) or ``paper``
+    (r - mean of the others' average rewards). ``whiten``: the reference code whitens the summed returns
+    over the batch (not in the paper)."""
+
+    estimator: str = "rloo"
+    form: str = "code"
+    whiten: bool = True
+    gamma_process: float = 1.0
+    gamma_outcome: float = 1.0
+    process_coef: float = 1.0
+    outcome_coef: float = 1.0
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"advantage.estimator={self.estimator!r} is not one of {list(ESTIMATORS)}")
+        if self.form not in core.PRIME_FORMS:
+            raise ConfigError(f"advantage.form={self.form!r} is not one of {list(core.PRIME_FORMS)}")
+
+    def __call__(self, x: AdvantageInputs):
+        if self.estimator == "rloo":
+            return core.prime_rloo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.form,
+                                           self.gamma_process, self.gamma_outcome, self.process_coef,
+                                           self.outcome_coef, self.whiten)
+        if self.estimator == "grpo":
+            return core.prime_grpo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.gamma_process,
+                                           self.eps, self.whiten)
+        return core.prime_reinforce_returns(x.token_rewards, x.scores, x.mask, self.gamma_process, self.whiten)
+
+
+PRM_DEFAULTS = {"beta": 0.05, "lr": 1e-6, "weight_decay": 0.0, "betas": (0.9, 0.999), "max_grad_norm": 10.0,
+                "mini_batch_size": None, "loss": "ce", "update": "after", "ref_type": "freeze",
+                "granularity": "token", "norm": "batch_norm"}
+PRM_CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "ref_type": ("freeze", "policy"),
+               "granularity": core.PRIME_GRANULARITIES, "norm": ("batch_norm", "none")}
+
+
+class PRIME(AuxOptimizers, RLModule):
+    def __init__(self, *args, prm: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        unknown = set(prm or {}) - set(PRM_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"algo.prm has unknown keys {sorted(unknown)}; valid: {sorted(PRM_DEFAULTS)}")
+        self.prm_cfg = {**PRM_DEFAULTS, **(prm or {})}
+        for key, choices in PRM_CHOICES.items():
+            if self.prm_cfg[key] not in choices:
+                raise ConfigError(f"algo.prm.{key}={self.prm_cfg[key]!r} is not one of {list(choices)}")
+        if self.batch_cfg["samples_per_prompt"] < 2:
+            raise ConfigError("batch.samples_per_prompt must be >= 2 for PRIME's leave-one-out baselines")
+        mbs = self.prm_cfg["mini_batch_size"]
+        if mbs is not None and (not isinstance(mbs, int) or mbs < 1):
+            raise ConfigError(f"algo.prm.mini_batch_size must be a positive integer or null, got {mbs!r}")
+        self.prm = copy.deepcopy(self.policy).train()          # π_φ, from the policy's starting checkpoint
+        self.prm_ref = None                                    # π_ref (frozen) unless ref_type=policy
+        if self.prm_cfg["ref_type"] == "freeze":
+            self.prm_ref = self.ref_policy if self.ref_policy is not None else \
+                copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self._prime_metrics: dict[str, float] = {}
+
+    def make_aux_optimizers(self):
+        c = self.prm_cfg
+        return {"prm_optimizer": torch.optim.AdamW(self.prm.parameters(), lr=c["lr"], weight_decay=c["weight_decay"],
+                                                   betas=tuple(c["betas"]))}
+
+    # ------------------------------------------------------------------------------------ the paper's step
+    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+        c, mask = self.prm_cfg, ro.loss_mask.bool()
+        ref = self.logp_pass(self.prm_ref if self.prm_ref is not None else self.policy, ro, temperature=1.0)
+        q, metrics = self.implicit_q(ro, ref, rewards.outcome)
+        r = core.implicit_process_rewards(q, mask, c["beta"], c["granularity"])
+        if c["norm"] == "batch_norm":
+            r = core.prime_batch_norm(r, mask)
+        rewards.token = r
+        metrics["prime/process_reward"] = float((r * mask).sum(-1).mean())
+        self._prime_metrics = metrics
+        return super().advantages(ro, rewards, values)
+
+    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
+        return self._prime_metrics
+
+    # ------------------------------------------------------------------------------------ implicit PRM
+    def implicit_q(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor):
+        """``q`` [N, T] for the rewards (from the PRM before (``after``) or after (``before``) its update),
+        and the PRM's metrics, its accuracies measured before it trains on this batch."""
+        c, mask = self.prm_cfg, ro.loss_mask.bool()
+        needs_pre = c["update"] == "none" or c["loss"] == "dpo"
+        q_pre = self.prm_q(ro, ref) if needs_pre else None
+        metrics: dict[str, float] = {}
+        if c["update"] == "none":
+            q, q_seen = q_pre, q_pre
+        else:
+            q_seen, metrics = self.update_prm(ro, ref, outcome, q_pre)
+            q = q_seen if c["update"] == "after" and q_pre is None else q_pre
+            if c["update"] == "before":
+                q = self.prm_q(ro, ref)
+        scores = (q_seen * mask).sum(-1)
+        metrics["prime/prm_acc"] = float(core.prm_pairwise_acc(scores, outcome, ro.group_ids))
+        metrics["prime/prm_acc_abs"] = float(core.prm_abs_acc(scores, outcome))
+        metrics["prime/raw_q"] = float(scores.mean())
+        return q, metrics
+
+    def prm_q(self, ro: Rollouts, ref: torch.Tensor) -> torch.Tensor:
+        return (self.logp_pass(self.prm, ro, temperature=1.0) - ref) * ro.loss_mask
+
+    def update_prm(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, q_pre: torch.Tensor | None):
+        """One epoch of the PRM loss over the rollouts in mini-batches of ``algo.prm.mini_batch_size``
+        (micro-batched, each loss divided by its mini-batch's row count). Returns the detached ``q`` of the
+        forward that preceded each mini-batch's optimiser step, and metrics."""
+        c, micro = self.prm_cfg, self.batch_cfg["micro_batch_size"]
+        opt, N = self.aux["prm_optimizer"], len(ro)
+        mbs = c["mini_batch_size"] or N
+        group_q = group_o = None
+        if c["loss"] == "dpo":
+            group_q, group_o = _group_members((q_pre * ro.loss_mask).sum(-1), outcome, ro.group_ids)
+        q_seen = torch.zeros_like(ref)
+        loss_sum, norms, steps = 0.0, 0.0, 0
+        self.prm.train()
+        for start in range(0, N, mbs):
+            idx = torch.arange(start, min(start + mbs, N), device=ref.device)
+            opt.zero_grad(set_to_none=True)
+            for m0 in range(0, len(idx), micro):
+                mid = idx[m0:m0 + micro]
+                mb = ro.select(mid)
+                logp, _ = self.forward_logp(self.prm, mb, temperature=1.0)
+                mask = mb.loss_mask.bool()
+                q = (logp - ref[mid]) * mask
+                if c["loss"] == "ce":
+                    loss = core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=len(idx))
+                else:
+                    loss = core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
+                                             num_seqs=len(idx))
+                if torch.isfinite(loss):
+                    loss.backward()
+                loss_sum += float(loss.detach())
+                q_seen[mid] = q.detach()
+            params = [p for p in self.prm.parameters() if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, c["max_grad_norm"] or float("inf"))) if params else 0.0
+            if math.isfinite(norm):
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            norms, steps = norms + (norm if math.isfinite(norm) else 0.0), steps + 1
+        return q_seen, {"prime/prm_loss": loss_sum / steps, "prime/prm_grad_norm": norms / steps,
+                        "prime/prm_updates": float(steps)}
+
+
+def _group_members(values: torch.Tensor, outcome: torch.Tensor, group_ids: torch.Tensor):
+    """``[N, K]`` views of each row's group: the members' ``values`` and outcomes (padded with NaN outcome,
+    which no comparison selects, where groups differ in size)."""
+    uniq, inv = torch.unique(group_ids, return_inverse=True)
+    K = int(torch.bincount(inv).max())
+    vals = torch.zeros(len(uniq), K, dtype=values.dtype, device=values.device)
+    outs = torch.full((len(uniq), K), float("nan"), dtype=outcome.dtype, device=outcome.device)
+    fill = [0] * len(uniq)
+    for i, g in enumerate(inv.tolist()):
+        vals[g, fill[g]], outs[g, fill[g]] = values[i], outcome[i]
+        fill[g] += 1
+    return vals[inv], outs[inv]

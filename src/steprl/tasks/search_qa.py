@@ -1,0 +1,298 @@
+"""Multi-hop question answering with a ``search`` tool (Search-R1 format) over a local corpus.
+
+Data sources (``source=``):
+
+* ``synthetic`` (default): a knowledge base generated from ``seed`` (people, companies, cities, countries and
+  the relations between them), one short document per entity, and 1-3 hop questions whose answers follow a
+  chain of relations. Each question keeps its ground-truth entity set (every entity on the chain, E-GRPO) and
+  the titles of its supporting documents. Deterministic under the seed; nothing is downloaded.
+* ``jsonl``: HotpotQA / NQ-style files (``train_file``, ``val_file``; one object per line with ``question``
+  and ``answer`` (a string) or ``answers`` / ``golden_answers`` (a list); optional ``entities``) searched in a
+  user corpus (``corpus_file``: jsonl with ``title`` and ``text``, or Search-R1's ``contents`` =
+  ``"title"\\ntext``).
+
+Reward: exact match of the last ``<answer>…</answer>`` of the response with any gold answer after SQuAD-style
+normalisation (lower case, punctuation and the articles a/an/the removed, whitespace collapsed); a response
+without an answer scores 0. Steps are agent turns, set by the AgentLoop (``splitter`` is None).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from steprl.rollout.types import Sample
+from steprl.tasks.base import SampleListDataset, Task
+from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
+
+__all__ = ["SearchQATask", "KnowledgeBase", "make_knowledge_base", "normalize_answer", "exact_match",
+           "extract_answer", "thoughts", "PROMPT", "SHORT_PROMPT", "load_qa_jsonl", "load_corpus_jsonl"]
+
+PROMPT = ("Answer the given question. Reason inside <think> and </think> every time you get new information. "
+          "If you find you lack some knowledge, call the search engine with <search> query </search>; it returns "
+          "the top results between <information> and </information>. You can search as many times as you want. "
+          "When you have the answer, write it inside <answer> and </answer> without explanation, for example "
+          "<answer> Paris </answer>. Question: {question}\n")
+SHORT_PROMPT = "Question: {question}\n"
+
+
+# ------------------------------------------------------------------------------------------ answers
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lower case, drop punctuation, drop articles a/an/the, collapse whitespace."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last ``<answer>…</answer>`` of a response, or None."""
+    found = re.findall(r"<answer>(.*?)</answer>", response, re.DOTALL)
+    return found[-1].strip() if found else None
+
+
+def exact_match(prediction: str | None, golds: Sequence[str]) -> float:
+    if prediction is None:
+        return 0.0
+    p = normalize_answer(prediction)
+    return float(any(p == normalize_answer(g) for g in golds))
+
+
+def thoughts(response: str) -> list[str]:
+    """The ``<think>…</think>`` texts of a response, outside any ``<information>`` block (a think tag quoted
+    inside a retrieved document is not the agent's thought)."""
+    outside = re.sub(r"<information>.*?(</information>|$)", " ", response, flags=re.DOTALL)
+    return re.findall(r"<think>(.*?)</think>", outside, re.DOTALL)
+
+
+# ------------------------------------------------------------------------------------------ synthetic KB
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+_CODAS = ["", "", "n", "r", "s", "l", "x", "th"]
+
+
+class KnowledgeBase:
+    """Entities by type, relations ``(subject, relation) -> object`` and one document per entity."""
+
+    def __init__(self, entities: dict[str, list[str]], facts: dict[tuple[str, str], str]):
+        self.entities, self.facts = entities, facts
+        self.kind = {e: k for k, names in entities.items() for e in names}
+
+    def document(self, e: str) -> Document:
+        k, f = self.kind[e], self.facts
+        if k == "person":
+            text = f"{e} was born in {f[(e, 'born_in')]} and works for {f[(e, 'works_for')]}."
+        elif k == "company":
+            text = f"{e} is a company based in {f[(e, 'based_in')]}. It was founded by {f[(e, 'founded_by')]}."
+        elif k == "city":
+            text = f"{e} is a city in {f[(e, 'in_country')]}."
+        else:
+            text = f"{e} is a country."
+        return Document(title=e, text=text, id=e)
+
+    def corpus(self) -> list[Document]:
+        return [self.document(e) for names in self.entities.values() for e in names]
+
+
+def _name(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables))
+
+
+def make_knowledge_base(seed: int = 0, people: int = 40, companies: int = 15, cities: int = 20,
+                        countries: int = 6) -> KnowledgeBase:
+    """A random knowledge base (deterministic under ``seed``): unique made-up names, each person born in a city
+    and working for a company, each company based in a city and founded by a person, each city in a country."""
+    rng = random.Random(f"search_qa-kb-{seed}")
+    used: set[str] = set()
+
+    def names(k: int, words: int, suffix: str = "") -> list[str]:
+        out = []
+        while len(out) < k:
+            n = " ".join(_name(rng, rng.randint(2, 3)).capitalize() for _ in range(words)) + suffix
+            if n.lower() not in used:
+                used.add(n.lower())
+                out.append(n)
+        return out
+
+    ent = {"country": names(countries, 1, "ia"), "city": names(cities, 1),
+           "company": names(companies, 1, " Corp"), "person": names(people, 2)}
+    facts: dict[tuple[str, str], str] = {}
+    for c in ent["city"]:
+        facts[(c, "in_country")] = rng.choice(ent["country"])
+    for co in ent["company"]:
+        facts[(co, "based_in")] = rng.choice(ent["city"])
+        facts[(co, "founded_by")] = rng.choice(ent["person"])
+    for p in ent["person"]:
+        facts[(p, "born_in")] = rng.choice(ent["city"])
+        facts[(p, "works_for")] = rng.choice(ent["company"])
+    return KnowledgeBase(ent, facts)
+
+
+# (start type, relation chain, question template)
+TEMPLATES: list[tuple[str, tuple[str, ...], str]] = [
+    ("person", ("born_in",), "Where was {x} born?"),
+    ("person", ("works_for",), "Which company does {x} work for?"),
+    ("company", ("based_in",), "In which city is {x} based?"),
+    ("company", ("founded_by",), "Who founded {x}?"),
+    ("city", ("in_country",), "Which country is {x} in?"),
+    ("person", ("born_in", "in_country"), "In which country was {x} born?"),
+    ("person", ("works_for", "based_in"), "In which city is the company that {x} works for based?"),
+    ("company", ("founded_by", "born_in"), "Where was the founder of {x} born?"),
+    ("company", ("based_in", "in_country"), "In which country is {x} based?"),
+    ("person", ("works_for", "based_in", "in_country"), "In which country is the company that {x} works for based?"),
+    ("company", ("founded_by", "born_in", "in_country"), "In which country was the founder of {x} born?"),
+]
+
+
+def synthetic_questions(kb: KnowledgeBase, hops: Sequence[int] = (1, 2, 3)) -> list[dict[str, Any]]:
+    """Every (template, start entity) question of ``kb`` with ``len(chain)`` in ``hops``: question, answer,
+    entities (the chain: start, intermediates, answer) and supporting document titles (one per hop)."""
+    out = []
+    for kind, chain, template in TEMPLATES:
+        if len(chain) not in hops:
+            continue
+        for x in kb.entities[kind]:
+            path = [x]
+            for rel in chain:
+                path.append(kb.facts[(path[-1], rel)])
+            out.append({"question": template.format(x=x), "answer": path[-1], "entities": path,
+                        "support": path[:-1], "hops": len(chain)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ jsonl loaders
+def _read_jsonl(path: str | Path, what: str) -> list[dict]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"search_qa: {what} {str(p)!r} does not exist")
+    rows = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"search_qa: {what} {str(p)!r} line {n} is not valid JSON: {e}") from e
+    return rows
+
+
+def load_qa_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """HotpotQA / NQ-style questions: ``question`` and ``answer`` | ``answers`` | ``golden_answers``."""
+    out = []
+    for n, r in enumerate(_read_jsonl(path, "question file"), 1):
+        q = r.get("question")
+        golds = r.get("golden_answers", r.get("answers", r.get("answer")))
+        if isinstance(golds, str):
+            golds = [golds]
+        if not isinstance(q, str) or not golds or not all(isinstance(g, str) for g in golds):
+            raise ValueError(f"search_qa: question file {str(path)!r} row {n} needs a string `question` and an "
+                             f"`answer` string or `answers` / `golden_answers` list of strings")
+        out.append({"question": q, "answers": list(golds), "entities": list(r.get("entities") or []),
+                    "id": str(r.get("id", r.get("_id", n)))})
+    return out
+
+
+def load_corpus_jsonl(path: str | Path) -> list[Document]:
+    """Documents with ``title`` + ``text``, or Search-R1's ``contents`` (first line the quoted title)."""
+    docs = []
+    for n, r in enumerate(_read_jsonl(path, "corpus file"), 1):
+        if "contents" in r:
+            title, _, text = str(r["contents"]).partition("\n")
+            docs.append(Document(title.strip().strip('"'), text.strip(), str(r.get("id", n))))
+        elif "text" in r:
+            docs.append(Document(str(r.get("title", "")), str(r["text"]), str(r.get("id", n))))
+        else:
+            raise ValueError(f"search_qa: corpus file {str(path)!r} row {n} needs `text` (and `title`) or `contents`")
+    return docs
+
+
+# ------------------------------------------------------------------------------------------ the task
+class SearchQATask(Task):
+    """Search-R1 style QA with a BM25 ``search`` tool. See the module docstring.
+
+    Agent settings (the AgentLoop): ``max_turns`` (tool-enabled turns, then one final turn without tools),
+    ``max_turn_tokens`` (new tokens per turn; None: the rollout engine's ``max_new_tokens``),
+    ``max_response_tokens`` (turns + observations), ``max_obs_tokens``; ``topk`` documents per search.
+    """
+
+    name = "search_qa"
+
+    def __init__(self, source: str = "synthetic", seed: int = 0, hops: Sequence[int] = (1, 2, 3),
+                 kb_size: dict | None = None, num_val: int = 64, train_file: str | None = None,
+                 val_file: str | None = None, corpus_file: str | None = None, prompt_template: str | None = None,
+                 topk: int = 3, max_turns: int = 2, max_turn_tokens: int | None = None,
+                 max_response_tokens: int = 1024, max_obs_tokens: int | None = 500):
+        super().__init__()
+        self.splitter = None  # steps are agent turns: the AgentLoop writes step_ids
+        prompt_template = PROMPT if prompt_template is None else prompt_template
+        if "{question}" not in prompt_template:
+            raise ValueError(f"task.prompt_template must contain a {{question}} field, got {prompt_template!r}")
+        if source not in ("synthetic", "jsonl"):
+            raise ValueError(f"task.source={source!r} is not one of ['synthetic', 'jsonl']")
+        bad = [h for h in hops if h not in (1, 2, 3)]
+        if bad or not hops:
+            raise ValueError(f"task.hops must be a non-empty subset of [1, 2, 3], got {list(hops)}")
+        self.source, self.seed, self.prompt_template, self.topk = source, seed, prompt_template, topk
+        self.agent_cfg = {"max_turns": max_turns, "max_turn_tokens": max_turn_tokens,
+                          "max_response_tokens": max_response_tokens, "max_obs_tokens": max_obs_tokens}
+        if source == "synthetic":
+            self.kb = make_knowledge_base(seed, **dict(kb_size or {}))
+            self.docs = self.kb.corpus()
+            qs = synthetic_questions(self.kb, tuple(hops))
+            random.Random(f"search_qa-split-{seed}").shuffle(qs)
+            if not 0 < num_val < len(qs):
+                raise ValueError(f"task.num_val={num_val} must be in [1, {len(qs) - 1}] "
+                                 f"(the knowledge base has {len(qs)} questions)")
+            self._val = [self._sample(q, "val", i) for i, q in enumerate(qs[:num_val])]
+            self._train = [self._sample(q, "train", i) for i, q in enumerate(qs[num_val:])]
+        else:
+            for key, v in (("train_file", train_file), ("val_file", val_file), ("corpus_file", corpus_file)):
+                if not v:
+                    raise ValueError(f"task.source=jsonl needs task.{key}")
+            self.kb = None
+            self.docs = load_corpus_jsonl(corpus_file)
+            self._train = [self._sample(q, "train", i) for i, q in enumerate(load_qa_jsonl(train_file))]
+            self._val = [self._sample(q, "val", i) for i, q in enumerate(load_qa_jsonl(val_file))]
+        self._retriever: BM25Retriever | None = None
+
+    def _sample(self, q: dict, split: str, i: int) -> Sample:
+        golds = q.get("answers") or [q["answer"]]
+        meta = {"answers": list(golds), "entities": list(q.get("entities") or []),
+                "question": q["question"]}
+        if "support" in q:
+            meta["support"], meta["hops"] = q["support"], q["hops"]
+        return Sample(prompt=self.prompt_template.format(question=q["question"]), answer=golds[0],
+                      uid=f"{self.name}-{split}-{q.get('id', i)}", source=self.name, meta=meta)
+
+    def __getstate__(self) -> dict[str, Any]:  # verifier workers need no corpus, index or questions
+        state = dict(self.__dict__)
+        state.update(kb=None, docs=[], _train=[], _val=[], _retriever=None)
+        return state
+
+    @property
+    def retriever(self) -> BM25Retriever:
+        if self._retriever is None:
+            self._retriever = BM25Retriever(self.docs)
+        return self._retriever
+
+    def make_env(self) -> SearchEnv:
+        return SearchEnv(self.retriever, self.topk)
+
+    def train_dataset(self) -> Dataset:
+        return SampleListDataset(self._train)
+
+    def val_dataset(self) -> Dataset:
+        return SampleListDataset(self._val)
+
+    def _extract_answer(self, response: str) -> str | None:
+        return extract_answer(response)
+
+    def _verify(self, sample: Sample, response: str) -> float:
+        return exact_match(extract_answer(response), sample.meta.get("answers") or [sample.answer])

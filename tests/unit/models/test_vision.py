@@ -1,0 +1,135 @@
+"""Vision-language support: the tiny Qwen2-VL built from config, prompt encoding with image tokens, the HF engine
+on images (same tokens as HF ``generate``, left-padding invariant), the update pass's log-probs (the model's own
+multimodal positions: teacher-forced argmax reproduces greedy decoding), and Rollouts row operations carrying
+vision inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steprl.models import load_model
+from steprl.models.vision import (IMAGE_PLACEHOLDER, VISION_TOKENS, build_vl_byte_tokenizer, load_processor,
+                                  vision_forward_kwargs)
+from steprl.rollout.hf import HFEngine
+from steprl.rollout.types import cat_rollouts
+
+CFG = dict(tiny=dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+           vision=dict(depth=1, embed_dim=32, num_heads=2), image_processor=dict(max_pixels=112 * 112))
+PROMPTS = [f"{IMAGE_PLACEHOLDER}Rotate?\n", f"a much longer prompt here {IMAGE_PLACEHOLDER}Which tile?\n"]
+
+
+@pytest.fixture(scope="module")
+def vl():
+    """(model, tokenizer, processor); weights redrawn with std 0.5 so outputs depend on image and positions."""
+    model, tok = load_model(**CFG)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.5, generator=g)
+    return model.eval(), tok, load_processor(**CFG)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rs = np.random.RandomState(0)
+    return [[(rs.rand(112, 112, 3) * 255).astype(np.uint8)], [(rs.rand(56, 112, 3) * 255).astype(np.uint8)]]
+
+
+def test_tokenizer_keeps_byte_ids_and_adds_vision_tokens():
+    tok = build_vl_byte_tokenizer()
+    assert len(tok) == 264
+    assert tok.convert_tokens_to_ids(list(VISION_TOKENS)) == [260, 261, 262, 263]
+    assert tok("ab", add_special_tokens=False)["input_ids"] == [4 + sorted_byte("a"), 4 + sorted_byte("b")]
+    ids = tok(IMAGE_PLACEHOLDER + "x", add_special_tokens=False)["input_ids"]
+    assert ids[:3] == [260, 262, 261] and len(ids) == 4
+    assert tok.decode(ids, skip_special_tokens=True) == "x"
+
+
+def sorted_byte(ch: str) -> int:
+    from tokenizers import pre_tokenizers
+    return sorted(pre_tokenizers.ByteLevel.alphabet()).index(ch)
+
+
+def test_tiny_vl_is_small_and_text_model_is_unchanged(vl):
+    model, _, proc = vl
+    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
+    assert sum(p.numel() for p in model.parameters()) < 400_000
+    text_model, text_tok = load_model(tiny=CFG["tiny"])
+    assert type(text_model).__name__ == "Qwen2ForCausalLM" and len(text_tok) == 260
+    assert load_processor(tiny=CFG["tiny"]) is None
+
+
+def test_encode_expands_one_image_token_per_merged_patch(vl, images):
+    _, tok, proc = vl
+    enc = proc.encode(tok, PROMPTS, images)
+    # 112x112 -> 8x8 patches of 14 px -> 16 tokens after 2x2 merging; 56x112 -> 4x8 -> 8 tokens
+    assert [g.tolist() for g in enc["image_grid_thw"]] == [[[1, 8, 8]], [[1, 4, 8]]]
+    n_img = (enc["input_ids"] == 262).sum(-1).tolist()
+    assert n_img == [16, 8]
+    assert [p.shape[0] for p in enc["pixel_values"]] == [64, 32]
+    with pytest.raises(ValueError, match="image placeholder"):
+        proc.encode(tok, ["no placeholder"], [images[0]])
+
+
+def test_engine_matches_hf_generate_and_is_padding_invariant(vl, images):
+    model, tok, proc = vl
+    eng = HFEngine(max_new_tokens=10)
+    ro = eng.generate(model, tok, PROMPTS, n=2, greedy=True, images=images, processor=proc)
+    assert len(ro.pixel_values) == 4 and ro.pixel_values[0] is ro.pixel_values[1]  # a group shares its tensor
+    enc = proc.encode(tok, PROMPTS, images)
+    vis = vision_forward_kwargs(model, enc["input_ids"], enc["pixel_values"], enc["image_grid_thw"])
+    with torch.no_grad():
+        ref = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **vis,
+                             max_new_tokens=10, do_sample=False, eos_token_id=[10**6], pad_token_id=0)
+    ref = ref[:, enc["input_ids"].shape[1]:]
+    rows = [r[m.bool()].tolist() for r, m in zip(ro.response_ids, ro.response_mask)]
+    for i in range(2):
+        n = len(rows[2 * i])
+        assert rows[2 * i] == rows[2 * i + 1] == ref[i, :n].tolist()
+    alone = eng.generate(model, tok, PROMPTS[:1], n=1, greedy=True, images=images[:1], processor=proc)
+    assert alone.response_ids[0, :len(rows[0])].tolist() == rows[0]
+
+
+def test_teacher_forced_logits_reproduce_greedy_tokens(vl, images):
+    """The update pass (no position ids: the model computes its multimodal ones) sees what decoding saw."""
+    from steprl.algos.base import RLModule
+
+    model, tok, proc = vl
+    ro = HFEngine(max_new_tokens=8).generate(model, tok, PROMPTS, n=1, greedy=True, images=images, processor=proc)
+    mod = RLModule.__new__(RLModule)  # only forward_logp is used: it needs the engine's temperature
+    mod.engine = HFEngine(temperature=1.0)
+    logp, _ = RLModule.forward_logp(mod, model, ro.select(torch.arange(len(ro))))
+    with torch.no_grad():
+        ids = ro.input_ids
+        vis = vision_forward_kwargs(model, ids, ro.pixel_values, ro.image_grid_thw)
+        logits = model(input_ids=ids, attention_mask=ro.attention_mask, **vis).logits
+    P = ro.prompt_ids.shape[1]
+    pred = logits[:, P - 1:-1].argmax(-1)
+    m = ro.response_mask.bool()
+    assert torch.equal(pred[m], ro.response_ids[m])
+    best = torch.log_softmax(logits[:, P - 1:-1].float(), -1).max(-1).values
+    assert torch.allclose(logp[m], best[m], atol=1e-4)
+
+
+def test_rollouts_select_and_cat_carry_vision_rows(vl, images):
+    model, tok, proc = vl
+    eng = HFEngine(max_new_tokens=4, temperature=1.5)
+    a = eng.generate(model, tok, PROMPTS, n=2, images=images, processor=proc, generator=torch.Generator().manual_seed(0))
+    b = eng.generate(model, tok, PROMPTS[:1], n=1, images=images[:1], processor=proc,
+                     generator=torch.Generator().manual_seed(1))
+    sel = a.select(torch.tensor([3, 0]))
+    assert sel.pixel_values[0] is a.pixel_values[3] and torch.equal(sel.image_grid_thw[1], a.image_grid_thw[0])
+    both = cat_rollouts([a, b], tok.pad_token_id)
+    assert len(both.pixel_values) == 5 and both.pixel_values[4] is b.pixel_values[0]
+    moved = both.to("cpu")
+    assert moved.pixel_values[0] is moved.pixel_values[1] or moved.pixel_values[0].data_ptr() == moved.pixel_values[1].data_ptr()
+
+
+def test_text_prompts_without_images_need_no_processor(vl):
+    model, tok, _ = vl
+    ro = HFEngine(max_new_tokens=3).generate(model, tok, ["hi"], n=1, greedy=True, images=[[]])
+    assert ro.pixel_values is None and len(ro) == 1
+    with pytest.raises(ValueError, match="image processor"):
+        HFEngine().generate(model, tok, [IMAGE_PLACEHOLDER], images=[[np.zeros((28, 28, 3), np.uint8)]])

@@ -1,0 +1,89 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1 for judge tests (http.server in a thread).
+
+``ChatServer(respond)`` serves ``GET /v1/models`` and ``POST /v1/chat/completions``; ``respond(messages)``
+(a scripted function, or ``ChatBackend.complete`` of a tiny model) writes the reply. ``plan`` is a queue of
+behaviours for the next requests: ``"ok"``, ``"slow"`` (sleep ``slow_s`` before answering), ``"bad_json"``
+(a body that is not JSON), ``"no_choices"`` (JSON without ``choices``), ``"500"``, ``"400"``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ChatServer:
+    def __init__(self, respond, model: str = "judge", slow_s: float = 1.0, models_route: bool = True):
+        self.respond, self.model, self.slow_s, self.models_route = respond, model, slow_s, models_route
+        self.plan: deque[str] = deque()
+        self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+            def do_GET(self):
+                if self.path == "/v1/models" and server.models_route:
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": server.model}]}).encode())
+                else:
+                    self._send(404, b'{"error": "not found"}')
+
+            def do_POST(self):
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, b'{"error": "not found"}')
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with server._lock:
+                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                    action = server.plan.popleft() if server.plan else "ok"
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if action == "slow":
+                        time.sleep(server.slow_s)
+                    if action in ("500", "400"):
+                        return self._send(int(action), b'{"error": "scripted failure"}')
+                    if action == "bad_json":
+                        return self._send(200, b"<html>this is not json")
+                    if action == "no_choices":
+                        return self._send(200, b'{"id": "x", "object": "chat.completion"}')
+                    if body.get("model") != server.model:
+                        return self._send(404, json.dumps({"error": f"model {body.get('model')} not found"}).encode())
+                    text = server.respond(body["messages"])
+                    reply = {"id": "chatcmpl-1", "object": "chat.completion", "model": server.model,
+                             "choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": text}}]}
+                    self._send(200, json.dumps(reply).encode())
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "ChatServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
