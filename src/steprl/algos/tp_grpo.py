@@ -65,11 +65,9 @@ class TPGRPO(RLModule):
     behaviour_logp_from_rollout = True
 
     def __init__(self, *args, judge: dict | None = None, tp_grpo: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tp = {"alpha": 1.0, "adaptive": True, "literal_final": False, "placement": "cumulative",
-                   "incorrect_rule": "propagate", "judge_template": "tp_grpo", "drop_zero_adv": True,
-                   "round_steps": 1, "answer_tag": "</think>", **(tp_grpo or {})}
-        t = self.tp
+        t = {"alpha": 1.0, "adaptive": True, "literal_final": False, "placement": "cumulative",
+             "incorrect_rule": "propagate", "judge_template": "tp_grpo", "drop_zero_adv": True,
+             "round_steps": 1, "answer_tag": "</think>", **(tp_grpo or {})}
         if t["placement"] not in ("cumulative", "direct"):
             raise ValueError(f"algo.tp_grpo.placement={t['placement']!r} is not one of ['cumulative', 'direct']")
         if t["incorrect_rule"] not in ("propagate", "direct"):
@@ -81,8 +79,8 @@ class TPGRPO(RLModule):
             raise ValueError(f"algo.tp_grpo.round_steps={t['round_steps']!r} must be an integer >= 1")
         if not judge:
             raise ValueError("algo=tp_grpo needs a step judge: judge=rule (task=arith) | hf | openai")
-        self.judge_cfg = dict(judge)
-        self.judge = None
+        super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
+        self.tp, self.judge_cfg, self.judge = t, dict(judge), None
         self._buffer: tuple[Rollouts, Rewards] | None = None
         self._buf_pos, self._buf_born = 0, 0
 

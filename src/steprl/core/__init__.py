@@ -16,6 +16,7 @@ from .advantages import (
     reinforce_pp_baseline_advantage,
     rloo_advantage,
 )
+from .empg import EMPG_FINAL_NORMS, EMPGOut, empg_advantages, empg_step_advantages, expected_logit_grad_sq_norm
 from .filters import group_filter
 from .losses import (
     AGG_MODES,
@@ -27,10 +28,20 @@ from .losses import (
     ppo_clip_loss,
     value_clip_loss,
 )
+from .salt import (
+    INVALID_ACTION,
+    SALT_RENORMS,
+    SALT_STATE_KEYS,
+    canon_text,
+    parse_action,
+    salt_edge_keys,
+    salt_step_advantages,
+)
 from .masks import masked_mean, masked_sum, masked_var, masked_whiten
 from .steps import (
     STEP_REDUCTIONS,
     char_spans_to_step_ids,
+    fill_step_ids,
     gather_step_values,
     place_on_step_ends,
     scatter_step_values,
@@ -47,7 +58,13 @@ __all__ = [
     "char_spans_to_step_ids",
     "discounted_returns",
     "drgrpo_advantage",
+    "EMPG_FINAL_NORMS",
+    "EMPGOut",
+    "empg_advantages",
+    "empg_step_advantages",
+    "expected_logit_grad_sq_norm",
     "entropy_from_logits",
+    "fill_step_ids",
     "gae",
     "gather_step_values",
     "group_mean_std",
@@ -65,6 +82,13 @@ __all__ = [
     "reinforce_pp_advantage",
     "reinforce_pp_baseline_advantage",
     "rloo_advantage",
+    "INVALID_ACTION",
+    "SALT_RENORMS",
+    "SALT_STATE_KEYS",
+    "canon_text",
+    "parse_action",
+    "salt_edge_keys",
+    "salt_step_advantages",
     "scatter_step_values",
     "step_last_token_mask",
     "value_clip_loss",

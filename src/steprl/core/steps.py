@@ -17,6 +17,7 @@ __all__ = [
     "place_on_step_ends",
     "gather_step_values",
     "char_spans_to_step_ids",
+    "fill_step_ids",
     "STEP_REDUCTIONS",
 ]
 
@@ -127,3 +128,20 @@ def char_spans_to_step_ids(
                 out[i] = k
                 break
     return torch.tensor(out, dtype=torch.long)
+
+
+def fill_step_ids(step_ids: Tensor, mask: Tensor) -> Tensor:
+    """Give every ``mask``-ed token a step: a masked token with ``step_id < 0`` (an EOS token, whitespace between
+    steps) joins the nearest step before it in its row, or, before the first step, the first step; a masked row
+    with no step at all becomes step 0. Unmasked tokens get -1. Used by step-level advantages so that every
+    token that receives gradient receives its step's value."""
+    m = mask.bool()
+    n, t = step_ids.shape
+    has = (step_ids >= 0) & m
+    pos = torch.arange(t, device=step_ids.device).expand(n, t)
+    prev = torch.where(has, pos, torch.full_like(pos, -1)).cummax(-1).values
+    nxt = torch.where(has, pos, torch.full_like(pos, t)).flip(-1).cummin(-1).values.flip(-1)
+    src = torch.where(prev >= 0, prev, nxt).clamp(0, max(t - 1, 0))
+    filled = step_ids.gather(-1, src) if t else step_ids
+    filled = torch.where(has.any(-1, keepdim=True), filled, torch.zeros_like(filled))
+    return torch.where(m, torch.where(has, step_ids, filled), torch.full_like(step_ids, -1))

@@ -519,6 +519,15 @@ class MathTask(Task):
         self._ensure_loaded()
         return SampleListDataset(self._val)
 
+    def eval_dataset(self) -> Dataset:
+        """Every row of the task's file (or hub split) in file order, for evaluation and for grading saved
+        predictions line by line; an evaluation-only task (``val_path`` alone) gives its validation rows."""
+        if self.path is not None:
+            return SampleListDataset(self._samples(self._rows_from_file(self.path)))
+        if self.hf_name is not None:
+            return SampleListDataset(self._samples(self._rows_from_hub(self.hf_split)))
+        return self.val_dataset()
+
     # ----- scoring --------------------------------------------------------------------------------------------
     def _extract_answer(self, response: str) -> str | None:
         return extract_math_answer(response)

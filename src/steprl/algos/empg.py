@@ -1,0 +1,67 @@
+"""EMPG (``algo=empg``): Entropy-Modulated Policy Gradients, a plug-in on the advantage of GRPO / DAPO.
+
+    A(τ_i)       = the base group advantage (``advantage=`` group: GRPO by default)
+    H_{i,t}      = mean token entropy of step t under the rollout policy (no grad)
+    A_final(i,t) = g(H_{i,t}) A(τ_i) + ζ f(H_{i,t+1}) - batch mean          (steprl.core.empg, spec §1.3)
+    Â_{i,t,j}    = A_final(i,t) on every token j of step t                    (loss unchanged)
+
+A step is whatever ``Rollouts.step_ids`` says: a line of an ``arith`` solution (the task's splitter), or an
+agent turn (the AgentLoop marks each assistant turn; observation tokens have ``loss_mask`` 0 and get nothing).
+Tokens that receive gradient but belong to no step (EOS, whitespace between steps) join the step before them.
+"""
+from __future__ import annotations
+
+import torch
+
+from steprl import core
+from steprl.algos.base import RLModule, Rewards
+from steprl.rollout.types import Rollouts
+
+
+class EMPG(RLModule):
+    """``empg``: k (modulation sharpness), k_future (k' of the future-clarity bonus), zeta (ζ), eps and
+    final_norm (mean | mean_std | none)."""
+
+    def __init__(self, *args, empg: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.empg_cfg = {"k": 1.0, "k_future": 1.0, "zeta": 0.1, "eps": 1e-8, "final_norm": "mean", **(empg or {})}
+        if self.empg_cfg["final_norm"] not in core.EMPG_FINAL_NORMS:
+            raise ValueError(f"algo.empg.final_norm={self.empg_cfg['final_norm']!r} is not one of "
+                             f"{list(core.EMPG_FINAL_NORMS)}")
+        self.old_entropy: torch.Tensor | None = None
+        self._metrics: dict[str, float] = {}
+
+    @torch.no_grad()
+    def prepare(self, ro: Rollouts) -> dict[str, torch.Tensor]:
+        """Token entropies of the rollout (old) policy, before any update of this step."""
+        mbs, was = self.batch_cfg["micro_batch_size"], self.policy.training
+        self.policy.eval()
+        ent = [self.forward_logp(self.policy, ro.select(torch.arange(i, min(i + mbs, len(ro)))), entropy=True)[1]
+               for i in range(0, len(ro), mbs)]
+        self.policy.train(was)
+        self.old_entropy = torch.cat(ent)
+        return {}
+
+    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+        base, returns = super().advantages(ro, rewards, values)
+        mask = ro.loss_mask.float()
+        traj_adv = core.masked_mean(base, mask, dim=-1)          # A(τ_i): the broadcast trajectory advantage
+        steps = core.fill_step_ids(ro.step_ids, ro.loss_mask)
+        n_steps = int(steps.max()) + 1 if steps.numel() else 0
+        if n_steps == 0:
+            return base, returns
+        H = core.gather_step_values(self.old_entropy, steps, n_steps, "mean")
+        c = self.empg_cfg
+        out = core.empg_advantages(H, traj_adv, k=c["k"], k_future=c["k_future"], zeta=c["zeta"], eps=c["eps"],
+                                   final_norm=c["final_norm"])
+        adv = core.scatter_step_values(out.adv, steps) * mask
+        ok = ~torch.isnan(H)
+        self._metrics = {"empg/g_mean": float(out.g[ok].mean()), "empg/g_min": float(out.g[ok].min()),
+                         "empg/g_max": float(out.g[ok].max()), "empg/step_entropy": float(H[ok].mean()),
+                         "empg/bonus": float(out.bonus[ok].mean()), "empg/steps_per_traj": float(ok.sum(-1).float().mean()),
+                         "empg/adv_abs": float(out.adv[ok].abs().mean())}
+        return adv, returns
+
+    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
+        self.old_entropy = None
+        return dict(self._metrics)
