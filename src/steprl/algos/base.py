@@ -323,6 +323,8 @@ class RLModule(PolicyModule):
         timer, b = Timer(), self.batch_cfg
         self._reward_counts = {"reward/errors": 0, "reward/timeouts": 0}
         t0 = time.perf_counter()
+        if not getattr(self, "_probed", False):
+            self.probe_engine()
         ro, rewards, fstats = self.collect(batch, timer)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)
@@ -343,6 +345,10 @@ class RLModule(PolicyModule):
                 ro.ref_logp = self.reference_logp(ro)
             if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
                 ro.old_logp = self.logp_pass(self.policy, ro)
+            if ro.engine_logp is not None:  # engine / trainer mismatch: logged every step, corrected by TIS
+                if ro.old_logp is None:
+                    ro.old_logp = self.logp_pass(self.policy, ro)
+                metrics["rollout/logprob_diff"] = float(core.logprob_diff(ro.old_logp, ro.engine_logp, ro.loss_mask))
             extras = self.prepare(ro)
         adv, returns = self.advantages(ro, rewards, extras.get("values"))
         extras["advantages"], extras["returns"] = adv, returns
@@ -351,6 +357,27 @@ class RLModule(PolicyModule):
         metrics.update(self.after_update(ro, rewards))
         self._log(metrics, timer, t0, ro)
 
+    PROBE_PROMPT = "Question: What is 12 + 30?\nAnswer:"
+
+    def probe_engine(self) -> float | None:
+        """Once, before training: sample from the rollout engine on a fixed prompt and compare its log-probs
+        with the trainer's; fail loudly when the mean gap exceeds ``rollout.probe_tol`` (a wrong weight push,
+        dtype or tokenizer mismatch would otherwise train on garbage silently)."""
+        self._probed = True
+        tol = getattr(self.engine, "probe_tol", None)
+        if tol is None or not getattr(self.engine, "return_logprobs", False):
+            return None
+        prompt = getattr(self.engine, "probe_prompt", self.PROBE_PROMPT)
+        ro = self.generate([prompt], n=2).to(self.device)
+        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro), ro.engine_logp, ro.loss_mask))
+        if not diff <= tol:
+            raise RuntimeError(f"rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.4f} on a fixed "
+                               f"prompt exceeds rollout.probe_tol={tol} (weights not synced, or a dtype / tokenizer "
+                               f"/ sampling-settings mismatch between {type(self.engine).__name__} and the trainer)")
+        if D.rank() == 0:
+            print(f"[steprl] rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.2e} (tol {tol})")
+        return diff
+
     def micro_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
         """The loss of one micro-batch, normalised by the minibatch's global counts, and its token sums."""
         lc, kc = self.loss_cfg, self.kl_cfg
@@ -358,6 +385,10 @@ class RLModule(PolicyModule):
         logp, ent = self.forward_logp(self.policy, mb, entropy=True)
         old = mb.old_logp if mb.old_logp is not None else logp.detach()
         pg, clipped = core.ppo_clip_loss(logp, old, adv, lc["clip_eps_low"], lc["clip_eps_high"], lc["dual_clip"])
+        tis_cap = getattr(self.engine, "tis_cap", None)
+        if tis_cap is not None and mb.engine_logp is not None and mb.old_logp is not None:
+            # truncated importance sampling: the engine sampled from pi_engine, the update assumes pi_old
+            pg = pg * core.tis_weight(mb.old_logp, mb.engine_logp, tis_cap, mask)
         tok_loss = pg - lc["entropy_coef"] * ent
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask),
                 "train/clip_frac": core.masked_sum(clipped.float(), mask), "tokens": mask.sum()}

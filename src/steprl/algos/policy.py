@@ -97,6 +97,7 @@ class PolicyModule(L.LightningModule):
         if ok:
             (opt if last else raw).step()
             self.lr_schedulers().step()
+            self._weights_version = getattr(self, "_weights_version", 0) + 1  # the rollout engine re-syncs
         elif last:  # keep global_step counting training steps even when this update is skipped
             raw.zero_grad(set_to_none=True)
             opt.step()
@@ -131,6 +132,9 @@ class PolicyModule(L.LightningModule):
             self.sampler = torch.Generator(device=self.sampler.device).manual_seed(self.sampler_seed())
         if self.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator, seeded the same way
             self.sampler = torch.Generator(device=device).manual_seed(self.sampler_seed())
+        push = getattr(self.engine, "sync_weights", None)  # an engine with its own copy of the weights (vLLM)
+        if push is not None:
+            push(self.policy, version=getattr(self, "_weights_version", 0))
         was_training = self.policy.training
         self.policy.eval()
         try:

@@ -102,6 +102,9 @@ class HFEngine:
     max_prompt_tokens: int | None = None
     batch_size: int | None = None
     min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (benchmarks: fixed length)
+    return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
+    tis_cap: float | None = None   # truncated importance sampling cap C against engine_logp (null: off)
+    probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -151,9 +154,10 @@ class HFEngine:
         prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
         limit = max_new_tokens or self.max_new_tokens
         step = self.batch_size or prompt_ids.shape[0]
+        logps: list[torch.Tensor] | None = [] if self.return_logprobs else None
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
                               greedy, generator,
-                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]))
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps)
                  for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
@@ -163,7 +167,9 @@ class HFEngine:
         finish = [r for p in parts for r in p[2]]
         texts = self.decode_texts(tokenizer, response_ids, response_mask)
         n_rows = response_ids.shape[0]
-        return Rollouts(
+        engine_logp = None if logps is None else torch.cat(
+            [torch.nn.functional.pad(lp, (0, width - lp.shape[1])) for lp in logps]) * response_mask
+        return Rollouts(engine_logp=engine_logp,
             prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
             response_mask=response_mask, loss_mask=response_mask.clone(),
             step_ids=torch.full_like(response_ids, -1),
@@ -208,7 +214,8 @@ class HFEngine:
         rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu())]
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None):
+    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None,
+                logps: list | None = None):
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
@@ -243,6 +250,9 @@ class HFEngine:
                 logits, self.temperature, self.top_p, self.top_k, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens[:, t] = nxt
+            if logps is not None:  # the sampling distribution's log-prob (temperature applied, as vLLM's)
+                lp = torch.log_softmax(logits.float() / self.temperature, -1).gather(-1, nxt[:, None])[:, 0]
+                tok_lp = lp[:, None] if t == 0 else torch.cat([tok_lp, lp[:, None]], 1)
             length = t + 1
             hit = ~done & torch.isin(nxt, eos)
             if self.stop and length >= self.min_new_tokens:
@@ -266,6 +276,8 @@ class HFEngine:
         response_mask = torch.arange(length, device=device)[None, :] <= first_end[:, None]
         tokens = tokens.masked_fill(~response_mask, pad)
         finish = ["stop" if s else "length" for s in stopped.tolist()]
+        if logps is not None:
+            logps.append(tok_lp[:, :length].masked_fill(~response_mask, 0.0))
         return tokens, response_mask.long(), finish
 
     def _stop_hit(self, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
