@@ -41,7 +41,7 @@ def test_evaluate_a_checkpoint(store, tmp_path):
     out, uri = store
     ckpt = out / "checkpoints" / "last.ckpt"
     cfg = eval_cfg([f"ckpt_path={ckpt}", "eval.limit=8", "eval.n=3", "eval.k=[1,2,3]", "eval.batch_size=24",
-                    "mlflow.enabled=true", f"mlflow.tracking_uri={uri}", "+torch_threads=1"], tmp_path)
+                    "mlflow.enabled=true", f"mlflow.tracking_uri={uri}", "torch_threads=1"], tmp_path)
     rep = evaluate(cfg, log=lambda *a: None)
     m = rep["metrics"]["all"]
     assert m["problems"] == 8 and m["samples"] == 3
