@@ -39,3 +39,26 @@ def test_paper_recipes_compose(recipe, tmp_path):
         assert cfg.algo.kl.coef == 0.01 and cfg.algo.kl.estimator == "k3"
     if algo == "empg":
         assert dict(cfg.algo.empg) == {"k": 1.0, "k_future": 1.0, "zeta": 0.1, "eps": 1e-8, "final_norm": "mean"}
+
+
+def test_propa_tiny_runs_two_steps(tmp_path):
+    """One outer PROPA iteration per step: MCTS, GRPO on sibling groups, SFT on unsolved questions, PRM."""
+    rows, m = run(["experiment=propa_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
+                   "trainer.val_check_interval=100"], tmp_path)
+    assert len(rows) == 2
+    for r in rows:
+        assert math.isfinite(r["train/loss"]) and 0.0 <= r["train/reward"] <= 1.0
+        assert r["propa/expansions"] >= 1 and r["propa/tree_nodes"] > 1
+        assert math.isfinite(r["propa/prm_loss"])
+        assert r["propa/sft_questions"] == 2 * (1 - r["propa/solved_frac"])
+    ro, rw = m._unfiltered
+    assert ((rw.outcome >= 0) & (rw.outcome <= 1)).all()
+    assert ro.response_ids.shape[0] == rw.outcome.shape[0] == 4 * int(rows[-1]["propa/groups"])
+
+
+def test_propa_recipe_composes(tmp_path):
+    cfg = compose_train(["experiment=propa_qwen2_5_vl_3b", "logger=none"], tmp_path)
+    assert check_config(cfg)["rollouts_per_step"] == 160
+    assert cfg.algo.kl.coef == 0.001 and cfg.algo.loss.agg == "seq-mean-token-mean" and cfg.optim.max_grad_norm == 0.5
+    assert cfg.algo.mcts.iterations == 20 and cfg.algo.mcts.expand_temperature == 1.2
+    assert cfg.model.path == "Qwen/Qwen2.5-VL-3B-Instruct"

@@ -239,10 +239,11 @@ class RLModule(PolicyModule):
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw,
+                                    response_from=ids.shape[1] - t_len)
         if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
             pos = None
-        logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
+        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=att, position_ids=pos, use_cache=False,
                        logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])

@@ -1,0 +1,356 @@
+"""PROPA (``algo=propa``): MCTS over reasoning steps, sibling GRPO on node values, interleaved SFT, and a PRM.
+
+One training step = one batch of the official outer loop (spec §3.5, ``grpo_train_with_MCTS_iterative_*.sh``):
+
+    trees  = MCTS on every question (steprl.core.mcts), steps sampled one at a time from the current policy
+             (HF engine with a stop at the end of a step: a newline on ``arith``)
+    GRPO   on sibling groups: for each expanded node of a tree with a correct path (root W > 0), its k children are
+           one group sharing the node's prefix as prompt; reward = log_boost(Q) (0 if unvisited); the stored child
+           texts are replayed as completions (no resampling); groups with all-0 / all-1 / range < 0.1 labels skipped
+    SFT    on the gold solution, one example per step, of the questions whose tree found no correct path
+    PRM    a value head on the policy's trunk, regressed (MSE) on log_boost(Q) of every node (N = 0 rule)
+
+At inference the PRM can pick each step among k samples (``inference.mode=prm_best_of_k``).
+The group size k is ``batch.samples_per_prompt`` (the expansion width).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import torch
+
+from steprl import core
+from steprl.algos.base import RLModule, Rewards
+from steprl.algos.policy import Timer
+from steprl.algos.ppo import Critic
+from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
+from steprl.rollout.types import Rollouts, Sample
+
+STEP_FORMATS = ("continue", "propa")
+INFERENCE_MODES = ("greedy", "prm_best_of_k")
+
+
+class EngineStepPolicy:
+    """:class:`steprl.core.mcts.StepPolicy` over the module's HF engine for a batch of questions."""
+
+    def __init__(self, module: "PROPA", samples: list[Sample]):
+        self.m, self.samples = module, samples
+        c = module.mcts_cfg
+        self.terminal = re.compile(c["terminal_regex"])
+        base = module.engine
+        self.expander = dataclasses.replace(base, stop=tuple(c["step_stop"]), max_new_tokens=c["step_max_tokens"],
+                                            temperature=c["expand_temperature"], top_k=c["expand_top_k"],
+                                            top_p=c["expand_top_p"], min_new_tokens=0)
+        self.simulator = dataclasses.replace(base, stop=(), max_new_tokens=c["simulate_max_tokens"], min_new_tokens=0)
+
+    def _gen(self, engine, prompts, n, greedy):
+        m = self.m
+        was = m.policy.training
+        m.policy.eval()
+        try:
+            return engine.generate(m.policy, m.tokenizer, prompts, n=n, greedy=greedy,
+                                   generator=None if greedy else m.sampler)
+        finally:
+            m.policy.train(was)
+
+    def expand(self, requests, k):
+        prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
+        ro = self._gen(self.expander, prompts, k, greedy=False)
+        out = []
+        for j in range(len(requests)):
+            kids = []
+            for r in range(j * k, (j + 1) * k):
+                text = ro.texts[r]
+                eos = ro.finish_reason[r] == "stop" and not any(text.endswith(s) for s in self.expander.stop)
+                kids.append((text.strip(), text, eos))
+            out.append(kids)
+        return out
+
+    def simulate(self, requests, budget):
+        """One (greedy) continuation per request, cut into steps, up to the first final step or ``budget`` steps."""
+        prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
+        greedy = bool(self.m.mcts_cfg["simulate_greedy"])
+        ro = self._gen(self.simulator, prompts, 1, greedy=greedy)
+        out = []
+        for t, b in zip(ro.texts, budget):
+            steps = []
+            for step in self.m.task.splitter.split_text(t)[:b]:
+                steps.append(step)
+                if self.terminal.search(step):
+                    break
+            out.append(steps)
+        return out
+
+    def is_terminal(self, step: str, eos: bool) -> bool:
+        return eos or not step or self.terminal.search(step) is not None
+
+    def is_correct(self, tree: int, steps: list[str]) -> bool:
+        return self.m.task.verify(self.samples[tree], "\n".join(steps)) >= 1.0 - 1e-6
+
+
+class PROPA(RLModule):
+    """``mcts``: iterations, c, uct_factor (2 = code, 1 = paper), max_depth, simulate_all, expand_temperature /
+    top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex, step_format
+    (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr, epochs, micro_batch_size. ``prm``: enabled,
+    lr, epochs, micro_batch_size. ``inference``: mode (greedy | prm_best_of_k), k, max_steps, temperature."""
+
+    def __init__(self, *args, mcts: dict | None = None, sft: dict | None = None, prm: dict | None = None,
+                 inference: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mcts_cfg = {"iterations": 20, "c": 1.0, "uct_factor": 2.0, "max_depth": 8, "simulate_all": False,
+                         "expand_temperature": 1.2, "expand_top_k": 50, "expand_top_p": 0.95, "step_stop": ["\n"],
+                         "step_max_tokens": 128, "simulate_greedy": True, "simulate_max_tokens": 512,
+                         "terminal_regex": r"(?i)the final answer is", "step_format": "continue", "boost_a": 10.0,
+                         "min_label_range": 0.1, **(mcts or {})}
+        self.sft_cfg = {"enabled": True, "lr": 1e-4, "epochs": 1, "micro_batch_size": 8, **(sft or {})}
+        self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
+        self.inf_cfg = {"mode": "greedy", "k": 4, "max_steps": 20, "temperature": 1.0, **(inference or {})}
+        if self.mcts_cfg["step_format"] not in STEP_FORMATS:
+            raise ValueError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
+        if self.inf_cfg["mode"] not in INFERENCE_MODES:
+            raise ValueError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
+        if self.inf_cfg["mode"] == "prm_best_of_k" and not self.prm_cfg["enabled"]:
+            raise ValueError("algo.inference.mode=prm_best_of_k needs the PRM: set algo.prm.enabled=true")
+        for key in ("iterations", "max_depth", "step_max_tokens", "simulate_max_tokens"):
+            if int(self.mcts_cfg[key]) < 1:
+                raise ValueError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
+        re.compile(self.mcts_cfg["terminal_regex"])
+        if self.batch_cfg["samples_per_prompt"] < 2:
+            raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
+                             " and must be >= 2")
+        # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
+        self.prm = Critic(self.policy) if self.prm_cfg["enabled"] else None
+        self._trees: list[tuple[Sample, Node]] = []
+
+    # ------------------------------------------------------------------------------------ formats
+    def step_prompt(self, sample: Sample, steps: list[str]) -> str:
+        """The prompt that asks for the next step. ``continue``: the task prompt followed by the steps so far, one
+        per line (the model's own solution format, e.g. ``arith``); ``propa``: the paper's
+        "{q} First step:" / "{q} Existing steps: s1 s2 ... Next step:"."""
+        if self.mcts_cfg["step_format"] == "continue":
+            return sample.prompt + "".join(s + "\n" for s in steps)
+        if not steps:
+            return f"{sample.prompt} First step:"
+        return f"{sample.prompt} Existing steps: {' '.join(steps)} Next step:"
+
+    def encode_pairs(self, prompts: list[str], completions: list[str], eos: list[bool]):
+        """Left-padded prompts and right-padded completions (+ EOS where the step ended the solution)."""
+        tok, dev = self.tokenizer, self.device
+        P = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        C = [tok(c, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else []) for c, e in
+             zip(completions, eos)]
+        C = [c or [tok.eos_token_id] for c in C]
+        pw, cw = max(map(len, P)), max(map(len, C))
+        pid = torch.full((len(P), pw), tok.pad_token_id, dtype=torch.long)
+        pm = torch.zeros_like(pid)
+        rid = torch.full((len(C), cw), tok.pad_token_id, dtype=torch.long)
+        rm = torch.zeros_like(rid)
+        for i, (p, c) in enumerate(zip(P, C)):
+            pid[i, pw - len(p):], pm[i, pw - len(p):] = torch.tensor(p), 1
+            rid[i, :len(c)], rm[i, :len(c)] = torch.tensor(c), 1
+        return pid.to(dev), pm.to(dev), rid.to(dev), rm.to(dev)
+
+    # ------------------------------------------------------------------------------------ search -> groups
+    def search(self, samples: list[Sample]) -> tuple[list[Node], dict[str, float]]:
+        c = self.mcts_cfg
+        roots = [Node() for _ in samples]
+        stats = mcts(roots, EngineStepPolicy(self, samples), iterations=int(c["iterations"]),
+                     k=self.batch_cfg["samples_per_prompt"], max_depth=int(c["max_depth"]), c=float(c["c"]),
+                     factor=float(c["uct_factor"]), simulate_all=bool(c["simulate_all"]))
+        return roots, stats
+
+    def collect(self, samples: list[Sample], timer: Timer) -> tuple[Rollouts, Rewards, dict[str, float]]:
+        with timer("rollout"):
+            roots, stats = self.search(samples)
+        self._trees = list(zip(samples, roots))
+        ro, rw = self.tree_batch(self._trees)
+        self._search_metrics = {
+            "propa/solved_frac": sum(r.W > 0 for r in roots) / max(1, len(roots)),
+            "propa/groups": float(torch.unique(ro.group_ids).numel()),
+            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
+            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
+            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"])}
+        self._unfiltered = (ro, rw)
+        return ro, rw, {}
+
+    def tree_batch(self, trees: list[tuple[Sample, Node]]) -> tuple[Rollouts, Rewards]:
+        """The sibling GRPO groups of the trees as rollouts: prompt = the parent's prefix, completion = the stored
+        child text (replayed, not resampled), reward = the child's label."""
+        c = self.mcts_cfg
+        prompts, comps, eos, labels, gids, sidx = [], [], [], [], [], []
+        n_groups = 0
+        for q, (s, root) in enumerate(trees):
+            for node, lab in sibling_groups(root, float(c["boost_a"]), float(c["min_label_range"])):
+                prefix = self.step_prompt(s, node.steps())
+                for ch, y in zip(node.children, lab):
+                    prompts.append(prefix)
+                    comps.append(ch.completion)
+                    eos.append(ch.eos)
+                    labels.append(y)
+                    gids.append(n_groups)
+                    sidx.append(q)
+                n_groups += 1
+        if prompts:
+            pid, pm, rid, rm = self.encode_pairs(prompts, comps, eos)
+        else:
+            pid = pm = rid = rm = torch.zeros((0, 1), dtype=torch.long, device=self.device)
+        n = pid.shape[0]
+        ro = Rollouts(prompt_ids=pid, prompt_mask=pm, response_ids=rid, response_mask=rm, loss_mask=rm.clone(),
+                      step_ids=torch.where(rm.bool(), 0, -1),
+                      group_ids=torch.tensor(gids, dtype=torch.long, device=self.device),
+                      sample_idx=torch.tensor(sidx, dtype=torch.long, device=self.device), texts=comps,
+                      finish_reason=["stop" if e else "step" for e in eos])
+        y = torch.tensor(labels, dtype=torch.float, device=self.device).reshape(n)
+        return ro, Rewards(outcome=y, correct=(y >= 1.0 - 1e-6).float())
+
+    def rollout_metrics(self, ro: Rollouts, rw: Rewards) -> dict[str, float]:
+        m = dict(self._search_metrics)
+        m["train/acc"] = m["propa/solved_frac"]                 # questions whose search found a correct answer
+        m["train/reward"] = float(rw.outcome.mean()) if len(rw.outcome) else 0.0  # mean sibling label
+        m["train/response_len"] = float(ro.response_mask.sum(-1).float().mean()) if len(ro) else 0.0
+        return m
+
+    # ------------------------------------------------------------------------------------ SFT and PRM phases
+    def training_step(self, batch: list[Sample], batch_idx: int):
+        super().training_step(batch, batch_idx)  # search + GRPO on the sibling groups (a skipped step if none)
+        metrics: dict[str, float] = {}
+        if self.sft_cfg["enabled"]:
+            metrics.update(self.sft_phase([s for s, root in self._trees if root.W == 0]))
+        if self.prm is not None:
+            metrics.update(self.prm_phase())
+        self.log_metrics(metrics)
+
+    def _fresh_adamw(self, params, lr):
+        o = self.optim_cfg
+        return torch.optim.AdamW(params, lr=lr, weight_decay=o.get("weight_decay", 0.0),
+                                 betas=tuple(o.get("betas", (0.9, 0.999))), eps=o.get("eps", 1e-8))
+
+    def sft_examples(self, samples: list[Sample]) -> tuple[list[str], list[str], list[bool]]:
+        """One (prompt, step) pair per gold step: ("q", s1), ("q s1", s2), ...; the last step ends with EOS."""
+        prompts, comps, eos = [], [], []
+        for s in samples:
+            if not s.solution:
+                continue
+            steps = self.task.splitter.split_text(s.solution)
+            for k, step in enumerate(steps):
+                last = k == len(steps) - 1
+                prompts.append(self.step_prompt(s, steps[:k]))
+                comps.append(step if last or self.mcts_cfg["step_format"] != "continue" else step + "\n")
+                eos.append(last or self.mcts_cfg["step_format"] != "continue")
+        return prompts, comps, eos
+
+    def sft_phase(self, failed: list[Sample]) -> dict[str, float]:
+        """Supervised steps on the gold solutions of the questions the search did not solve, with a fresh AdamW
+        (each SFT phase of the official loop is a new run from the current checkpoint)."""
+        prompts, comps, eos = self.sft_examples(failed)
+        out = {"propa/sft_questions": float(len(failed)), "propa/sft_examples": float(len(prompts))}
+        if not prompts:
+            return out
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt = self._fresh_adamw(params, float(self.sft_cfg["lr"]))
+        pid, pm, rid, rm = self.encode_pairs(prompts, comps, eos)
+        ro = Rollouts(prompt_ids=pid, prompt_mask=pm, response_ids=rid, response_mask=rm, loss_mask=rm,
+                      step_ids=torch.zeros_like(rid), group_ids=torch.zeros(len(prompts), dtype=torch.long),
+                      sample_idx=torch.zeros(len(prompts), dtype=torch.long), texts=comps,
+                      finish_reason=["stop"] * len(prompts))
+        mbs, losses = int(self.sft_cfg["micro_batch_size"]), []
+        self.policy.train()
+        for _ in range(int(self.sft_cfg["epochs"])):
+            order = torch.randperm(len(ro), generator=self.shuffler)
+            for i in range(0, len(ro), mbs):
+                mb = ro.select(order[i:i + mbs])
+                ids, att = mb.input_ids, mb.attention_mask
+                T = mb.response_ids.shape[1]
+                logits = self.policy(input_ids=ids, attention_mask=att, use_cache=False,
+                                     position_ids=(att.long().cumsum(-1) - 1).clamp(min=0)).logits[:, -T - 1:-1]
+                logp = core.logprobs_from_logits(logits.float(), mb.response_ids)  # NLL at temperature 1
+                mask = mb.loss_mask.float()
+                loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if torch.isfinite(loss):
+                    torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
+                    opt.step()
+                losses.append(float(loss.detach()))
+        opt.zero_grad(set_to_none=True)
+        out["propa/sft_loss"] = sum(losses) / len(losses)
+        return out
+
+    def prm_text(self, sample: Sample, steps: list[str]) -> str:
+        return self.step_prompt(sample, steps)
+
+    def prm_scores(self, texts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # padding side: left
+        ids, att = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        return self.prm(ids, att, (att.long().cumsum(-1) - 1).clamp(min=0))[:, -1]
+
+    def prm_phase(self) -> dict[str, float]:
+        """MSE regression of the PRM on log_boost(Q) of every node of this step's trees."""
+        texts, labels = [], []
+        for s, root in self._trees:
+            for steps, y in prm_examples(root, float(self.mcts_cfg["boost_a"])):
+                texts.append(self.prm_text(s, steps))
+                labels.append(y)
+        if not texts:
+            return {"propa/prm_examples": 0.0}
+        y = torch.tensor(labels, dtype=torch.float, device=self.device)
+        params = list(self.prm.parameters())
+        opt = self._fresh_adamw(params, float(self.prm_cfg["lr"]))
+        mbs, losses = int(self.prm_cfg["micro_batch_size"]), []
+        self.prm.train()
+        for _ in range(int(self.prm_cfg["epochs"])):
+            order = torch.randperm(len(texts), generator=self.shuffler).tolist()
+            for i in range(0, len(texts), mbs):
+                idx = order[i:i + mbs]
+                pred = self.prm_scores([texts[j] for j in idx])
+                loss = torch.nn.functional.mse_loss(pred, y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if torch.isfinite(loss):
+                    opt.step()
+                losses.append(float(loss.detach()))
+        opt.zero_grad(set_to_none=True)
+        return {"propa/prm_examples": float(len(texts)), "propa/prm_loss": sum(losses) / len(losses)}
+
+    # ------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def best_of_k(self, samples: list[Sample], k: int | None = None, max_steps: int | None = None):
+        """Step-wise best-of-k (spec §3.6): at each step sample k candidates, score ``prefix + candidate`` with the
+        PRM, keep the argmax; stop at a final step or after ``max_steps``. Returns the solution texts and, per
+        question, a trace of ``(candidates, scores, chosen index)``."""
+        k = int(k or self.inf_cfg["k"])
+        max_steps = int(max_steps or self.inf_cfg["max_steps"])
+        pol = EngineStepPolicy(self, samples)
+        pol.expander = dataclasses.replace(pol.expander, temperature=float(self.inf_cfg["temperature"]))
+        steps: list[list[str]] = [[] for _ in samples]
+        traces: list[list] = [[] for _ in samples]
+        live = list(range(len(samples)))
+        was = self.prm.training
+        self.prm.eval()
+        for _ in range(max_steps):
+            if not live:
+                break
+            cands = pol.expand([(i, steps[i]) for i in live], k)
+            texts = [self.prm_text(samples[i], steps[i] + [c[0]]) for i, cs in zip(live, cands) for c in cs]
+            scores = self.prm_scores(texts).view(len(live), k)
+            nxt = []
+            for j, i in enumerate(live):
+                best = int(torch.argmax(scores[j]))
+                text, _, eos = cands[j][best]
+                traces[i].append(([c[0] for c in cands[j]], scores[j].tolist(), best))
+                steps[i].append(text)
+                if not pol.is_terminal(text, eos):
+                    nxt.append(i)
+            live = nxt
+        self.prm.train(was)
+        return ["\n".join(s) for s in steps], traces
+
+    def validation_step(self, batch, batch_idx):
+        if self.inf_cfg["mode"] == "greedy":
+            return super().validation_step(batch, batch_idx)
+        texts, _ = self.best_of_k(batch)
+        for s, text in zip(batch, texts):
+            self._val_correct.append(1.0 if self.task.verify(s, text) >= 1.0 - 1e-6 else 0.0)
+            self._val_sources.append(s.source or "all")
