@@ -239,7 +239,8 @@ class RLModule(PolicyModule):
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw,
+                                    response_from=ids.shape[1] - t_len)
         if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
             pos = None
         # Without left padding (and with each response one run of tokens) the mask is needless: responses are
@@ -247,8 +248,8 @@ class RLModule(PolicyModule):
         # lets SDPA take its causal fast path instead of building and applying a [n, 1, L, L] mask.
         resp = mb.response_mask[:, :t_len]
         no_pad = not vis and bool(att[:, 0].all()) and bool((resp[:, 1:] <= resp[:, :-1]).all())
-        logits = model(input_ids=ids, attention_mask=None if no_pad else att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
+                       position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         if entropy == "detached":  # a metric only: no autograd graph through the softmax

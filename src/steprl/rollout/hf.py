@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from steprl.models.build import cache_kwarg
-from steprl.models.vision import rope_deltas, vision_forward_kwargs
+from steprl.models.vision import rope_deltas, suppressed_token_ids, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
 
 
@@ -216,6 +216,7 @@ class HFEngine:
         # finished row's later positions only affect that row's discarded tokens. Without one, attention skips
         # building and applying a mask at every step.
         unpadded = not vis and bool(prompt_mask.all())
+        banned = suppressed_token_ids(model, device)
         if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
@@ -230,6 +231,8 @@ class HFEngine:
         length = 0
         for t in range(limit):
             logits = out.logits[:, -1]
+            if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
+                logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
