@@ -214,15 +214,17 @@ class RLModule(PolicyModule):
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
         f = self.filter_cfg
+        gids = ro.group_ids.to(rw.outcome.device)  # rollouts may be on the GPU, verifier scores are not
         truncated = None
         if f.get("drop_truncated"):
-            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool)
+            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool,
+                                     device=gids.device)
             stats["filter/truncated"] = stats.get("filter/truncated", 0.0) + float(
-                torch.unique(ro.group_ids[truncated.to(ro.group_ids.device)]).numel())
-        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"],
+                torch.unique(gids[truncated]).numel())
+        keep = core.group_filter(rw.outcome, rw.correct, gids, f["zero_variance"], f["acc_band"],
                                  truncated=truncated)
-        acc = core.group_mean_std(rw.correct, ro.group_ids)[0]
-        groups = lambda rows: float(torch.unique(ro.group_ids[rows]).numel())  # noqa: E731
+        acc = core.group_mean_std(rw.correct, gids)[0]
+        groups = lambda rows: float(torch.unique(gids[rows]).numel())  # noqa: E731
         stats["filter/groups"] += groups(torch.ones_like(keep))
         stats["filter/dropped"] += groups(~keep)
         stats["filter/all_correct"] += groups(acc == 1)
