@@ -163,8 +163,16 @@ def test_folder_source_and_bad_configs(tmp_path):
     task = PuzzleTask(source=str(tmp_path), image_size=84, seed=0)
     s = task.train_dataset()[0]
     assert s.images[0].size[0] >= 84
+    other = tmp_path / "val"
+    other.mkdir()
+    Image.fromarray(np.full((90, 90, 3), 200, np.uint8)).save(other / "v.png")
+    split = PuzzleTask(source=str(tmp_path), val_source=str(other), image_size=84, puzzles=["rotation"])
+    assert (np.asarray(split.val_dataset()[0].images[0]) == 200).all()
+    assert not (np.asarray(split.train_dataset()[0].images[0]) == 200).all()
     with pytest.raises(ValueError, match="task.source"):
         PuzzleTask(source=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="task.val_source"):
+        PuzzleTask(val_source=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="task.puzzles"):
         PuzzleTask(puzzles=["sudoku"])
     with pytest.raises(ValueError, match="task.jigsaw_grids"):
