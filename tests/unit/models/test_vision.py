@@ -184,6 +184,64 @@ def test_a_saved_vl_directory_loads_back_like_a_hub_model(vl, images, tmp_path):
     assert load_processor(path=str(text_dir)) is None
 
 
+def test_qwen2_5_vl_architecture_loads_by_path_and_decodes_like_generate(images, tmp_path):
+    """The model=qwen2_5_vl_* path (AutoModelForImageTextToText + AutoImageProcessor from a directory), on a
+    Qwen2.5-VL built tiny from config: the engine decodes what HF generate does (up to a placeholder token,
+    which the engine never samples), and the update pass reproduces its greedy tokens."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from steprl.algos.base import RLModule
+    from steprl.models.vision import build_image_processor
+
+    tok = build_vl_byte_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           window_size=56, fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    build_image_processor(max_pixels=112 * 112).save_pretrained(tmp_path)
+    model, tok = load_model(path=str(tmp_path))
+    proc = load_processor(path=str(tmp_path))
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    model.eval()
+    ro = HFEngine(max_new_tokens=8).generate(model, tok, PROMPTS, greedy=True, images=images, processor=proc)
+    enc = proc.encode(tok, PROMPTS, images)
+    vis = vision_forward_kwargs(model, enc["input_ids"], enc["pixel_values"], enc["image_grid_thw"])
+    with torch.no_grad():
+        ref = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **vis,
+                             max_new_tokens=8, do_sample=False, eos_token_id=[10**6], pad_token_id=0)
+    ref = ref[:, enc["input_ids"].shape[1]:].tolist()
+    banned = {ids["<|image_pad|>"], ids["<|video_pad|>"]}
+    for got, want in zip(ro.response_ids.tolist(), ref):
+        k = next((i for i, t in enumerate(want) if t in banned), len(want))
+        assert got[:k] == want[:k] and not banned & set(got)
+    mod = RLModule.__new__(RLModule)
+    mod.engine = HFEngine(temperature=1.0)
+    ro = ro.select(torch.arange(len(ro)))
+    logp, _ = RLModule.forward_logp(mod, model, ro)
+    with torch.no_grad():
+        logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
+                       **vision_forward_kwargs(model, ro.input_ids, ro.pixel_values, ro.image_grid_thw)).logits
+    P, m = ro.prompt_ids.shape[1], ro.response_mask.bool()
+    lp = torch.log_softmax(logits[:, P - 1:-1].float(), -1)
+    allowed = lp.index_fill(-1, torch.tensor(sorted(banned)), float("-inf"))
+    assert torch.equal(allowed.argmax(-1)[m], ro.response_ids[m])  # greedy over the tokens it may write
+    assert torch.allclose(logp[m], allowed.max(-1).values[m], atol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
