@@ -31,7 +31,15 @@ def peak_flops() -> float:
     return float(os.environ.get("PEAK_FLOPS", 989e12))
 
 
+CPU_DRY_RUN = os.environ.get("STEPRL_CHECK_CPU") == "1"  # tiny shapes on CPU: checks the script, not the GPU
+if CPU_DRY_RUN:
+    SHAPE = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                 max_position_embeddings=256)
+
+
 def build(rollout=None, max_new_tokens: int = 128, prompts: int = 32, G: int = 8):
+    if CPU_DRY_RUN:
+        max_new_tokens, prompts, G = 8, 4, 2
     from steprl.algos.advantage import GroupAdvantage
     from steprl.algos.base import RLModule
     from steprl.rollout.data import RolloutDataModule
@@ -45,7 +53,7 @@ def build(rollout=None, max_new_tokens: int = 128, prompts: int = 32, G: int = 8
                       rollout=engine, optim={"lr": 1e-6, "max_grad_norm": 1.0},
                       batch={"prompts_per_step": prompts, "samples_per_prompt": G, "minibatch_size": n,
                              "micro_batch_size": 32, "ppo_epochs": 1},
-                      advantage=GroupAdvantage(), total_steps=3)
+                      advantage=GroupAdvantage(), total_steps=3, loss={"entropy_coef": 1e-3})
     data = RolloutDataModule(task, prompts, val_batch_size=8, seed=0)
     return module, data
 
@@ -73,7 +81,7 @@ class Meter:
 def run(kind: str) -> None:
     import lightning as L
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not CPU_DRY_RUN:
         sys.exit(f"FAIL {kind}: no CUDA device (torch {torch.__version__}, cuda {torch.version.cuda})")
     torch.backends.cuda.matmul.allow_tf32 = True
     rollout = None
@@ -96,11 +104,16 @@ def run(kind: str) -> None:
         strategy, precision = FSDP2Strategy(param_dtype="bfloat16", reduce_dtype="float32"), "32-true"
     else:
         strategy, precision = "auto", "bf16-mixed"
-    trainer = L.Trainer(accelerator="gpu", devices=1, strategy=strategy, precision=precision, max_steps=3,
+    if CPU_DRY_RUN and kind == "fsdp":
+        strategy = FSDP2Strategy()
+    trainer = L.Trainer(accelerator="cpu" if CPU_DRY_RUN else "gpu", devices=1, strategy=strategy,
+                        precision="32-true" if CPU_DRY_RUN else precision, max_steps=3,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         use_distributed_sampler=False, callbacks=[meter.callback])
-    torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available() and not CPU_DRY_RUN
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - t0
@@ -110,10 +123,11 @@ def run(kind: str) -> None:
     tok = sum(r["tokens"] for r in rows)
     gen = sum(r["train_tokens"] for r in rows)
     trained = sum(r["tokens"] for r in rows)  # the update's forward/backward runs over prompt + response
-    mfu = 6 * n_params * trained / max(upd, 1e-9) / peak_flops()
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    mfu = 6 * n_params * trained / max(upd, 1e-9) / (peak_flops() if cuda else 1e12)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+    device = torch.cuda.get_device_name() if cuda else "cpu (dry run)"
     losses = [round(r.get("train/loss", float("nan")), 5) for r in meter.rows]
-    print(f"[{kind}] {torch.cuda.get_device_name()} | params {n_params / 1e6:.0f}M | steps {len(meter.rows)} "
+    print(f"[{kind}] {device} | params {n_params / 1e6:.0f}M | steps {len(meter.rows)} "
           f"in {wall:.1f}s | rollout {gen / max(roll, 1e-9):,.0f} gen tok/s | update {trained / max(upd, 1e-9):,.0f} "
           f"tok/s | overall {tok / max(roll + upd, 1e-9):,.0f} tok/s | peak mem {peak:.2f} GiB | update MFU "
           f"{100 * mfu:.1f}% | losses {losses}", flush=True)
