@@ -53,7 +53,7 @@ def check_config(cfg: DictConfig) -> dict[str, int]:
         if G < 2 and (target.endswith("GroupAdvantage") or (target.endswith("ReinforcePP") and adv.get("baseline"))):
             raise ConfigError(f"batch.samples_per_prompt={G}: a group baseline ({adv.get('kind', 'reinforce_pp_baseline')})"
                               f" needs at least 2 samples per prompt (with 1 every advantage is 0)")
-        if target.endswith(".GAE") and not str(cfg.algo._target_).endswith(".PPO"):
+        if target.endswith(".GAE") and not str(cfg.algo._target_).endswith((".PPO", ".PPR")):
             raise ConfigError(f"advantage=gae needs a critic, which algo={cfg.algo._target_} does not have "
                               f"(use algo=ppo)")
         kl = cfg.algo.get("kl") or {}

@@ -21,6 +21,11 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     out.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, dtype)).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    from steprl.models.vision import is_vision_model, load_processor
+
+    if is_vision_model(model):  # a vision-language model: its image processor loads back with the directory
+        model_cfg = torch.load(ckpt_path, map_location="cpu", weights_only=False)["steprl"]["model"]
+        load_processor(**model_cfg).image_processor.save_pretrained(out)
     return out
 
 

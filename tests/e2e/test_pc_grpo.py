@@ -58,6 +58,16 @@ def test_pc_grpo_tiny_runs_two_steps(tmp_path):
     assert 0.0 <= last["pc_grpo/rac"] <= 1.0
     assert module.val_history[-1][0] == 2 and (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert module.ema_policy is not None and type(module.policy).__name__ == "Qwen2VLForConditionalGeneration"
+    # the trained VL policy exports to a directory that loads back with its image processor
+    from steprl.export import export
+    from steprl.models import load_model
+    from steprl.models.vision import load_processor
+
+    out = export(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "exported")
+    model, _ = load_model(path=str(out))
+    assert type(model).__name__ == "Qwen2VLForConditionalGeneration" and load_processor(path=str(out)) is not None
+    trained = dict(module.policy.named_parameters())
+    assert all(torch.equal(p, trained[k]) for k, p in model.named_parameters())
 
 
 @pytest.fixture(scope="module")

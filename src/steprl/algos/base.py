@@ -214,15 +214,17 @@ class RLModule(PolicyModule):
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
         f = self.filter_cfg
+        gids = ro.group_ids.to(rw.outcome.device)  # rollouts may be on the GPU, verifier scores are not
         truncated = None
         if f.get("drop_truncated"):
-            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool)
+            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool,
+                                     device=gids.device)
             stats["filter/truncated"] = stats.get("filter/truncated", 0.0) + float(
-                torch.unique(ro.group_ids[truncated.to(ro.group_ids.device)]).numel())
-        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"],
+                torch.unique(gids[truncated]).numel())
+        keep = core.group_filter(rw.outcome, rw.correct, gids, f["zero_variance"], f["acc_band"],
                                  truncated=truncated)
-        acc = core.group_mean_std(rw.correct, ro.group_ids)[0]
-        groups = lambda rows: float(torch.unique(ro.group_ids[rows]).numel())  # noqa: E731
+        acc = core.group_mean_std(rw.correct, gids)[0]
+        groups = lambda rows: float(torch.unique(gids[rows]).numel())  # noqa: E731
         stats["filter/groups"] += groups(torch.ones_like(keep))
         stats["filter/dropped"] += groups(~keep)
         stats["filter/all_correct"] += groups(acc == 1)
@@ -232,21 +234,31 @@ class RLModule(PolicyModule):
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
         their longest prompt and response; logits are divided by ``temperature`` (default: the rollout
-        engine's sampling temperature)."""
+        engine's sampling temperature). ``entropy="detached"``: entropies without gradient (a metric only)."""
         p_keep = mb.prompt_mask.bool().any(0)
         p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw)
+        vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw,
+                                    response_from=ids.shape[1] - t_len)
         if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
             pos = None
-        logits = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        # Without left padding (and with each response one run of tokens) the mask is needless: responses are
+        # right-padded, and under causal attention a real token never sees a later (padding) position. No mask
+        # lets SDPA take its causal fast path instead of building and applying a [n, 1, L, L] mask.
+        resp = mb.response_mask[:, :t_len]
+        no_pad = not vis and bool(att[:, 0].all()) and bool((resp[:, 1:] <= resp[:, :-1]).all())
+        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
+                       position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
-        ent = core.entropy_from_logits(logits) if entropy else None
+        if entropy == "detached":  # a metric only: no autograd graph through the softmax
+            with torch.no_grad():
+                ent = core.entropy_from_logits(logits.detach())
+        else:
+            ent = core.entropy_from_logits(logits) if entropy else None
         T = mb.response_ids.shape[1]
         pad = lambda x: torch.nn.functional.pad(x, (0, T - t_len)) if x is not None else None  # noqa: E731
         return pad(logp), pad(ent)
@@ -298,7 +310,7 @@ class RLModule(PolicyModule):
         """The loss of one micro-batch, normalised by the minibatch's global counts, and its token sums."""
         lc, kc = self.loss_cfg, self.kl_cfg
         mask = mb.loss_mask.float()
-        logp, ent = self.forward_logp(self.policy, mb, entropy=True)
+        logp, ent = self.forward_logp(self.policy, mb, entropy=True if lc["entropy_coef"] else "detached")
         old = mb.old_logp if mb.old_logp is not None else logp.detach()
         pg, clipped = core.ppo_clip_loss(logp, old, adv, lc["clip_eps_low"], lc["clip_eps_high"], lc["dual_clip"])
         tok_loss = pg - lc["entropy_coef"] * ent

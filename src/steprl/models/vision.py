@@ -143,10 +143,15 @@ class VisionProcessor:
 
 
 def vision_forward_kwargs(model, input_ids: torch.Tensor, pixel_values: Sequence[torch.Tensor] | None,
-                          image_grid_thw: Sequence[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+                          image_grid_thw: Sequence[torch.Tensor] | None,
+                          response_from: int | None = None) -> dict[str, torch.Tensor]:
     """The extra forward arguments of a VL model for these rows (``{}`` when no row has an image): the rows'
     pixel values and grids concatenated, and ``mm_token_type_ids`` (1 on image tokens) from which the model
-    computes its multimodal positions."""
+    computes its multimodal positions.
+
+    ``response_from``: columns from there on are generated text. An image token there (a response from an
+    engine that does not suppress them) would not match any image; it is replaced by the pad id in the
+    returned ``input_ids`` (the log-prob of the generated id is still read from the logits)."""
     if pixel_values is None or image_grid_thw is None:
         return {}
     grids = [g for g in image_grid_thw if g.numel()]
@@ -155,9 +160,33 @@ def vision_forward_kwargs(model, input_ids: torch.Tensor, pixel_values: Sequence
     device = input_ids.device
     dtype = next(model.parameters()).dtype
     pix = torch.cat([p for p in pixel_values if p.numel()]).to(device=device, dtype=dtype)
+    out = {}
+    if response_from is not None:
+        tail = input_ids[:, response_from:]
+        bad = torch.isin(tail, torch.tensor(_vision_pad_ids(model), device=device))
+        if bool(bad.any()):
+            input_ids = input_ids.clone()
+            pad = getattr(model.config, "pad_token_id", None)
+            pad = getattr(getattr(model.config, "text_config", None), "pad_token_id", pad) or 0
+            input_ids[:, response_from:] = tail.masked_fill(bad, pad)
+            out["input_ids"] = input_ids
     image_id = model.config.image_token_id
-    return {"pixel_values": pix, "image_grid_thw": torch.cat(grids).to(device),
-            "mm_token_type_ids": (input_ids == image_id).int()}
+    out.update({"pixel_values": pix, "image_grid_thw": torch.cat(grids).to(device),
+                "mm_token_type_ids": (input_ids == image_id).int()})
+    return out
+
+
+def _vision_pad_ids(model) -> list[int]:
+    cfg = model.config
+    return [i for i in (getattr(cfg, "image_token_id", None), getattr(cfg, "video_token_id", None)) if i is not None]
+
+
+def suppressed_token_ids(model, device=None) -> torch.Tensor | None:
+    """Token ids a VL model must never sample (its image / video placeholders), ``None`` for a text model."""
+    if not is_vision_model(model):
+        return None
+    ids = _vision_pad_ids(model)
+    return torch.tensor(ids, device=device) if ids else None
 
 
 def rope_deltas(model) -> torch.Tensor | None:

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from steprl.models.build import cache_kwarg
-from steprl.models.vision import rope_deltas, vision_forward_kwargs
+from steprl.models.vision import rope_deltas, suppressed_token_ids, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
 
 
@@ -212,13 +212,18 @@ class HFEngine:
         full_mask[:, :P] = prompt_mask
         mask = full_mask[:, :P]
         vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
+        # Prompts without left padding need no attention mask at all: rows never attend to each other, and a
+        # finished row's later positions only affect that row's discarded tokens. Without one, attention skips
+        # building and applying a mask at every step.
+        unpadded = not vis and bool(prompt_mask.all())
+        banned = suppressed_token_ids(model, device)
         if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
             next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
         else:
-            out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
-                        logits_to_keep=1, **{kw: cache})
+            out = model(input_ids=prompt_ids, attention_mask=None if unpadded else mask, position_ids=position,
+                        use_cache=True, logits_to_keep=1, **{kw: cache})
             next_pos = position[:, -1:] + 1
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -226,6 +231,8 @@ class HFEngine:
         length = 0
         for t in range(limit):
             logits = out.logits[:, -1]
+            if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
+                logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
@@ -242,7 +249,8 @@ class HFEngine:
                 break
             full_mask[:, P + t] = ~done | hit
             mask = full_mask[:, :P + t + 1]
-            out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
+            out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
+                        **{kw: cache},
                         position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1
         tokens = tokens[:, :length]

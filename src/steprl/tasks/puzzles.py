@@ -47,6 +47,8 @@ PUZZLES = ("rotation", "jigsaw", "patchfit")
 ANGLES = (0, 90, 180, 270)
 JIGSAW_GRIDS = tuple((m, n) for m in range(1, 10) for n in range(1, 10) if 2 <= m * n <= 9)  # 22 pairs
 LETTERS = "ABCDEFGHIJKLMNOP"
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                  "camera", "coins", "moon")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 INSTRUCTION = ("First output the thinking process in <think></think> tags and then output the final answer in "
                "<answer></answer> tags.")
@@ -115,8 +117,8 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
 class ImageSource:
     """Source images by index: ``procedural`` (drawn from ``(seed, index)``), ``skimage`` or a folder."""
 
-    def __init__(self, source: str = "procedural", image_size: int = 112, seed: int = 0):
-        self.source, self.image_size, self.seed = str(source), int(image_size), int(seed)
+    def __init__(self, source: str = "procedural", image_size: int = 112, seed: int = 0, key: str = "task.source"):
+        self.source, self.image_size, self.seed, self.key = str(source), int(image_size), int(seed), key
         self.files: list[Path] = []
         self.names: list[str] = []
         if self.source == "procedural":
@@ -125,24 +127,24 @@ class ImageSource:
             try:
                 import skimage.data  # noqa: F401
             except ImportError as e:
-                raise ValueError("task.source=skimage needs scikit-image (pip install scikit-image)") from e
-            self.names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
-                          "retina", "colorwheel", "logo"]
+                raise ValueError(f"{key}=skimage needs scikit-image (pip install scikit-image)") from e
             import skimage.data as sd
-            self.names = [n for n in self.names if hasattr(sd, n)]
+
+            # the photos scikit-image ships inside its wheel (no download)
+            self.names = [n for n in SKIMAGE_PHOTOS if hasattr(sd, n)]
             return
         root = Path(self.source).expanduser()
         if not root.is_dir():
-            raise ValueError(f"task.source={self.source!r} is neither 'procedural', 'skimage' nor a folder of images")
+            raise ValueError(f"{key}={self.source!r} is neither 'procedural', 'skimage' nor a folder of images")
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         if not self.files:
-            raise ValueError(f"task.source={self.source!r}: no {'/'.join(IMAGE_EXTS)} files in that folder")
+            raise ValueError(f"{key}={self.source!r}: no {'/'.join(IMAGE_EXTS)} files in that folder")
 
     def __len__(self) -> int:
         return len(self.files) or len(self.names) or 10**9
 
     def __getstate__(self):  # keep pickles (reward workers) small: the file list is rebuilt on load
-        return {"source": self.source, "image_size": self.image_size, "seed": self.seed}
+        return {"source": self.source, "image_size": self.image_size, "seed": self.seed, "key": self.key}
 
     def __setstate__(self, st):
         self.__init__(**st)
@@ -153,7 +155,11 @@ class ImageSource:
         if self.names:
             import skimage.data as sd
 
-            img = np.asarray(getattr(sd, self.names[index % len(self.names)])())
+            name = self.names[index % len(self.names)]
+            try:
+                img = np.asarray(getattr(sd, name)())
+            except Exception as e:  # noqa: BLE001 - e.g. a version that fetches this one over the network
+                raise ValueError(f"{self.key}=skimage: sample image {name!r} could not be loaded: {e}") from e
         else:
             from PIL import Image
 
@@ -370,7 +376,9 @@ class PuzzleTask(Task):
 
     ``puzzles``: which kinds; ``mix``: their sampling weights (``None``: equal; the paper's Mix setting is
     jigsaw 15K : patchfit 15K : rotation 10K). ``prompt_template`` has ``{image}`` (the model's image placeholder)
-    and ``{question}`` (the puzzle question followed by the think/answer instruction).
+    and ``{question}`` (the puzzle question followed by the think/answer instruction). ``val_source``: where the
+    validation puzzles' images come from (the paper trains on COCO train and evaluates on COCO test); without
+    it they come from ``source`` (from the end of a folder's sorted list, training from the start).
     """
 
     name = "puzzles"
@@ -380,7 +388,7 @@ class PuzzleTask(Task):
                  patchfit_decoys=(3, 5, 7), patch_frac: float = 0.25, number_tiles: bool = True,
                  jigsaw_malformed: str = "zero", format_weight: float = 0.0,
                  prompt_template: str = "{image}{question}\n", image_placeholder: str | None = None,
-                 instruction: str = INSTRUCTION, splitter=None):
+                 instruction: str = INSTRUCTION, val_source: str | None = None, splitter=None):
         super().__init__(splitter=splitter)
         self.puzzles = tuple(puzzles)
         bad = [p for p in self.puzzles if p not in PUZZLES]
@@ -409,6 +417,7 @@ class PuzzleTask(Task):
         from steprl.models.vision import IMAGE_PLACEHOLDER
 
         self.source = ImageSource(source, image_size, seed)
+        self.val_source = ImageSource(val_source, image_size, seed, "task.val_source") if val_source else None
         self.image_size, self.num_train, self.num_val, self.seed = int(image_size), int(num_train), int(num_val), seed
         self.patch_frac, self.number_tiles = float(patch_frac), bool(number_tiles)
         self.jigsaw_malformed, self.format_weight = jigsaw_malformed, float(format_weight)
@@ -420,10 +429,13 @@ class PuzzleTask(Task):
         """Puzzle ``i`` of ``split`` (``train`` / ``val``): a pure function of (seed, split, i)."""
         rng = np.random.default_rng([int(self.seed), {"train": 0, "val": 1}[split], int(i)])
         kind = self.puzzles[int(rng.choice(len(self.puzzles), p=self.mix))]
-        # train images come from the front of a folder, val images from the back; procedural ones never repeat
-        n_src = len(self.source)
-        index = i if split == "train" else (n_src - 1 - i if n_src < 10**9 else 10**8 + i)
-        src = self.source.get(int(index) % n_src if n_src < 10**9 else int(index))
+        source = self.val_source if split == "val" and self.val_source is not None else self.source
+        n_src = len(source)
+        if source.source == "procedural":  # endless: validation images are drawn from their own index range
+            index = i if split == "train" or source is self.val_source else 10**8 + i
+        else:  # without a val_source, validation takes images from the end of the list, training from the start
+            index = (i if split == "train" or source is self.val_source else n_src - 1 - i) % n_src
+        src = source.get(int(index))
         if kind == "rotation":
             return make_rotation(src, rng)
         if kind == "jigsaw":
@@ -471,6 +483,3 @@ class PuzzleTask(Task):
 
     def _extract_answer(self, response: str) -> str | None:
         return answer_text(response)
-
-    def __getstate__(self):
-        return dict(self.__dict__)

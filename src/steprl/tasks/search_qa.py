@@ -27,6 +27,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from steprl.rewards.entities import thoughts
 from steprl.rollout.types import Sample
 from steprl.tasks.base import SampleListDataset, Task
 from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
@@ -62,13 +63,6 @@ def exact_match(prediction: str | None, golds: Sequence[str]) -> float:
         return 0.0
     p = normalize_answer(prediction)
     return float(any(p == normalize_answer(g) for g in golds))
-
-
-def thoughts(response: str) -> list[str]:
-    """The ``<think>…</think>`` texts of a response, outside any ``<information>`` block (a think tag quoted
-    inside a retrieved document is not the agent's thought)."""
-    outside = re.sub(r"<information>.*?(</information>|$)", " ", response, flags=re.DOTALL)
-    return re.findall(r"<think>(.*?)</think>", outside, re.DOTALL)
 
 
 # ------------------------------------------------------------------------------------------ synthetic KB

@@ -207,3 +207,36 @@ def test_empg_corridor_confident_step_learns_faster():
         p0 = float(torch.softmax(torch.tensor([2.0, 0.0]), -1)[0])
         grpo, empg = _corridor("grpo", seed), _corridor("empg", seed)
         assert empg > grpo > p0 - 0.05, (seed, grpo, empg)
+
+
+def test_salt_and_empg_on_agent_loop_rollouts(tmp_path):
+    """Real AgentLoop rollouts (BM25 search tool) from a scripted policy: three episodes open with the same search,
+    two then answer right and one wrong, the fourth answers wrong at once. SALT with the parsed action as key gives
+    the shared first turn (0.866 + 0.866 - 0.866) / 3; EMPG leaves observations alone and keeps turns constant."""
+    from steprl.rollout.agent import AgentLoop
+    from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
+    from tests.scripted import ScriptedEngine
+
+    docs = [Document("Kai Dro", "Kai Dro works for Orbex Corp."), Document("Teluma", "Teluma is in Vornia.")]
+
+    def script(ctx, row):
+        if "<information>" not in ctx:
+            return "<think>x</think><answer>Vornia</answer>" if row == 3 else "<think>x</think><search>Kai Dro</search>"
+        return f"<think>y{row}</think><answer>{'Teluma' if row == 2 else 'Orbex Corp'}</answer>"
+
+    pattern = "'<(?:search|answer)>(.*?)</(?:search|answer)>'"
+    m = _module("salt", tmp_path, f"algo.salt.action_regex={pattern}")
+    loop = AgentLoop(ScriptedEngine(script, 200), SearchEnv(BM25Retriever(docs), topk=1), max_turns=2,
+                     max_response_tokens=1000)
+    ro = loop.generate(m.policy, m.tokenizer, ["Who employs Kai Dro?\n"], n=4)
+    assert [i["turns"] for i in ro.info] == [2, 2, 2, 1]
+    rw = rewards([1, 1, 0, 0])
+    got = _per_turn(ro, m.advantages(ro, rw)[0])
+    a = pytest.approx
+    assert got[0] == a([0.2887, A], abs=1e-3) and got[1] == a([0.2887, A], abs=1e-3)  # thoughts y0 / y1 differ
+    assert got[2] == a([0.2887, -A], abs=1e-3) and got[3] == a([-A], abs=1e-3)
+    e = _module("empg", tmp_path / "e")
+    e.prepare(ro)
+    adv, _ = e.advantages(ro, rw)
+    _per_turn(ro, adv)  # constant per turn, zero on observations
+    assert torch.isfinite(adv).all() and e.after_update(ro, rw)["empg/steps_per_traj"] == pytest.approx(7 / 4)

@@ -133,3 +133,142 @@ def test_text_prompts_without_images_need_no_processor(vl):
     assert ro.pixel_values is None and len(ro) == 1
     with pytest.raises(ValueError, match="image processor"):
         HFEngine().generate(model, tok, [IMAGE_PLACEHOLDER], images=[[np.zeros((28, 28, 3), np.uint8)]])
+
+
+def test_image_tokens_are_never_sampled_and_never_break_the_update_pass(vl, images):
+    """A VL model that would write <|image_pad|> does not (the engine suppresses it); a response that holds one
+    anyway (another engine, scripted text) still gets finite log-probs instead of a mismatch error."""
+    from steprl.algos.base import RLModule
+
+    model, tok, proc = vl
+    image_id = model.config.image_token_id
+
+    def prefer_image_token(module, args, output):
+        output.logits[..., image_id] += 1e4
+        return output
+
+    handle = model.register_forward_hook(prefer_image_token)
+    try:
+        ro = HFEngine(max_new_tokens=6).generate(model, tok, PROMPTS, n=2, greedy=True, images=images,
+                                                 processor=proc)
+    finally:
+        handle.remove()
+    assert not (ro.response_ids == image_id).any()
+    ro = ro.select(torch.arange(len(ro)))
+    ro.response_ids[:, 1] = image_id  # as if the model had written one
+    mod = RLModule.__new__(RLModule)
+    mod.engine = HFEngine(temperature=1.0)
+    logp, _ = RLModule.forward_logp(mod, model, ro)
+    assert torch.isfinite(logp[ro.response_mask.bool()]).all()
+
+
+def test_a_saved_vl_directory_loads_back_like_a_hub_model(vl, images, tmp_path):
+    """``model.path=<dir>`` (how hub ids load): image-text-to-text model, tokenizer and image processor."""
+    model, tok, proc = vl
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    proc.image_processor.save_pretrained(tmp_path)
+    m2, tok2 = load_model(path=str(tmp_path))
+    p2 = load_processor(path=str(tmp_path), image_processor={"max_pixels": 56 * 56})
+    assert type(m2).__name__ == "Qwen2VLForConditionalGeneration" and len(tok2) == len(tok)
+    assert p2.image_processor.size.longest_edge == 56 * 56  # the pixel budget override reaches the processor
+    p2 = load_processor(path=str(tmp_path))
+    eng = HFEngine(max_new_tokens=6)
+    a = eng.generate(model, tok, PROMPTS[:1], greedy=True, images=images[:1], processor=proc)
+    b = eng.generate(m2.eval(), tok2, PROMPTS[:1], greedy=True, images=images[:1], processor=p2)
+    assert torch.equal(a.response_ids, b.response_ids)
+    text_dir = tmp_path / "text"
+    text_model, text_tok = load_model(tiny=CFG["tiny"])
+    text_model.save_pretrained(text_dir)
+    text_tok.save_pretrained(text_dir)
+    assert load_processor(path=str(text_dir)) is None
+
+
+def test_qwen2_5_vl_architecture_loads_by_path_and_decodes_like_generate(images, tmp_path):
+    """The model=qwen2_5_vl_* path (AutoModelForImageTextToText + AutoImageProcessor from a directory), on a
+    Qwen2.5-VL built tiny from config: the engine decodes what HF generate does (up to a placeholder token,
+    which the engine never samples), and the update pass reproduces its greedy tokens."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from steprl.algos.base import RLModule
+    from steprl.models.vision import build_image_processor
+
+    tok = build_vl_byte_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           window_size=56, fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    build_image_processor(max_pixels=112 * 112).save_pretrained(tmp_path)
+    model, tok = load_model(path=str(tmp_path))
+    proc = load_processor(path=str(tmp_path))
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    model.eval()
+    ro = HFEngine(max_new_tokens=8).generate(model, tok, PROMPTS, greedy=True, images=images, processor=proc)
+    enc = proc.encode(tok, PROMPTS, images)
+    vis = vision_forward_kwargs(model, enc["input_ids"], enc["pixel_values"], enc["image_grid_thw"])
+    with torch.no_grad():
+        ref = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **vis,
+                             max_new_tokens=8, do_sample=False, eos_token_id=[10**6], pad_token_id=0)
+    ref = ref[:, enc["input_ids"].shape[1]:].tolist()
+    banned = {ids["<|image_pad|>"], ids["<|video_pad|>"]}
+    for got, want in zip(ro.response_ids.tolist(), ref):
+        k = next((i for i, t in enumerate(want) if t in banned), len(want))
+        assert got[:k] == want[:k] and not banned & set(got)
+    mod = RLModule.__new__(RLModule)
+    mod.engine = HFEngine(temperature=1.0)
+    ro = ro.select(torch.arange(len(ro)))
+    logp, _ = RLModule.forward_logp(mod, model, ro)
+    with torch.no_grad():
+        logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
+                       **vision_forward_kwargs(model, ro.input_ids, ro.pixel_values, ro.image_grid_thw)).logits
+    P, m = ro.prompt_ids.shape[1], ro.response_mask.bool()
+    lp = torch.log_softmax(logits[:, P - 1:-1].float(), -1)
+    allowed = lp.index_fill(-1, torch.tensor(sorted(banned)), float("-inf"))
+    assert torch.equal(allowed.argmax(-1)[m], ro.response_ids[m])  # greedy over the tokens it may write
+    assert torch.allclose(logp[m], allowed.max(-1).values[m], atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vl_engine_and_update_pass_on_cuda(images, dtype):
+    """On CUDA the tiny VL decodes with its multimodal positions (fp32: the same tokens as HF generate) and
+    the update pass gives finite log-probs with a gradient, in fp32 and bf16."""
+    from steprl.algos.base import RLModule
+
+    model, tok = load_model(**CFG, dtype=dtype)
+    proc = load_processor(**CFG)
+    model = model.cuda().eval()
+    ro = HFEngine(max_new_tokens=8).generate(model, tok, PROMPTS, n=2, greedy=True, images=images, processor=proc)
+    assert ro.response_ids.is_cuda and ro.pixel_values[0].shape[0] == 64
+    if dtype == "float32":
+        enc = proc.encode(tok, PROMPTS, images)
+        ids = enc["input_ids"].cuda()
+        vis = vision_forward_kwargs(model, ids, enc["pixel_values"], enc["image_grid_thw"])
+        with torch.no_grad():
+            ref = model.generate(input_ids=ids, attention_mask=enc["attention_mask"].cuda(), **vis,
+                                 max_new_tokens=8, do_sample=False, eos_token_id=[10**6], pad_token_id=0)
+        n = int(ro.response_mask[0].sum())
+        assert ro.response_ids[0, :n].tolist() == ref[0, ids.shape[1]:ids.shape[1] + n].tolist()
+    mod = RLModule.__new__(RLModule)
+    mod.engine = HFEngine(temperature=1.0)
+    model.train()
+    logp, _ = RLModule.forward_logp(mod, model, ro.select(torch.arange(len(ro))))
+    m = ro.response_mask.bool()
+    assert torch.isfinite(logp[m]).all()
+    logp[m].sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

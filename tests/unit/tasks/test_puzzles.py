@@ -163,8 +163,16 @@ def test_folder_source_and_bad_configs(tmp_path):
     task = PuzzleTask(source=str(tmp_path), image_size=84, seed=0)
     s = task.train_dataset()[0]
     assert s.images[0].size[0] >= 84
+    other = tmp_path / "val"
+    other.mkdir()
+    Image.fromarray(np.full((90, 90, 3), 200, np.uint8)).save(other / "v.png")
+    split = PuzzleTask(source=str(tmp_path), val_source=str(other), image_size=84, puzzles=["rotation"])
+    assert (np.asarray(split.val_dataset()[0].images[0]) == 200).all()
+    assert not (np.asarray(split.train_dataset()[0].images[0]) == 200).all()
     with pytest.raises(ValueError, match="task.source"):
         PuzzleTask(source=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="task.val_source"):
+        PuzzleTask(val_source=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="task.puzzles"):
         PuzzleTask(puzzles=["sudoku"])
     with pytest.raises(ValueError, match="task.jigsaw_grids"):
@@ -175,6 +183,10 @@ def test_folder_source_and_bad_configs(tmp_path):
 
 def test_skimage_photos_when_installed():
     pytest.importorskip("skimage", reason="scikit-image is an optional demo source")
-    task = PuzzleTask(source="skimage", seed=0)
+    task = PuzzleTask(source="skimage", seed=0, puzzles=["jigsaw"], jigsaw_grids=[[2, 2]])
+    assert len(task.source) == 10
+    for i in range(10):  # every photo, grey ones as RGB, each a 112 x 112 square before cutting
+        src = task.source.get(i)
+        assert src.shape == (112, 112, 3) and src.dtype == np.uint8 and src.std() > 5
     s = task.train_dataset()[0]
-    assert s.images[0].size[1] >= 112
+    assert s.images[0].size == (112, 112)
