@@ -112,10 +112,13 @@ class VLLMEngine:
         self._version = None
 
     def _runner_model(self):
-        ex = self._llm.llm_engine.model_executor
-        worker = ex.driver_worker
-        worker = getattr(worker, "worker", worker)  # V1 wraps the worker
-        return worker.model_runner.model
+        """The engine's torch model when it lives in this process (None where vLLM hides it)."""
+        try:
+            worker = self._llm.llm_engine.model_executor.driver_worker
+            worker = getattr(worker, "worker", worker)  # V1 wraps the worker
+            return worker.model_runner.model
+        except AttributeError:
+            return None
 
     def sync_weights(self, model, version=None) -> float:
         """Load the policy's current weights into the engine (skipped when ``version`` is unchanged).
@@ -140,8 +143,12 @@ class VLLMEngine:
         if self.enable_sleep_mode:
             self._llm.wake_up(tags=["weights"]) if _accepts_tags(self._llm.wake_up) else self._llm.wake_up()
         target = self._runner_model()
-        for name, tensor in named_full_weights(model):
-            target.load_weights([(name, tensor)])
+        if target is not None:
+            for name, tensor in named_full_weights(model):  # one tensor at a time: no second full copy
+                target.load_weights([(name, tensor)])
+        else:  # through the workers' RPC (the callable receives the worker)
+            weights = list(named_full_weights(model))
+            self._llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(weights))
         self._llm.reset_prefix_cache()
 
     # ------------------------------------------------------------------------------------------ sampling
