@@ -227,19 +227,27 @@ def _accepts_tags(fn) -> bool:
         return False
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def named_full_weights(model):
-    """``(hf_name, full tensor)`` of every weight of ``model`` as a plain HF checkpoint would name it:
-    FSDP2 ``DTensor`` shards gathered, peft LoRA adapters merged into the base weights."""
-    peft = hasattr(model, "merge_adapter") and hasattr(model, "get_base_model")
-    if peft:
-        model.merge_adapter()
-    try:
-        base = model.get_base_model() if peft else model
-        for name, p in base.state_dict().items():
-            if "lora_" in name:
-                continue
-            t = p.full_tensor() if hasattr(p, "full_tensor") else p
-            yield name.replace(".base_layer", ""), t.detach()
-    finally:
-        if peft:
-            model.unmerge_adapter()
+    """``(hf_name, full tensor)`` of every weight of ``model`` as a plain HF checkpoint would name it: FSDP2
+    ``DTensor`` shards gathered, peft LoRA adapters folded in (``W + scale * B A``, computed on the side: the
+    policy's own weights are never modified, so repeated pushes cause no merge/unmerge drift)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lora = {}
+    for mname, mod in base.named_modules():
+        if hasattr(mod, "lora_A") and hasattr(mod, "base_layer") and hasattr(mod, "scaling"):
+            lora[f"{mname}.base_layer.weight"] = mod
+    for name, p in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        t = _full(p).detach()
+        mod = lora.get(name)
+        if mod is not None and not getattr(mod, "disable_adapters", False):
+            for a in mod.active_adapters:
+                if a in mod.lora_A:
+                    delta = _full(mod.lora_B[a].weight) @ _full(mod.lora_A[a].weight) * mod.scaling[a]
+                    t = t + (delta.T if getattr(mod, "fan_in_fan_out", False) else delta).to(t.dtype)
+        yield name.replace(".base_layer", ""), t

@@ -36,3 +36,23 @@ def test_qlora_needs_lora_and_a_gpu():
         load_model(path="steprl:tiny_arith", quantization="4bit")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         load_model(path="steprl:tiny_arith", quantization="4bit", lora={"r": 4})
+
+
+def test_weights_pushed_to_an_engine_are_the_merged_hf_checkpoint():
+    """What the vLLM engine receives: plain HF names and, for LoRA, base + scale * B A (policy untouched)."""
+    from steprl.rollout.vllm import named_full_weights
+
+    base, _ = load_model(tiny=TINY)
+    names = set(base.state_dict())
+    lora, _ = load_model(tiny=TINY, lora={"r": 2, "alpha": 4, "target_modules": ["q_proj"]})
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.1)
+    before = {n: p.detach().clone() for n, p in lora.named_parameters()}
+    pushed = {n: t.clone() for n, t in named_full_weights(lora)}
+    assert set(pushed) == names
+    q = lora.base_model.model.model.layers[0].self_attn.q_proj
+    expected = q.base_layer.weight + (4 / 2) * q.lora_B["default"].weight @ q.lora_A["default"].weight
+    assert torch.allclose(pushed["model.layers.0.self_attn.q_proj.weight"], expected, atol=1e-6)
+    assert all(torch.equal(p, before[n]) for n, p in lora.named_parameters())  # the policy itself is untouched
