@@ -90,9 +90,8 @@ def test_adversarial_programs_are_contained(backend, tmp_path, listener, monkeyp
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "steprl-sbx-*")))
     for i, (name, body) in enumerate(ADVERSARIAL.items()):
         t0 = time.monotonic()
-        res = task.run(samples[i], body)
+        res = task.run(samples[i], body)  # what verify() returns as the reward: res.score
         assert res.score == 0.0, (name, res)
-        assert task.verify(samples[i], body) == 0.0, name
         assert time.monotonic() - t0 < 30, name
     # the machine is fine and the next program runs normally
     assert task.verify(samples[len(ADVERSARIAL)], "    return 1\n") == 1.0
