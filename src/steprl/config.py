@@ -63,12 +63,52 @@ def check_config(cfg: DictConfig) -> dict[str, int]:
         if band is not None and (len(band) != 2 or not 0 <= band[0] <= band[1] <= 1):
             raise ConfigError(f"algo.filters.acc_band must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(band)}")
     tr = cfg.trainer
+    check_hardware(cfg, is_rl)
     if tr.max_steps is None or tr.max_steps < 1:
         raise ConfigError(f"trainer.max_steps must be a positive number of RL steps, got {tr.max_steps}")
     vci = tr.get("val_check_interval")
     if isinstance(vci, int) and vci < 1:
         raise ConfigError(f"trainer.val_check_interval must be >= 1 step, got {vci}")
     return derived
+
+
+def world_size_of(trainer: DictConfig) -> int | None:
+    """Processes a trainer config will start (None where Lightning decides at run time: devices=-1/auto)."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, int) and devices > 0:
+        return devices * nodes
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices) * nodes
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices) * nodes
+    return None
+
+
+def check_hardware(cfg: DictConfig, is_rl: bool = True) -> None:
+    """Global batch sizes split evenly over ranks; 4-bit base models need a GPU; known optimisers."""
+    world = world_size_of(cfg.trainer)
+    b = cfg.batch
+    if world and world > 1:
+        keys = ("prompts_per_step", "minibatch_size") if is_rl else ("prompts_per_step",)
+        for key in keys:
+            if b[key] % world:
+                raise ConfigError(f"batch.{key}={b[key]} is global (summed over ranks) and must be divisible by "
+                                  f"the world size trainer.devices x trainer.num_nodes = {world}")
+    opt = (cfg.get("optim") or {}).get("name", "adamw")
+    if opt not in ("adamw", "adamw8bit", "paged_adamw8bit"):
+        raise ConfigError(f"optim.name={opt!r} is not one of ['adamw', 'adamw8bit', 'paged_adamw8bit']")
+    quant = (cfg.get("model") or {}).get("quantization")
+    if quant not in (None, "4bit", "8bit"):
+        raise ConfigError(f"model.quantization={quant!r} is not one of [null, '4bit', '8bit']")
+    if quant and str(cfg.trainer.get("accelerator", "cpu")) == "cpu":
+        raise ConfigError(f"model.quantization={quant} (QLoRA, bitsandbytes) needs a GPU: use hardware=gpu, or "
+                          f"model.quantization=null on CPU")
+    lora = (cfg.get("model") or {}).get("lora") or {}
+    if quant and not lora.get("r"):
+        raise ConfigError(f"model.quantization={quant} trains adapters on a frozen quantised base: set model.lora "
+                          f"(e.g. model.lora.r=16), as in QLoRA")
+    if lora.get("r") is not None and (not isinstance(lora.get("r"), int) or lora["r"] < 0):
+        raise ConfigError(f"model.lora.r must be an integer >= 0 (0: no adapters), got {lora.get('r')!r}")
 
 
 def banner(cfg: DictConfig, derived: dict[str, int]) -> str:

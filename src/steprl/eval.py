@@ -284,6 +284,10 @@ def evaluate(cfg, log=print) -> dict[str, Any]:
     if int(e.n) < 0:
         raise ValueError(f"eval.n must be >= 0, got {e.n}")
     t0 = time.time()
+    if cfg.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.torch_threads))
     task = hydra.utils.instantiate(cfg.task)
     samples = eval_samples(task, e.get("limit"))
     if cfg.get("predictions"):

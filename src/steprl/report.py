@@ -9,7 +9,7 @@ logged param such as ``algo/_target_``, works) the table gives the number of see
 std over seeds (sample std), and the mean rollouts and wall-clock seconds each run took to first reach its own
 final value. Rollouts count every generated sequence (refill rounds included, from ``filter/groups`` × G when
 logged, else steps × prompts_per_step × G). The figure shows each group's mean curve over seeds with a ±std
-band, against RL steps and against rollouts.
+band (at each step, over the seeds that logged it) and each seed faintly, against RL steps and against rollouts.
 
 Runs are found by the tags the trainer sets: ``sweep`` (the multirun directory shared by its jobs), ``job`` and
 ``choices``. The notebook ``notebooks/compare_runs.ipynb`` calls the same functions.
@@ -168,12 +168,12 @@ def markdown_table(rows: list[dict[str, Any]], metric: str = "val/acc", group_by
 
 
 def _band(curves: list[RunCurve], x: str) -> tuple[list[float], list[float], list[float]]:
-    """Mean and std over runs at the steps every run logged (x: mean step or mean rollouts there)."""
-    common = sorted(set.intersection(*[set(c.steps) for c in curves]))
+    """Mean and std at each logged step over the runs that logged it (x: the step, or the mean rollouts there)."""
+    steps = sorted(set().union(*[set(c.steps) for c in curves]))
     xs, ms, ss = [], [], []
-    for s in common:
+    for s in steps:
         pts = [(c.rollouts[c.steps.index(s)] if x == "rollouts" else float(s), c.values[c.steps.index(s)])
-               for c in curves]
+               for c in curves if s in c.steps]
         xs.append(sum(p[0] for p in pts) / len(pts))
         m, sd = _mean_std([p[1] for p in pts])
         ms.append(m)
@@ -195,6 +195,9 @@ def plot_curves(curves: list[RunCurve], out: str | Path, metric: str = "val/acc"
             line, = ax.plot(xs, ms, marker="o", linewidth=2, label=f"{g} (n={len(groups[g])})")
             ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)],
                             color=line.get_color(), alpha=0.2)
+            for c in groups[g]:  # each seed, faintly
+                ax.plot(c.rollouts if x == "rollouts" else c.steps, c.values, color=line.get_color(),
+                        alpha=0.3, linewidth=0.8)
         ax.set_xlabel("RL step" if x == "step" else "rollouts generated")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric)

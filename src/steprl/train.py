@@ -51,8 +51,13 @@ def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
             resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
             lg.log_hyperparams(resolved)
             lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(resolved), "config.yaml")
-            for key, value in _run_tags().items():
+            tags = _run_tags()
+            for key, value in tags.items():
                 lg.experiment.set_tag(lg.run_id, key, value)
+            if "sweep" in tags and trainer.is_global_zero:  # a multirun: nest the job under the sweep's parent run
+                from steprl.utils.sweep import nest_in_sweep
+
+                nest_in_sweep(lg, tags["sweep"])
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:

@@ -41,7 +41,7 @@ def test_evaluate_a_checkpoint(store, tmp_path):
     out, uri = store
     ckpt = out / "checkpoints" / "last.ckpt"
     cfg = eval_cfg([f"ckpt_path={ckpt}", "eval.limit=8", "eval.n=3", "eval.k=[1,2,3]", "eval.batch_size=24",
-                    "mlflow.enabled=true", f"mlflow.tracking_uri={uri}", "+torch_threads=1"], tmp_path)
+                    "mlflow.enabled=true", f"mlflow.tracking_uri={uri}", "torch_threads=1"], tmp_path)
     rep = evaluate(cfg, log=lambda *a: None)
     m = rep["metrics"]["all"]
     assert m["problems"] == 8 and m["samples"] == 3
@@ -102,11 +102,11 @@ def test_humaneval_canonical_predictions_grade_correct(tmp_path):
     path = DATA / "humaneval.jsonl.gz"
     if not path.is_file():
         pytest.skip(f"shared HumanEval not found: {path}")
-    rows = [json.loads(line) for line in gzip.open(path)][:24]
+    rows = [json.loads(line) for line in gzip.open(path)][:8]
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"responses": [r["canonical_solution"], "    return None\n"]}) + "\n"
                              for r in rows))
-    rep = evaluate(eval_cfg(["task=humaneval", f"task.path={path}", f"predictions={preds}", "eval.limit=24",
+    rep = evaluate(eval_cfg(["task=humaneval", f"task.path={path}", f"predictions={preds}", "eval.limit=8",
                              "eval.k=[1,2]"], tmp_path), log=lambda *a: None)
     m = rep["metrics"]["all"]
     assert m["pass@2"] == 1.0 and m["pass@1"] == 0.5 and "maj@2" not in m
@@ -124,10 +124,10 @@ def test_report_from_the_real_run(store, tmp_path):
     assert curve.seconds[-1] > 0
 
 
-def test_summary_over_seeds_by_hand(tmp_path):
+def test_summary_over_seeds_by_hand(store):
     """Runs logged by hand: final mean/std over seeds, rollouts (with refill) and time to reach the final value."""
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    exp = client.create_experiment("steprl")
+    client = MlflowClient(tracking_uri=store[1])  # the store exists already: no second database set-up
+    exp = client.create_experiment("by-hand")
     t0 = int(time.time() * 1000)
 
     def run(algo, seed, vals, groups, sweep="s1"):
@@ -143,8 +143,8 @@ def test_summary_over_seeds_by_hand(tmp_path):
     run("grpo", 1, [(0, 0.2), (2, 0.6), (4, 0.7)], [(1, 4), (2, 4), (3, 4), (4, 4)])
     run("rloo", 0, [(0, 0.2), (2, 0.3), (4, 0.4)], [])
     run("rloo", 0, [(0, 0.9), (4, 0.9)], [], sweep="other")
-    assert latest_sweep(client) in ("s1", "other")
-    curves = load_curves(client, find_runs(client, "steprl", "s1"))
+    assert latest_sweep(client, "by-hand") in ("s1", "other")
+    curves = load_curves(client, find_runs(client, "by-hand", "s1"))
     rows = {r["group"]: r for r in summarize(curves)}
     g, r = rows["grpo"], rows["rloo"]
     assert g["seeds"] == 2 and g["final_mean"] == pytest.approx(0.6) and g["final_std"] == pytest.approx(0.1414214)

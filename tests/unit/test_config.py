@@ -5,6 +5,7 @@ Nothing here loads a model: hub model configs are only composed and read.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -106,7 +107,10 @@ def test_every_option_composes_resolves_and_checks(group, opt, tmp_path):
     if group == "task":
         task = hydra.utils.instantiate(cfg.task)
         assert len(task.train_dataset()) > 0 and task.train_dataset()[0].prompt
-    if group == "rollout":
+    if group == "rollout" and opt == "vllm" and importlib.util.find_spec("vllm") is None:
+        with pytest.raises(InstantiationException, match=r"steprl\[vllm\]"):  # optional extra, named
+            hydra.utils.instantiate(cfg.rollout)
+    elif group == "rollout":
         eng = hydra.utils.instantiate(cfg.rollout)
         assert eng.max_new_tokens == cfg.rollout.max_new_tokens
     if group == "callbacks":

@@ -9,7 +9,6 @@ buffers). The math lives in ``steprl.core``.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,12 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.lora import freeze_copy
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
 from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample, cat_rollouts
+from steprl.utils import dist as D
 
 
 @dataclass
@@ -96,8 +97,8 @@ class RLModule(PolicyModule):
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
         self.log_samples = log_samples
         self.ref_policy = None
-        if self.kl_cfg["coef"] > 0:
-            self.ref_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        if self.kl_cfg["coef"] > 0 and not self.adapter_reference:
+            self.ref_policy = freeze_copy(self.policy)
         self.rewards_fn: RewardPipeline | None = None
         self.last_samples: list[dict] = []
 
@@ -111,6 +112,22 @@ class RLModule(PolicyModule):
         if self.rewards_fn is not None:
             self.rewards_fn.close()
             self.rewards_fn = None
+
+    @property
+    def adapter_reference(self) -> bool:
+        """LoRA policy: the reference is the base model, i.e. the policy with its adapters disabled (no copy)."""
+        return hasattr(self.policy, "disable_adapter") and self.kl_cfg["coef"] > 0
+
+    @property
+    def has_reference(self) -> bool:
+        return self.ref_policy is not None or self.adapter_reference
+
+    def reference_logp(self, ro: Rollouts) -> torch.Tensor:
+        """Log-probs of the rollouts under the reference policy."""
+        if self.ref_policy is not None:
+            return self.logp_pass(self.ref_policy, ro)
+        with self.policy.disable_adapter():
+            return self.logp_pass(self.policy, ro)
 
     def updates_total(self) -> int:
         b = self.batch_cfg
@@ -202,27 +219,68 @@ class RLModule(PolicyModule):
                 self._unfiltered = (ro, rw)
             kept += int(keep.numel()) // G
             rounds += 1
-            if kept >= want or rounds > f["max_refill_rounds"]:
+            more = kept < want and rounds <= f["max_refill_rounds"]
+            if not self._lockstep():
+                if not more:
+                    break
+                batch = self.trainer.datamodule.draw(want - kept)
+                continue
+            # sharded model: every rank runs the same generate calls, so all draw the largest deficit
+            deficit = int(D.all_reduce([float(want - kept if more else 0)], "max")[0])
+            if deficit == 0:
                 break
-            batch = self.trainer.datamodule.draw(want - kept)
+            batch = self.trainer.datamodule.draw(deficit)
+            if not more:  # this rank has enough: roll out in step with the others, keep nothing
+                with timer("rollout"):
+                    self.rollout(batch)
+                break
         ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
         if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
             ro, rw = ro.select(torch.arange(want * G)), rw.select(torch.arange(want * G))
         stats["filter/refill_rounds"] = float(rounds - 1)
         return ro, rw, stats
 
+    def _lockstep(self) -> bool:
+        """True when ranks must run the same forward calls (an FSDP-sharded policy)."""
+        from steprl.utils.fsdp import is_sharded
+
+        return D.is_distributed() and is_sharded(self.policy)
+
+    def pad_to_global(self, ro: Rollouts, rw: Rewards) -> tuple[Rollouts, Rewards, torch.Tensor]:
+        """Several ranks: give every rank the same number of rows (filters can keep different numbers), so
+        all run the same forwards, backwards and optimiser updates. Padding rows repeat real rows (or the
+        unfiltered rollouts of a rank that kept none) with an empty loss mask and their own group ids, so they
+        add nothing to the loss, the counts or the metrics. Returns the rows and a mask of the real ones."""
+        n = len(ro)
+        target = int(D.all_reduce([float(n)], "max")[0]) if D.is_distributed() else n
+        real = torch.ones(n, dtype=torch.bool, device=ro.response_ids.device)
+        if target == n:
+            return ro, rw, real
+        src_ro, src_rw = (ro, rw) if n else (self._unfiltered[0].to(self.device), self._unfiltered[1].to(self.device))
+        idx = torch.arange(target - n) % len(src_ro)
+        pad_ro, pad_rw = src_ro.select(idx), src_rw.select(idx)
+        pad_ro.loss_mask = torch.zeros_like(pad_ro.loss_mask)
+        start = (int(ro.group_ids.max()) + 1) if n else 0
+        pad_ro.group_ids = torch.arange(start, start + len(pad_ro), device=pad_ro.group_ids.device)
+        parts = [(ro, rw), (pad_ro, pad_rw)] if n else [(pad_ro, pad_rw)]
+        out_ro = cat_rollouts([p[0] for p in parts], self.tokenizer.pad_token_id)
+        out_rw = _cat_rewards([p[1] for p in parts])
+        return out_ro, out_rw, torch.cat([real, torch.zeros(target - n, dtype=torch.bool, device=real.device)])
+
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
         """Row indices of the groups that pass the filters (all rows when no filter is on)."""
         f = self.filter_cfg
+        gids = ro.group_ids.to(rw.outcome.device)  # rollouts may be on the GPU, verifier scores are not
         truncated = None
         if f.get("drop_truncated"):
-            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool)
+            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool,
+                                     device=gids.device)
             stats["filter/truncated"] = stats.get("filter/truncated", 0.0) + float(
-                torch.unique(ro.group_ids[truncated.to(ro.group_ids.device)]).numel())
-        keep = core.group_filter(rw.outcome, rw.correct, ro.group_ids, f["zero_variance"], f["acc_band"],
+                torch.unique(gids[truncated]).numel())
+        keep = core.group_filter(rw.outcome, rw.correct, gids, f["zero_variance"], f["acc_band"],
                                  truncated=truncated)
-        acc = core.group_mean_std(rw.correct, ro.group_ids)[0]
-        groups = lambda rows: float(torch.unique(ro.group_ids[rows]).numel())  # noqa: E731
+        acc = core.group_mean_std(rw.correct, gids)[0]
+        groups = lambda rows: float(torch.unique(gids[rows]).numel())  # noqa: E731
         stats["filter/groups"] += groups(torch.ones_like(keep))
         stats["filter/dropped"] += groups(~keep)
         stats["filter/all_correct"] += groups(acc == 1)
@@ -232,7 +290,7 @@ class RLModule(PolicyModule):
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
         their longest prompt and response; logits are divided by ``temperature`` (default: the rollout
-        engine's sampling temperature)."""
+        engine's sampling temperature). ``entropy="detached"``: entropies without gradient (a metric only)."""
         p_keep = mb.prompt_mask.bool().any(0)
         p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
@@ -243,11 +301,20 @@ class RLModule(PolicyModule):
                                     response_from=ids.shape[1] - t_len)
         if vis:  # a VL model computes its multimodal positions from the ids, the mask and the image grids
             pos = None
-        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=att, position_ids=pos, use_cache=False,
-                       logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        # Without left padding (and with each response one run of tokens) the mask is needless: responses are
+        # right-padded, and under causal attention a real token never sees a later (padding) position. No mask
+        # lets SDPA take its causal fast path instead of building and applying a [n, 1, L, L] mask.
+        resp = mb.response_mask[:, :t_len]
+        no_pad = not vis and bool(att[:, 0].all()) and bool((resp[:, 1:] <= resp[:, :-1]).all())
+        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
+                       position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
-        ent = core.entropy_from_logits(logits) if entropy else None
+        if entropy == "detached":  # a metric only: no autograd graph through the softmax
+            with torch.no_grad():
+                ent = core.entropy_from_logits(logits.detach())
+        else:
+            ent = core.entropy_from_logits(logits) if entropy else None
         T = mb.response_ids.shape[1]
         pad = lambda x: torch.nn.functional.pad(x, (0, T - t_len)) if x is not None else None  # noqa: E731
         return pad(logp), pad(ent)
@@ -268,25 +335,32 @@ class RLModule(PolicyModule):
         timer, b = Timer(), self.batch_cfg
         self._reward_counts = {"reward/errors": 0, "reward/timeouts": 0}
         t0 = time.perf_counter()
+        if not getattr(self, "_probed", False):
+            self.probe_engine()
         ro, rewards, fstats = self.collect(batch, timer)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)
         ro, rewards = ro.to(self.device), rewards.to(self.device)
         metrics = {**fstats, **self._reward_counts}
         metrics.update(self.rollout_metrics(*self._unfiltered))
-        if len(ro) == 0:  # every group filtered out: nothing to learn from this step
+        ro, rewards, self._real_rows = self.pad_to_global(ro, rewards)
+        if len(ro) == 0:  # every group (on every rank) filtered out: nothing to learn from this step
             self.clip_and_step(last=True)
             metrics["train/skipped_steps"] = 1.0
             self._log(metrics, timer, t0, ro)
             return
-        n_updates = b["ppo_epochs"] * math.ceil(len(ro) / b["minibatch_size"])
+        n_updates = b["ppo_epochs"] * math.ceil(len(ro) / self.local_minibatch_size())
         with timer("logprob"):
             if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
                 ro.old_logp = self.logp_pass(self.policy, ro)
-            if self.ref_policy is not None:
-                ro.ref_logp = self.logp_pass(self.ref_policy, ro)
-            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.ref_policy is not None:
+            if self.has_reference:
+                ro.ref_logp = self.reference_logp(ro)
+            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
                 ro.old_logp = self.logp_pass(self.policy, ro)
+            if ro.engine_logp is not None:  # engine / trainer mismatch: logged every step, corrected by TIS
+                if ro.old_logp is None:
+                    ro.old_logp = self.logp_pass(self.policy, ro)
+                metrics["rollout/logprob_diff"] = float(core.logprob_diff(ro.old_logp, ro.engine_logp, ro.loss_mask))
             extras = self.prepare(ro)
         adv, returns = self.advantages(ro, rewards, extras.get("values"))
         extras["advantages"], extras["returns"] = adv, returns
@@ -295,13 +369,38 @@ class RLModule(PolicyModule):
         metrics.update(self.after_update(ro, rewards))
         self._log(metrics, timer, t0, ro)
 
+    PROBE_PROMPT = "Question: What is 12 + 30?\nAnswer:"
+
+    def probe_engine(self) -> float | None:
+        """Once, before training: sample from the rollout engine on a fixed prompt and compare its log-probs
+        with the trainer's; fail loudly when the mean gap exceeds ``rollout.probe_tol`` (a wrong weight push,
+        dtype or tokenizer mismatch would otherwise train on garbage silently)."""
+        self._probed = True
+        tol = getattr(self.engine, "probe_tol", None)
+        if tol is None or not getattr(self.engine, "return_logprobs", False):
+            return None
+        prompt = getattr(self.engine, "probe_prompt", self.PROBE_PROMPT)
+        ro = self.generate([prompt], n=2).to(self.device)
+        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro), ro.engine_logp, ro.loss_mask))
+        if not diff <= tol:
+            raise RuntimeError(f"rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.4f} on a fixed "
+                               f"prompt exceeds rollout.probe_tol={tol} (weights not synced, or a dtype / tokenizer "
+                               f"/ sampling-settings mismatch between {type(self.engine).__name__} and the trainer)")
+        if D.rank() == 0:
+            print(f"[steprl] rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.2e} (tol {tol})")
+        return diff
+
     def micro_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
         """The loss of one micro-batch, normalised by the minibatch's global counts, and its token sums."""
         lc, kc = self.loss_cfg, self.kl_cfg
         mask = mb.loss_mask.float()
-        logp, ent = self.forward_logp(self.policy, mb, entropy=True)
+        logp, ent = self.forward_logp(self.policy, mb, entropy=True if lc["entropy_coef"] else "detached")
         old = mb.old_logp if mb.old_logp is not None else logp.detach()
         pg, clipped = core.ppo_clip_loss(logp, old, adv, lc["clip_eps_low"], lc["clip_eps_high"], lc["dual_clip"])
+        tis_cap = getattr(self.engine, "tis_cap", None)
+        if tis_cap is not None and mb.engine_logp is not None and mb.old_logp is not None:
+            # truncated importance sampling: the engine sampled from pi_engine, the update assumes pi_old
+            pg = pg * core.tis_weight(mb.old_logp, mb.engine_logp, tis_cap, mask)
         tok_loss = pg - lc["entropy_coef"] * ent
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask),
                 "train/clip_frac": core.masked_sum(clipped.float(), mask), "tokens": mask.sum()}
@@ -317,23 +416,39 @@ class RLModule(PolicyModule):
                                    norm_len=lc["norm_len"])
         return loss, {k: float(v) for k, v in sums.items()}
 
+    def local_minibatch_size(self) -> int:
+        """Sequences of one optimiser update on this rank: ``batch.minibatch_size`` is global."""
+        return max(1, self.batch_cfg["minibatch_size"] // D.world_size())
+
     def update(self, ro: Rollouts, adv: torch.Tensor, extras: dict, n_updates: int) -> dict[str, float]:
         """PPO epochs over shuffled minibatches; each minibatch is one optimiser update, accumulated over
-        micro-batches whose losses use the minibatch's global token / sequence counts."""
+        micro-batches whose losses use the minibatch's GLOBAL token / sequence counts (summed over ranks), so
+        the loss and the update equal those of one process on the same global batch. DDP / FSDP average the
+        gradients over ranks, so each rank back-propagates ``world_size x`` its share."""
         b = self.batch_cfg
         sums: dict[str, float] = {}
         done = 0
+        world = D.world_size()
+        real = getattr(self, "_real_rows", None)
+        if real is None or len(real) != len(ro):
+            real = torch.ones(len(ro), dtype=torch.bool, device=ro.loss_mask.device)
+        mbsize = self.local_minibatch_size()
         for _ in range(b["ppo_epochs"]):
             order = torch.randperm(len(ro), generator=self.shuffler)
-            for start in range(0, len(ro), b["minibatch_size"]):
-                idx = order[start:start + b["minibatch_size"]].to(self.device)
-                n_tok = ro.loss_mask[idx].sum().clamp(min=1)
+            for start in range(0, len(ro), mbsize):
+                idx = order[start:start + mbsize].to(self.device)
+                n_tok, n_seq = self.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
                 for m0 in range(0, len(idx), b["micro_batch_size"]):
                     mid = idx[m0:m0 + b["micro_batch_size"]]
                     mb_extras = {k: (v[mid] if isinstance(v, torch.Tensor) else v) for k, v in extras.items()}
-                    loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, len(idx))
-                    if torch.isfinite(loss):
+                    loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq)
+                    if world > 1:  # every rank must join the gradient reduction; a NaN is caught at the step
+                        self.manual_backward(loss * world)
+                        if not torch.isfinite(loss):
+                            p = next(self.policy.parameters())
+                            p.grad = torch.full_like(p, float("nan"))
+                    elif torch.isfinite(loss):
                         self.manual_backward(loss)
                     else:  # poison the gradient so clip_and_step skips this update and counts it
                         p = next(self.policy.parameters())
@@ -346,6 +461,10 @@ class RLModule(PolicyModule):
                 self._acc(sums, "train/loss", loss_total)
                 self._acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
                 self._acc(sums, "train/nonfinite_skips", float(not ok))
+        if world > 1:  # token-weighted means over the global batch
+            keys = [k for k in ("train/entropy", "train/clip_frac", "train/kl", "tokens") if k in sums]
+            for k, v in zip(keys, D.all_reduce([sums[k] for k in keys]).tolist()):
+                sums[k] = v
         tokens = max(sums.pop("tokens", 1.0), 1.0)
         out = {k: sums[k] / tokens for k in ("train/entropy", "train/clip_frac", "train/kl") if k in sums}
         out["train/loss"] = sums["train/loss"] / n_updates
@@ -353,6 +472,16 @@ class RLModule(PolicyModule):
         out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
         out["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return out
+
+    @staticmethod
+    def global_counts(loss_mask: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Loss tokens (clamped to >= 1) and real sequences of a minibatch, summed over ranks."""
+        n_tok = loss_mask.sum()
+        n_seq = int(real.sum())
+        if D.is_distributed():
+            tot = D.all_reduce(torch.stack([n_tok.double().cpu(), torch.tensor(float(n_seq), dtype=torch.float64)]))
+            n_tok, n_seq = tot[0].to(loss_mask.device, loss_mask.dtype), int(tot[1])
+        return n_tok.clamp(min=1), max(n_seq, 1)
 
     @staticmethod
     def _acc(d: dict, k: str, v: float) -> None:

@@ -91,7 +91,7 @@ class OREAL(AuxOptimizers, RLModule):
         truncated = torch.tensor([f == "length" for f in ro.finish_reason])
         R = core.oreal_rewards(rw.correct, truncated, self.oreal_cfg["signed_rewards"])
         rw.seq["oreal_R"] = R
-        rw.seq["oreal_A"] = core.oreal_shaped_advantage(R, ro.group_ids, self.oreal_cfg["shaping"])
+        rw.seq["oreal_A"] = core.oreal_shaped_advantage(R, ro.group_ids.to(R.device), self.oreal_cfg["shaping"])
         return rw
 
     def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:

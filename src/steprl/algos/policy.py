@@ -14,13 +14,15 @@ import torch
 from steprl.models import load_model
 from steprl.models.vision import load_processor
 from steprl.rollout.hf import HFEngine
+from steprl.utils import dist as D
 
 
 class PolicyModule(L.LightningModule):
     """Holds the policy and its tokenizer, the task and the rollout engine.
 
-    ``optim``: lr, weight_decay, betas, eps, warmup_steps, scheduler (constant | cosine | linear),
-    min_lr_ratio, max_grad_norm. ``val``: max_new_tokens (None: the engine's), log_samples.
+    ``optim``: name (adamw | adamw8bit | paged_adamw8bit), lr, weight_decay, betas, eps, warmup_steps,
+    scheduler (constant | cosine | linear), min_lr_ratio, max_grad_norm. ``val``: max_new_tokens (None: the
+    engine's), log_samples.
     """
 
     def __init__(self, model: dict, task, rollout: HFEngine, optim: dict, seed: int = 0,
@@ -48,9 +50,12 @@ class PolicyModule(L.LightningModule):
         return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
 
     def configure_optimizers(self):
+        from steprl.models.optim import build_optimizer
+
         o = self.optim_cfg
-        opt = torch.optim.AdamW(self.param_groups(), lr=o.get("lr", 1e-5), weight_decay=o.get("weight_decay", 0.0),
-                                betas=tuple(o.get("betas", (0.9, 0.999))), eps=o.get("eps", 1e-8))
+        opt = build_optimizer(o.get("name", "adamw"), self.param_groups(), lr=o.get("lr", 1e-5),
+                              weight_decay=o.get("weight_decay", 0.0), betas=tuple(o.get("betas", (0.9, 0.999))),
+                              eps=o.get("eps", 1e-8))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -85,22 +90,51 @@ class PolicyModule(L.LightningModule):
         raw = opt.optimizer if hasattr(opt, "optimizer") else opt
         params = [p for g in raw.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
-        ok = bool(torch.isfinite(norm))
+        if hasattr(norm, "full_tensor"):  # FSDP2: DTensor gradients give the norm as a (replicated) DTensor
+            norm = norm.full_tensor()
+        # every rank must take the same decision (a rank whose loss was non-finite poisoned only its gradient)
+        ok = D.all_ranks(bool(torch.isfinite(norm)))
         if ok:
             (opt if last else raw).step()
             self.lr_schedulers().step()
+            self._weights_version = getattr(self, "_weights_version", 0) + 1  # the rollout engine re-syncs
         elif last:  # keep global_step counting training steps even when this update is skipped
             raw.zero_grad(set_to_none=True)
             opt.step()
         raw.zero_grad(set_to_none=True)
         return float(norm), ok
 
+    # ----------------------------------------------------------------------------------------- parallelism
+    def configure_model(self) -> None:
+        """Under FSDP2 (``hardware=fsdp`` / ``fsdp_cpu``): ``fully_shard`` each decoder layer and the root of the
+        policy and of every other model this module holds (reference, critic, PRM). No-op otherwise."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if not isinstance(strategy, ModelParallelStrategy):
+            return
+        from steprl.utils.fsdp import shard_from_strategy
+
+        for name, child in self.named_children():
+            if any(True for _ in child.parameters()):
+                shard_from_strategy(child, strategy)
+
+    def sampler_seed(self) -> int:
+        """Rollout-sampling seed of this rank: ``seed`` on rank 0 (= a 1-process run), distinct on the others."""
+        return self.seed + 1_000_003 * D.rank()
+
     # ----------------------------------------------------------------------------------------- rollout
     def generate(self, prompts: list[str], n: int, greedy: bool = False, max_new_tokens: int | None = None,
                  images: list | None = None):
         device = next(self.policy.parameters()).device
+        if getattr(self, "_sampler_rank", 0) != D.rank():  # first use in a distributed run: this rank's stream
+            self._sampler_rank = D.rank()
+            self.sampler = torch.Generator(device=self.sampler.device).manual_seed(self.sampler_seed())
         if self.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator, seeded the same way
-            self.sampler = torch.Generator(device=device).manual_seed(self.seed)
+            self.sampler = torch.Generator(device=device).manual_seed(self.sampler_seed())
+        push = getattr(self.engine, "sync_weights", None)  # an engine with its own copy of the weights (vLLM)
+        if push is not None:
+            push(self.policy, version=getattr(self, "_weights_version", 0))
         was_training = self.policy.training
         self.policy.eval()
         try:
@@ -153,6 +187,7 @@ class PolicyModule(L.LightningModule):
     def log_metrics(self, metrics: dict[str, float], bar: tuple[str, ...] = ()) -> None:
         """Send metrics to the loggers at step = RL steps completed (Lightning's own step counter runs one
         behind during a training step), and to the progress bar / callback_metrics."""
+        metrics = D.reduce_metrics(metrics)  # several ranks: counts summed, the rest averaged
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
         self.log_dict({k: v for k, v in metrics.items() if k not in bar}, logger=False)
@@ -171,18 +206,29 @@ class PolicyModule(L.LightningModule):
             "model": self.model_cfg,
             "val_history": self.val_history,
         }
+        if D.is_distributed():  # every rank's random streams (rank 0 writes the checkpoint)
+            checkpoint["steprl"]["ranks"] = D.all_gather_object({
+                "sampler": self.sampler.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": _np_state_to_plain(np.random.get_state())})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         st = checkpoint.get("steprl")
         if st is None:
             return
-        device = torch.device(st.get("sampler_device", "cpu"))
-        if device.type != "cpu" and not torch.cuda.is_available():
+        ranks = st.get("ranks")
+        if ranks is not None and len(ranks) == D.world_size():
+            st = {**st, **ranks[D.rank()]}
+        elif D.rank() > 0:  # resumed on another number of ranks: the other ranks' streams start afresh
+            st = {**st, "sampler_device": "cpu:fresh"}
+        fresh = st.get("sampler_device") == "cpu:fresh"
+        device = torch.device("cpu" if fresh else st.get("sampler_device", "cpu"))
+        if fresh or (device.type != "cpu" and not torch.cuda.is_available()):
             # resuming a GPU run on CPU: the sampling stream starts afresh
-            self.sampler = torch.Generator().manual_seed(self.seed)
+            self.sampler = torch.Generator().manual_seed(self.sampler_seed())
         else:
             self.sampler = torch.Generator(device=device)
             self.sampler.set_state(st["sampler"])
+        self._sampler_rank = D.rank()
         self.shuffler.set_state(st["shuffler"])
         torch.set_rng_state(st["torch"])
         random.setstate(st["python"])

@@ -139,7 +139,8 @@ class _PrincipleRewards:
         return out
 
     def _kl_token_rewards(self, ro: Rollouts, rewards: Rewards) -> torch.Tensor:
-        token = rewards.token
+        # rebuilt from the per-row step and outcome scores, which survive group filters and refills
+        token = self.renorm_tokens(ro, rewards.step, rewards.outcome).to(ro.response_mask.device)
         if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"] and ro.ref_logp is not None:
             kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])  # k1 in the reference code
             token = token - self.kl_cfg["coef"] * kl * ro.loss_mask

@@ -46,6 +46,9 @@ class EngineStepPolicy:
 
     def _gen(self, engine, prompts, n, greedy):
         m = self.m
+        device = next(m.policy.parameters()).device
+        if m.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator (as PolicyModule does)
+            m.sampler = torch.Generator(device=device).manual_seed(m.seed)
         was = m.policy.training
         m.policy.eval()
         try:

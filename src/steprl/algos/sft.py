@@ -8,6 +8,7 @@ import torch
 
 from steprl import core
 from steprl.algos.policy import PolicyModule
+from steprl.utils import dist as D
 
 
 class SFT(PolicyModule):
@@ -45,13 +46,14 @@ class SFT(PolicyModule):
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)
         mbs = min(self.batch_cfg.get("micro_batch_size") or len(batch), len(batch))
-        n_tok = lm[:, 1:].sum()
+        n_tok = D.all_reduce(lm[:, 1:].sum())  # global over ranks: the loss of one process on the whole batch
+        world = D.world_size()
         total = 0.0
         for i in range(0, len(batch), mbs):
             logits = self.policy(input_ids=ids[i:i + mbs], attention_mask=att[i:i + mbs]).logits[:, :-1].float()
             nll = -core.logprobs_from_logits(logits, ids[i:i + mbs, 1:])
             loss = core.aggregate_loss(nll, lm[i:i + mbs, 1:], "token-mean", num_tokens=n_tok)
-            self.manual_backward(loss)
+            self.manual_backward(loss * world)  # DDP / FSDP average gradients over ranks
             total += float(loss.detach())
         norm, _ = self.clip_and_step(last=True)
         self.log_metrics({"train/loss": total, "train/grad_norm": norm}, bar=("train/loss",))

@@ -50,7 +50,8 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
                attn_implementation: str = "sdpa", revision: str | None = None,
                trust_remote_code: bool = False, gradient_checkpointing: bool = False,
                init_seed: int = 0, vision: dict | None = None,
-               image_processor: dict | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+               image_processor: dict | None = None, lora: dict | None = None,
+               quantization: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)``.
 
     Exactly one of ``path`` (a local directory, a hub id, or ``steprl:<name>`` for a shipped checkpoint)
@@ -58,7 +59,16 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
     With ``tiny``, a ``vision`` dict builds a tiny Qwen2-VL instead (``steprl.models.vision``); a ``path`` whose
     config has a vision tower loads as an image-text-to-text model. ``image_processor`` is read by
     ``steprl.models.vision.load_processor`` (the pixel budget), not here.
+    ``lora`` (r > 0): wrap in peft LoRA adapters (r, alpha, dropout, target_modules); ``quantization``
+    (``4bit``): load the base in NF4 through bitsandbytes for QLoRA (GPU only, hub / local models only).
     """
+    from steprl.models.lora import apply_lora, lora_enabled, quantization_config
+
+    if quantization and not lora_enabled(lora):
+        raise ValueError(f"model.quantization={quantization} trains adapters on a frozen quantised base: "
+                         f"set model.lora.r > 0")
+    if quantization and tiny is not None:
+        raise ValueError("model.quantization is for pretrained models (model.path), not model.tiny")
     if (path is None) == (tiny is None):
         raise ValueError("model: give exactly one of `model.path` (dir, hub id or steprl:<name>) "
                          "and `model.tiny` (a size for a model built from config)")
@@ -84,18 +94,22 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
     else:
         src = resolve_path(path)
         tokenizer = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)
+        extra = {"quantization_config": quantization_config(quantization, torch.bfloat16)} if quantization else {}
         auto = AutoModelForCausalLM
         if vision is not None or _has_vision_tower(src, revision, trust_remote_code):
             from transformers import AutoModelForImageTextToText as auto
         model = auto.from_pretrained(
             src, revision=revision, trust_remote_code=trust_remote_code, dtype=_DTYPES[dtype],
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, **extra)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = True
+    if lora_enabled(lora):
+        model = apply_lora(model, lora["r"], lora.get("alpha", 16), lora.get("dropout", 0.0),
+                           lora.get("target_modules", "all-linear"), gradient_checkpointing, bool(quantization))
     return model, tokenizer
 
 
@@ -109,5 +123,7 @@ def _has_vision_tower(src: str, revision: str | None, trust_remote_code: bool) -
 
 def cache_kwarg(model: torch.nn.Module) -> str:
     """Name of the KV-cache argument of ``model.forward`` (``cache`` in transformers 5, else ``past_key_values``)."""
+    if hasattr(model, "get_base_model"):  # peft wrapper: its forward passes keyword arguments through
+        model = model.get_base_model()
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

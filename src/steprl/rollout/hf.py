@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover
 from steprl.models.build import cache_kwarg
 from steprl.models.vision import rope_deltas, suppressed_token_ids, vision_forward_kwargs
 from steprl.rollout.types import Rollouts
+from steprl.utils import dist as D
+from steprl.utils.fsdp import is_sharded
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
@@ -100,6 +102,9 @@ class HFEngine:
     max_prompt_tokens: int | None = None
     batch_size: int | None = None
     min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (benchmarks: fixed length)
+    return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
+    tis_cap: float | None = None   # truncated importance sampling cap C against engine_logp (null: off)
+    probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -114,7 +119,6 @@ class HFEngine:
         self._stop_window = max([16] + [4 * len(x) for x in (self.stop if not isinstance(self.stop, str) else [self.stop])])
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
-    @torch.inference_mode()
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
                  generator: torch.Generator | None = None, max_new_tokens: int | None = None,
                  images: list | None = None, processor=None) -> Rollouts:
@@ -122,6 +126,11 @@ class HFEngine:
 
         ``images`` (one list per prompt) go through ``processor`` (a ``steprl.models.vision.VisionProcessor``)
         and the rollouts carry the rows' ``pixel_values`` / ``image_grid_thw``."""
+        with _grad_off(model):
+            return self._generate(model, tokenizer, prompts, n, greedy, generator, max_new_tokens, images, processor)
+
+    def _generate(self, model, tokenizer, prompts, n, greedy, generator, max_new_tokens, images,
+                  processor) -> Rollouts:
         device = next(model.parameters()).device
         pix = grids = None
         if images is not None and any(len(ims or ()) for ims in images):
@@ -145,9 +154,10 @@ class HFEngine:
         prompt_mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
         limit = max_new_tokens or self.max_new_tokens
         step = self.batch_size or prompt_ids.shape[0]
+        logps: list[torch.Tensor] | None = [] if self.return_logprobs else None
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
                               greedy, generator,
-                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]))
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps)
                  for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
@@ -157,7 +167,9 @@ class HFEngine:
         finish = [r for p in parts for r in p[2]]
         texts = self.decode_texts(tokenizer, response_ids, response_mask)
         n_rows = response_ids.shape[0]
-        return Rollouts(
+        engine_logp = None if logps is None else torch.cat(
+            [torch.nn.functional.pad(lp, (0, width - lp.shape[1])) for lp in logps]) * response_mask
+        return Rollouts(engine_logp=engine_logp,
             prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
             response_mask=response_mask, loss_mask=response_mask.clone(),
             step_ids=torch.full_like(response_ids, -1),
@@ -165,7 +177,6 @@ class HFEngine:
             sample_idx=torch.arange(n_rows, device=device) // n,
             texts=texts, finish_reason=finish, pixel_values=pix, image_grid_thw=grids)
 
-    @torch.inference_mode()
     def continue_ids(self, model, tokenizer, contexts: list[list[int]], max_new_tokens: int | None = None,
                      greedy: bool = False, generator: torch.Generator | None = None,
                      stop: tuple[str, ...] | list[str] = ()) -> tuple[list[list[int]], list[str]]:
@@ -174,6 +185,10 @@ class HFEngine:
         Returns the new tokens of each row, up to and including its first EOS or stop string (``stop`` is
         added to the engine's own), and its finish reason (``stop`` | ``length``).
         """
+        with _grad_off(model):
+            return self._continue_ids(model, tokenizer, contexts, max_new_tokens, greedy, generator, stop)
+
+    def _continue_ids(self, model, tokenizer, contexts, max_new_tokens, greedy, generator, stop):
         engine = dataclasses.replace(self, stop=tuple(dict.fromkeys((*self.stop, *stop)))) if stop else self
         device = next(model.parameters()).device
         width = max(len(c) for c in contexts)
@@ -199,7 +214,8 @@ class HFEngine:
         rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu())]
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None):
+    def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None,
+                logps: list | None = None):
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
@@ -207,19 +223,25 @@ class HFEngine:
         P = prompt_ids.shape[1]
         cache = _kv_cache(P + limit)
         kw = cache_kwarg(model)
+        # an FSDP-sharded model all-gathers its parameters in every forward: all ranks must decode equally long
+        sync = D.is_distributed() and is_sharded(model)
         position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
         full_mask = torch.zeros(rows, P + limit, dtype=torch.long, device=device)  # written in place, no cat
         full_mask[:, :P] = prompt_mask
         mask = full_mask[:, :P]
         vis = vision_forward_kwargs(model, prompt_ids, *vision) if vision is not None else {}
+        # Prompts without left padding need no attention mask at all: rows never attend to each other, and a
+        # finished row's later positions only affect that row's discarded tokens. Without one, attention skips
+        # building and applying a mask at every step.
+        unpadded = not vis and bool(prompt_mask.all())
         banned = suppressed_token_ids(model, device)
         if vis:  # a VL model places the prompt with its own multimodal positions (see steprl.models.vision)
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
             next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
         else:
-            out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position, use_cache=True,
-                        logits_to_keep=1, **{kw: cache})
+            out = model(input_ids=prompt_ids, attention_mask=None if unpadded else mask, position_ids=position,
+                        use_cache=True, logits_to_keep=1, **{kw: cache})
             next_pos = position[:, -1:] + 1
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -235,17 +257,21 @@ class HFEngine:
                 logits, self.temperature, self.top_p, self.top_k, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens[:, t] = nxt
+            if logps is not None:  # the sampling distribution's log-prob (temperature applied, as vLLM's)
+                lp = torch.log_softmax(logits.float() / self.temperature, -1).gather(-1, nxt[:, None])[:, 0]
+                tok_lp = lp[:, None] if t == 0 else torch.cat([tok_lp, lp[:, None]], 1)
             length = t + 1
             hit = ~done & torch.isin(nxt, eos)
             if self.stop and length >= self.min_new_tokens:
                 hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
             stopped |= hit
             done |= hit
-            if bool(done.all()) or t == limit - 1:
+            if t == limit - 1 or (D.all_ranks(bool(done.all())) if sync else bool(done.all())):
                 break
             full_mask[:, P + t] = ~done | hit
             mask = full_mask[:, :P + t + 1]
-            out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{kw: cache},
+            out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
+                        **{kw: cache},
                         position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
@@ -258,6 +284,8 @@ class HFEngine:
         response_mask = torch.arange(length, device=device)[None, :] <= first_end[:, None]
         tokens = tokens.masked_fill(~response_mask, pad)
         finish = ["stop" if s else "length" for s in stopped.tolist()]
+        if logps is not None:
+            logps.append(tok_lp[:, :length].masked_fill(~response_mask, 0.0))
         return tokens, response_mask.long(), finish
 
     def _stop_hit(self, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
@@ -275,6 +303,12 @@ class HFEngine:
                     marks[r, t] = True
                     break
         return marks
+
+
+def _grad_off(model):
+    """``inference_mode`` for decoding; ``no_grad`` for an FSDP2-sharded model, whose all-gather buffers are
+    reused in training and must not become inference tensors."""
+    return torch.no_grad() if is_sharded(model) else torch.inference_mode()
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -55,6 +55,7 @@ class Rollouts:
     finish_reason: list[str]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    engine_logp: torch.Tensor | None = None  # the rollout engine's own log-probs of the sampled tokens (vLLM)
     pixel_values: list[torch.Tensor] | None = None
     image_grid_thw: list[torch.Tensor] | None = None
     info: list[dict[str, Any]] | None = None  # per-row episode facts of multi-turn rollouts (AgentLoop)
@@ -133,7 +134,7 @@ def cat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
         groups.append(r.group_ids + offset)
         offset += int(r.group_ids.max()) + 1 if len(r) else 0
     out["group_ids"] = torch.cat(groups)
-    for name in ("old_logp", "ref_logp"):
+    for name in ("old_logp", "ref_logp", "engine_logp"):
         vals = [getattr(r, name) for r in parts]
         out[name] = torch.cat([right(v, 0.0) for v in vals]) if all(v is not None for v in vals) else None
     for name in ("pixel_values", "image_grid_thw"):

@@ -43,7 +43,7 @@ from typing import Any
 
 from steprl.rewards.sandbox import Sandbox, SandboxResult
 from steprl.rollout.types import Sample
-from steprl.tasks.math import ID_KEYS, MathTask, _iter_file_rows
+from steprl.tasks.math import ID_KEYS, MathTask
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def spec_from_row(row: Mapping, where: str = "row") -> dict:
     ``entry_point`` / ``prefix`` where they apply. Raises ``ValueError`` naming what is wrong."""
     entry = row.get("entry_point") or row.get("fn_name")
     entry = entry if isinstance(entry, str) and entry.strip() else None
-    if isinstance(row.get("test"), str) and entry:  # HumanEval
+    if isinstance(row.get("test"), str) and row["test"].strip() and entry:  # HumanEval
         code, n = script_tests(row["test"], entry)
         prefix = row.get("prompt") if isinstance(row.get("prompt"), str) else ""
         return {"mode": "script", "test_code": code, "n_tests": n, "entry_point": entry, "prefix": prefix}
@@ -406,13 +406,15 @@ def spec_from_row(row: Mapping, where: str = "row") -> dict:
             raise ValueError(f"{where}: `input_output` must be an object with `inputs` and `outputs`")
         return _io_pairs(io_spec.get("inputs"), io_spec.get("outputs"), io_spec.get("fn_name") or entry, where)
     tests = row.get("tests")
-    if isinstance(tests, str):
+    if isinstance(tests, str) and tests.strip():
         try:
-            tests = json.loads(tests) if tests.lstrip()[:1] in "[{" else tests
+            tests = json.loads(tests) if tests.lstrip()[0] in "[{" else tests
         except json.JSONDecodeError:
             pass
     prefix = row.get("prompt") if isinstance(row.get("prompt"), str) and _defines(row["prompt"], entry) else ""
     if isinstance(tests, str):
+        if not tests.strip():
+            raise ValueError(f"{where}: `tests` is empty")
         code, n = script_tests(tests, entry)
         return {"mode": "script", "test_code": code, "n_tests": n, "entry_point": entry, "prefix": prefix}
     if isinstance(tests, Mapping):

@@ -114,6 +114,8 @@ def test_bad_rows_name_the_problem(tmp_path):
         task_from(tmp_path, [{"prompt": "x", "answer": 3}])
     with pytest.raises(ValueError, match="same length"):
         task_from(tmp_path, [{"question": "x", "input_output": {"inputs": ["1"], "outputs": []}}])
+    with pytest.raises(ValueError, match="`tests` is empty"):
+        spec_from_row({"prompt": "x", "tests": "  "})
     with pytest.raises(ValueError, match="not valid JSON"):
         spec_from_row({"question": "x", "input_output": "{oops"})
     with pytest.raises(ValueError, match="prompt_template"):

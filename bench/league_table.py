@@ -1,0 +1,155 @@
+"""Table and figure of an ``experiment=league_tiny`` sweep run with ``logger=csv``.
+
+    python src/train.py -m experiment=league_tiny logger=csv trainer.max_steps=30 trainer.val_check_interval=10 \\
+        task.num_val=128 torch_threads=1
+    python bench/league_table.py outputs/multirun/league_tiny --runs-csv docs/league_runs.csv \\
+        --table docs/league_table.md --figure docs/league.png
+    python bench/league_table.py --from-csv docs/league_runs.csv --figure docs/league.png   # redraw from the data
+
+Reads every ``<job>-<algo>-seed<k>/csv/metrics.csv`` under the given directories (Hydra's sweep subdirs), and
+writes: one long CSV of the per-step metrics it uses (``--runs-csv``), a markdown table (final greedy
+``val/acc`` mean ± std over seeds per algorithm, its change from the warm start, the seeds and steps that ran,
+rollouts and training wall time per run), and a PNG of the mean ``val/acc`` curves. (For runs logged to MLflow,
+``src/report.py`` does the same from the store.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+KEYS = ("val/acc", "train/acc", "train/reward", "time/step")
+JOB = re.compile(r"^\d+-(?P<algo>.+)-seed(?P<seed>\d+)$")
+
+
+def read_sweeps(dirs: list[Path]) -> list[dict]:
+    """Long rows {algo, seed, step, key, value} from the csv loggers of sweep jobs."""
+    rows = []
+    for d in dirs:
+        for f in sorted(d.rglob("csv/metrics.csv")):
+            m = JOB.match(f.parent.parent.name)
+            if m is None:
+                continue
+            with open(f) as fh:
+                for rec in csv.DictReader(fh):
+                    for k in KEYS:
+                        if rec.get(k) not in (None, ""):
+                            rows.append({"algo": m["algo"], "seed": int(m["seed"]), "step": int(rec["step"]),
+                                         "key": k, "value": float(rec[k])})
+    return rows
+
+
+def read_long(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return [{"algo": r["algo"], "seed": int(r["seed"]), "step": int(r["step"]), "key": r["key"],
+                 "value": float(r["value"])} for r in csv.DictReader(fh)]
+
+
+def series(rows: list[dict]) -> dict:
+    """{algo: {seed: {key: {step: value}}}} (the last value logged at a step wins)."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for r in rows:
+        out[r["algo"]][r["seed"]][r["key"]][r["step"]] = r["value"]
+    return out
+
+
+def table(data: dict, max_steps: int, rollouts_per_step: int) -> str:
+    lines = ["| algo | final val/acc (mean ± std) | Δ vs warm start | seeds done | RL steps | rollouts (16 × 8 a step) | train time / run |",
+             "|---|---|---|---|---|---|---|"]
+    order = sorted(data, key=lambda a: -_final_mean(data[a], max_steps))
+    for algo in order:
+        seeds = data[algo]
+        done = [s for s in seeds if max(seeds[s]["val/acc"], default=-1) >= max_steps]
+        finals = [seeds[s]["val/acc"][max_steps] for s in done]
+        warm = [seeds[s]["val/acc"][0] for s in seeds if 0 in seeds[s]["val/acc"]]
+        steps = max((max(seeds[s]["time/step"], default=0) for s in seeds), default=0)
+        times = [sum(seeds[s]["time/step"].values()) for s in done]
+        if finals:
+            mean = statistics.mean(finals)
+            std = statistics.pstdev(finals) if len(finals) > 1 else 0.0
+            cell = f"{mean:.3f} ± {std:.3f}"
+            delta = f"{mean - statistics.mean(warm):+.3f}" if warm else "—"
+            t = f"{statistics.mean(times):.0f} s"
+        else:
+            last = {s: max(seeds[s]["val/acc"]) for s in seeds if seeds[s]["val/acc"]}
+            cell = "not finished (" + ", ".join(f"seed {s}: {seeds[s]['val/acc'][k]:.3f} at step {k}"
+                                                for s, k in last.items()) + ")"
+            delta, t = "—", "—"
+        lines.append(f"| `{algo}` | {cell} | {delta} | {len(done)}/{len(seeds)} | {steps} | "
+                     f"{steps * rollouts_per_step} | {t} |")
+    return "\n".join(lines)
+
+
+def _final_mean(seeds: dict, max_steps: int) -> float:
+    v = [seeds[s]["val/acc"][max_steps] for s in seeds if max_steps in seeds[s]["val/acc"]]
+    return statistics.mean(v) if v else -math.inf
+
+
+def figure(data: dict, out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, algo in enumerate(sorted(data)):
+        seeds = data[algo]
+        steps = sorted(set().union(*(seeds[s]["val/acc"].keys() for s in seeds)))
+        mean, lo, hi = [], [], []
+        for k in steps:
+            v = [seeds[s]["val/acc"][k] for s in seeds if k in seeds[s]["val/acc"]]
+            mean.append(statistics.mean(v))
+            lo.append(min(v))
+            hi.append(max(v))
+        ax.plot(steps, mean, marker="os^"[i // 10 % 3], linestyle=("-", "--", ":")[i // 10 % 3], linewidth=1.8,
+                color=cmap(i % 10), label=f"{algo} ({len(seeds)} seeds)")
+        ax.fill_between(steps, lo, hi, color=cmap(i % 10), alpha=0.06)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("greedy val/acc (mean over seeds; band: min-max)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dirs", nargs="*", type=Path, help="sweep directories (searched recursively)")
+    ap.add_argument("--from-csv", type=Path, help="read the long CSV written by --runs-csv instead")
+    ap.add_argument("--runs-csv", type=Path)
+    ap.add_argument("--table", type=Path)
+    ap.add_argument("--figure", type=Path)
+    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--rollouts-per-step", type=int, default=128)
+    ap.add_argument("--title", default="league_tiny (reduced): arith, warm start tiny_arith, 16 prompts x 8, "
+                                       "30 RL steps, val on 128")
+    a = ap.parse_args()
+    rows = read_long(a.from_csv) if a.from_csv else read_sweeps(a.dirs)
+    if not rows:
+        raise SystemExit("no league runs found (expected <job>-<algo>-seed<k>/csv/metrics.csv)")
+    if a.runs_csv:
+        a.runs_csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.runs_csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["algo", "seed", "step", "key", "value"])
+            w.writeheader()
+            w.writerows(sorted(rows, key=lambda r: (r["algo"], r["seed"], r["key"], r["step"])))
+    data = series(rows)
+    md = table(data, a.max_steps, a.rollouts_per_step)
+    print(md)
+    if a.table:
+        a.table.write_text(md + "\n")
+    if a.figure:
+        figure(data, a.figure, a.title)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# GPU checks of the scale features, each independent (one failing does not stop the others), all within
+# ~8 minutes on one H100:
+#   1. bf16 GRPO steps with a ~0.4B random Qwen2 (Qwen2.5-0.5B shape) on 1 GPU (Lightning, bf16-mixed)
+#   2. the same through FSDP2 (ModelParallelStrategy + fully_shard) on 1 GPU
+#   3. the same with the vLLM rollout engine, when vLLM is installed
+#   4. the engine / loss smoke check (scripts/gpu_check.py)
+# Each prints rollout / update tokens/s, peak GPU memory and the update's MFU.
+# Needs only torch, transformers, lightning and steprl on PYTHONPATH, e.g.
+#   PYTHONPATH=/tmp/site:$PWD/src bash scripts/gpu_check.sh
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src"
+export TOKENIZERS_PARALLELISM=false
+"$PY" - <<'PYEOF' || { echo "FAIL setup: the python above cannot import torch/transformers/lightning/steprl"; exit 1; }
+import torch, transformers, lightning, steprl
+print(f"torch {torch.__version__} (cuda {torch.version.cuda}), transformers {transformers.__version__}, "
+      f"lightning {lightning.__version__}, cuda available: {torch.cuda.is_available()}")
+assert torch.cuda.is_available(), "no CUDA device visible"
+PYEOF
+status=0
+declare -A RESULT
+check() {  # name, timeout (s), command...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s) ==="
+  local t0=$SECONDS
+  if timeout --kill-after=10 "$limit" "$@"; then RESULT[$name]="ok ($((SECONDS - t0))s)"
+  else
+    local rc=$?; status=1
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then RESULT[$name]="FAIL: timed out after ${limit}s"
+    else RESULT[$name]="FAIL: exit $rc ($((SECONDS - t0))s)"; fi
+  fi
+}
+check single 150 "$PY" scripts/gpu_scale_check.py single
+check fsdp 150 "$PY" scripts/gpu_scale_check.py fsdp
+check vllm 120 "$PY" scripts/gpu_scale_check.py vllm
+check smoke 60 "$PY" scripts/gpu_check.py
+echo "=== summary ==="
+for name in single fsdp vllm smoke; do echo "$name: ${RESULT[$name]:-not run}"; done
+exit $status
