@@ -142,3 +142,29 @@ def test_oreal_rejects_bad_settings_by_key(override, key, tmp_path):
     cfg = compose_train([*COMMON, "experiment=oreal_tiny", override], tmp_path)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build(cfg)
+
+
+@pytest.mark.parametrize("update,loss", [("after", "ce"), ("before", "ce"), ("none", "ce"), ("after", "dpo")])
+def test_prime_prm_update_timing(update, loss, tmp_path):
+    """after: rewards from the PRM before its step (single forward); before: from the updated PRM;
+    none: the PRM never changes. ref_type=policy uses the policy's own log-probs as π_ref."""
+    cfg = compose_train([*COMMON, "experiment=prime_tiny", f"algo.prm.update={update}", f"algo.prm.loss={loss}",
+                         "algo.prm.lr=1e-2", "algo.prm.mini_batch_size=null"], tmp_path)
+    module, _, _ = build(cfg)
+    module.aux = module.make_aux_optimizers()
+    ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)
+    outcome = torch.tensor([1.0, 0, 1, 0, 0, 0, 1, 1])
+    ref = module.logp_pass(module.prm_ref, ro, temperature=1.0)
+    q_before = module.prm_q(ro, ref)
+    assert torch.allclose(q_before, torch.zeros_like(q_before), atol=1e-5)  # π_φ == π_ref at the start
+    w0 = [p.detach().clone() for p in module.prm.parameters()]
+    q, metrics = module.implicit_q(ro, ref, outcome)
+    changed = any(not torch.equal(a, b) for a, b in zip(w0, module.prm.parameters()))
+    assert changed == (update != "none")
+    assert {"prime/prm_acc", "prime/prm_acc_abs"} <= set(metrics)
+    if update == "before":
+        assert torch.allclose(q, module.prm_q(ro, ref), atol=1e-6) and q.abs().max() > 1e-4
+    else:
+        assert torch.allclose(q, q_before, atol=1e-5)
+    policy_ref = module.logp_pass(module.policy, ro, temperature=1.0)
+    assert torch.allclose(policy_ref, ref, atol=1e-5)  # before any policy step, ref_type=policy sees the same

@@ -22,7 +22,6 @@ import re
 
 import torch
 
-from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.core.drm import NORMS, drm_advantage, drm_combine, drm_confidence
 from steprl.rewards.drm_models import build_coherence, build_relevance

@@ -125,12 +125,13 @@ class PRIME(AuxOptimizers, RLModule):
         q_pre = self.prm_q(ro, ref) if needs_pre else None
         metrics: dict[str, float] = {}
         if c["update"] == "none":
-            q, q_seen = q_pre, q_pre
+            q = q_seen = q_pre
         else:
             q_seen, metrics = self.update_prm(ro, ref, outcome, q_pre)
-            q = q_seen if c["update"] == "after" and q_pre is None else q_pre
-            if c["update"] == "before":
+            if c["update"] == "before":   # double forward: rewards from the updated PRM
                 q = self.prm_q(ro, ref)
+            else:                         # single forward; with dpo, the pass before the update (verl "reverse")
+                q = q_pre if q_pre is not None else q_seen
         scores = (q_seen * mask).sum(-1)
         metrics["prime/prm_acc"] = float(core.prm_pairwise_acc(scores, outcome, ro.group_ids))
         metrics["prime/prm_acc_abs"] = float(core.prm_abs_acc(scores, outcome))

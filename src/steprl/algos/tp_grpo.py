@@ -19,7 +19,6 @@ answer (M), the correct prefix is U (``incorrect_rule: propagate``; ``direct`` m
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from steprl.algos.drm import reasoning_answer_spans
 from steprl.rewards.drm_models import (
