@@ -1,7 +1,6 @@
 """Evaluation bookkeeping: metrics per data source by hand, predictions files and their errors."""
 from __future__ import annotations
 
-import json
 
 import pytest
 

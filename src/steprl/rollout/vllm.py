@@ -112,10 +112,13 @@ class VLLMEngine:
         self._version = None
 
     def _runner_model(self):
-        ex = self._llm.llm_engine.model_executor
-        worker = ex.driver_worker
-        worker = getattr(worker, "worker", worker)  # V1 wraps the worker
-        return worker.model_runner.model
+        """The engine's torch model when it lives in this process (None where vLLM hides it)."""
+        try:
+            worker = self._llm.llm_engine.model_executor.driver_worker
+            worker = getattr(worker, "worker", worker)  # V1 wraps the worker
+            return worker.model_runner.model
+        except AttributeError:
+            return None
 
     def sync_weights(self, model, version=None) -> float:
         """Load the policy's current weights into the engine (skipped when ``version`` is unchanged).
@@ -140,8 +143,12 @@ class VLLMEngine:
         if self.enable_sleep_mode:
             self._llm.wake_up(tags=["weights"]) if _accepts_tags(self._llm.wake_up) else self._llm.wake_up()
         target = self._runner_model()
-        for name, tensor in named_full_weights(model):
-            target.load_weights([(name, tensor)])
+        if target is not None:
+            for name, tensor in named_full_weights(model):  # one tensor at a time: no second full copy
+                target.load_weights([(name, tensor)])
+        else:  # through the workers' RPC (the callable receives the worker)
+            weights = list(named_full_weights(model))
+            self._llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(weights))
         self._llm.reset_prefix_cache()
 
     # ------------------------------------------------------------------------------------------ sampling
@@ -220,19 +227,27 @@ def _accepts_tags(fn) -> bool:
         return False
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def named_full_weights(model):
-    """``(hf_name, full tensor)`` of every weight of ``model`` as a plain HF checkpoint would name it:
-    FSDP2 ``DTensor`` shards gathered, peft LoRA adapters merged into the base weights."""
-    peft = hasattr(model, "merge_adapter") and hasattr(model, "get_base_model")
-    if peft:
-        model.merge_adapter()
-    try:
-        base = model.get_base_model() if peft else model
-        for name, p in base.state_dict().items():
-            if "lora_" in name:
-                continue
-            t = p.full_tensor() if hasattr(p, "full_tensor") else p
-            yield name.replace(".base_layer", ""), t.detach()
-    finally:
-        if peft:
-            model.unmerge_adapter()
+    """``(hf_name, full tensor)`` of every weight of ``model`` as a plain HF checkpoint would name it: FSDP2
+    ``DTensor`` shards gathered, peft LoRA adapters folded in (``W + scale * B A``, computed on the side: the
+    policy's own weights are never modified, so repeated pushes cause no merge/unmerge drift)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lora = {}
+    for mname, mod in base.named_modules():
+        if hasattr(mod, "lora_A") and hasattr(mod, "base_layer") and hasattr(mod, "scaling"):
+            lora[f"{mname}.base_layer.weight"] = mod
+    for name, p in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        t = _full(p).detach()
+        mod = lora.get(name)
+        if mod is not None and not getattr(mod, "disable_adapters", False):
+            for a in mod.active_adapters:
+                if a in mod.lora_A:
+                    delta = _full(mod.lora_B[a].weight) @ _full(mod.lora_A[a].weight) * mod.scaling[a]
+                    t = t + (delta.T if getattr(mod, "fan_in_fan_out", False) else delta).to(t.dtype)
+        yield name.replace(".base_layer", ""), t

@@ -43,7 +43,7 @@ from typing import Any
 
 from steprl.rewards.sandbox import Sandbox, SandboxResult
 from steprl.rollout.types import Sample
-from steprl.tasks.math import ID_KEYS, MathTask, _iter_file_rows
+from steprl.tasks.math import ID_KEYS, MathTask
 
 log = logging.getLogger(__name__)
 

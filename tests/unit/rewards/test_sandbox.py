@@ -2,7 +2,6 @@
 backends (bubblewrap where installed, plain processes everywhere)."""
 from __future__ import annotations
 
-import glob
 import os
 import socket
 import tempfile
@@ -87,7 +86,9 @@ def test_adversarial_programs_are_contained(backend, tmp_path, listener, monkeyp
                  "test": "def check(candidate):\n    assert candidate() == 1\n"})
     task = make_task(backend, tmp_path, rows)
     samples = task.val_dataset()
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "steprl-sbx-*")))
+    scratch_root = tmp_path / "scratch"  # this test's scratch dirs only (other processes may run sandboxes too)
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
     for i, (name, body) in enumerate(ADVERSARIAL.items()):
         t0 = time.monotonic()
         res = task.run(samples[i], body)  # what verify() returns as the reward: res.score
@@ -97,7 +98,7 @@ def test_adversarial_programs_are_contained(backend, tmp_path, listener, monkeyp
     assert task.verify(samples[len(ADVERSARIAL)], "    return 1\n") == 1.0
     assert not outside.exists()
     assert hits == []
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "steprl-sbx-*"))) <= before  # scratch dirs gone
+    assert os.listdir(scratch_root) == []  # every scratch dir was deleted
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
