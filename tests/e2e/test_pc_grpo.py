@@ -5,7 +5,6 @@ tokens; the paper recipes compose."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,12 +17,7 @@ from steprl.train import build
 from tests.helpers import compose_train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(L.Callback):

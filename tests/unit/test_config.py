@@ -11,7 +11,6 @@ import re
 
 import hydra
 import pytest
-import torch
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -46,12 +45,7 @@ DATA_ROWS.update({
 })
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data_path(task: str, tmp_path) -> str:

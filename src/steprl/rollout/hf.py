@@ -247,6 +247,7 @@ class HFEngine:
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         length = 0
+        tok_lp = torch.zeros(rows, limit, device=device) if logps is not None else None
         for t in range(limit):
             logits = out.logits[:, -1]
             if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
@@ -259,7 +260,7 @@ class HFEngine:
             tokens[:, t] = nxt
             if logps is not None:  # the sampling distribution's log-prob (temperature applied, as vLLM's)
                 lp = torch.log_softmax(logits.float() / self.temperature, -1).gather(-1, nxt[:, None])[:, 0]
-                tok_lp = lp[:, None] if t == 0 else torch.cat([tok_lp, lp[:, None]], 1)
+                tok_lp[:, t] = lp
             length = t + 1
             hit = ~done & torch.isin(nxt, eos)
             if self.stop and length >= self.min_new_tokens:

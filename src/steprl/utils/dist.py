@@ -2,7 +2,7 @@
 
 Every function is a no-op (or the identity) in a single process, so the engine calls them unconditionally.
 
-Design (see docs/readme/scale.md): all G samples of a prompt live on one rank. Each rank draws its own
+Design (see docs/scale.md): all G samples of a prompt live on one rank. Each rank draws its own
 distinct prompts (``batch.prompts_per_step`` is global and split evenly), rolls them out and scores them
 locally, so group statistics (baselines, filters) never need a collective. What does need one: the loss
 normaliser (global token / sequence counts of a minibatch), the decode loop under FSDP (every rank must run

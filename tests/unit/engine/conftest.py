@@ -1,15 +1,7 @@
-"""Shared set-up of the engine tests: one torch thread.
-
-The test machine has 2 cores and other work on it; with 2 intra-op threads each tiny forward pass waits on a
-busy core (~100x slower), with 1 it takes milliseconds. The previous setting is restored afterwards.
-"""
+"""Engine and model tests run with one torch thread (see tests/conftest.py)."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
