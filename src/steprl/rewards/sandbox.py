@@ -342,10 +342,13 @@ class Sandbox:
         for d in hidden:
             args += ["--perms", "0755", "--tmpfs", d]
         made: set[str] = set()
+        bound: list[str] = []
+        masked = [*hidden, "/tmp"]  # an interpreter or venv under /tmp (a CI checkout) must stay visible too
         for d in _python_dirs(self.python):  # the interpreter stays visible (and readable for `nobody`)
-            top = next((h for h in hidden if d.startswith(h + "/")), None)
-            if top is None:
+            top = next((h for h in masked if d.startswith(h + "/")), None)
+            if top is None or any(d == b or d.startswith(b + "/") for b in bound):
                 continue
+            bound.append(d)
             parts = d[len(top) + 1:].split("/")
             for i in range(1, len(parts)):
                 parent = "/".join([top, *parts[:i]])
