@@ -91,8 +91,9 @@ def _kv_cache(capacity: int) -> DynamicCache:
 
 
 @dataclass
-class HFEngine:
-    """Sampling settings of the HF engine. ``batch_size`` caps the sequences decoded at once (None: all)."""
+class Sampling:
+    """Sampling settings every rollout engine takes (HF and vLLM), checked once here.
+    ``batch_size`` caps the sequences decoded at once (None: all)."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -102,11 +103,9 @@ class HFEngine:
     max_prompt_tokens: int | None = None
     batch_size: int | None = None
     min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (benchmarks: fixed length)
-    return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     tis_cap: float | None = None   # truncated importance sampling cap C against engine_logp (null: off)
-    probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
-    def __post_init__(self):
+    def check_sampling(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
@@ -116,8 +115,21 @@ class HFEngine:
             raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
-        self._stop_window = max([16] + [4 * len(x) for x in (self.stop if not isinstance(self.stop, str) else [self.stop])])
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"rollout.tis_cap must be > 0 or null, got {self.tis_cap}")
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+@dataclass
+class HFEngine(Sampling):
+    """The HF engine: its own KV-cache decode loop over a transformers model."""
+
+    return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
+    probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
+
+    def __post_init__(self):
+        self.check_sampling()
+        self._stop_window = max([16] + [4 * len(x) for x in self.stop])
 
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
                  generator: torch.Generator | None = None, max_new_tokens: int | None = None,

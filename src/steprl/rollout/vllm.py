@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from steprl.rollout.hf import Sampling
 from steprl.rollout.types import Rollouts
 
 EXTRA_HINT = "rollout=vllm needs vLLM on a CUDA machine: pip install 'steprl[vllm]' (or use rollout=hf)"
@@ -35,7 +36,7 @@ def import_vllm():
 
 
 @dataclass
-class VLLMEngine:
+class VLLMEngine(Sampling):
     """Sampling settings (as :class:`HFEngine`) plus the vLLM engine's own.
 
     ``gpu_memory_utilization``: fraction of the GPU vLLM may take (weights + KV cache; the trainer needs the
@@ -45,14 +46,6 @@ class VLLMEngine:
     above which training stops at start-up. ``tis_cap``: truncated importance sampling cap C (null: off).
     """
 
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    stop: tuple[str, ...] = ()
-    max_prompt_tokens: int | None = None
-    batch_size: int | None = None
-    min_new_tokens: int = 0
     gpu_memory_utilization: float = 0.4
     max_model_len: int | None = None
     dtype: str = "bfloat16"
@@ -65,17 +58,9 @@ class VLLMEngine:
     return_logprobs: bool = field(default=True, init=False)
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"rollout.temperature must be > 0 (use greedy for argmax), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        self.check_sampling()
         if not 0 < self.gpu_memory_utilization < 1:
             raise ValueError(f"rollout.gpu_memory_utilization must be in (0, 1), got {self.gpu_memory_utilization}")
-        if self.tis_cap is not None and self.tis_cap <= 0:
-            raise ValueError(f"rollout.tis_cap must be > 0 or null, got {self.tis_cap}")
-        self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         import_vllm()  # fail at instantiation, before any model is loaded
         self._llm = None
         self._version = None
