@@ -124,6 +124,7 @@ class Sampling:
 class HFEngine(Sampling):
     """The HF engine: its own KV-cache decode loop over a transformers model."""
 
+    fast_decode: bool = True  # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead)
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
@@ -255,13 +256,14 @@ class HFEngine(Sampling):
             out = model(input_ids=prompt_ids, attention_mask=None if unpadded else mask, position_ids=position,
                         use_cache=True, logits_to_keep=1, **{kw: cache})
             next_pos = position[:, -1:] + 1
+        fast = None if vis or sync or not self.fast_decode else _fast_decoder(model, cache, P)
+        logits = out.logits[:, -1]
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         length = 0
         tok_lp = torch.zeros(rows, limit, device=device) if logps is not None else None
         for t in range(limit):
-            logits = out.logits[:, -1]
             if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
                 logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
@@ -283,9 +285,13 @@ class HFEngine(Sampling):
                 break
             full_mask[:, P + t] = ~done | hit
             mask = full_mask[:, :P + t + 1]
-            out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
-                        **{kw: cache},
-                        position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
+            if fast is not None:
+                logits = fast.step(nxt, next_pos[:, 0], None if unpadded else mask)
+            else:
+                out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
+                            **{kw: cache},
+                            position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
+                logits = out.logits[:, -1]
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
         # a row's response runs up to and including its first EOS / stop token
@@ -316,6 +322,19 @@ class HFEngine(Sampling):
                     marks[r, t] = True
                     break
         return marks
+
+
+def _fast_decoder(model, cache, n: int):
+    """A :class:`~steprl.models.fast_decode.FastDecoder` over ``cache``'s preallocated buffers (which hold ``n``
+    prompt positions), or None where the model or the cache is not one it handles (decode via ``model.forward``)."""
+    from steprl.models.fast_decode import FastDecoder, supported
+
+    layers = getattr(cache, "layers", None)
+    if DynamicLayer is None or not layers or not supported(model) \
+            or len(layers) != model.config.num_hidden_layers \
+            or not all(isinstance(x, _PreallocatedLayer) and x.is_initialized and x._n == n for x in layers):
+        return None
+    return FastDecoder(model, [(x._k, x._v) for x in layers], n)
 
 
 def _grad_off(model):
