@@ -29,9 +29,12 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
                 generator: torch.Generator | None) -> torch.Tensor:
     """One token per row from ``logits`` [B, V] (temperature, then top-k, then top-p)."""
     logits = logits.float() / temperature
-    # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly
-    logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
-    logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits), logits)
+    # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly.
+    # A finite maximum in every row (the usual case) means there is nothing to repair: skip the three passes.
+    if not bool(torch.isfinite(logits.amax(-1)).all()):
+        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
+        logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits),
+                             logits)
     if 0 < top_k < logits.shape[-1]:  # 0 or -1: no top-k (vLLM / verl use -1)
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -42,7 +45,11 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # on CPU this is torch.multinomial(probs, 1) draw for draw (its algorithm: the same exponential variates,
+    # then argmax), without its input checks (two reductions and a sync per step): probs are valid here
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
 if DynamicLayer is not None:
