@@ -177,7 +177,8 @@ class HFEngine(Sampling):
         logps: list[torch.Tensor] | None = [] if self.return_logprobs else None
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
                               greedy, generator,
-                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps)
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps,
+                              group=n if step % n == 0 else 1)
                  for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
@@ -235,7 +236,8 @@ class HFEngine(Sampling):
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None,
-                logps: list | None = None):
+                logps: list | None = None, group: int = 1):
+        """Decode all rows. ``group`` > 1: rows ``i*group .. i*group+group-1`` hold the same prompt (prefilled once)."""
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
@@ -259,12 +261,18 @@ class HFEngine(Sampling):
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
             next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
+            logits = out.logits[:, -1]
         else:
-            out = model(input_ids=prompt_ids, attention_mask=None if unpadded else mask, position_ids=position,
-                        use_cache=True, logits_to_keep=1, **{kw: cache})
+            # rows come in groups of `group` copies of one prompt: prefill each prompt once, then copy its cache
+            g = group if group > 1 and rows % group == 0 else 1
+            out = model(input_ids=prompt_ids[::g], attention_mask=None if unpadded else mask[::g],
+                        position_ids=position[::g], use_cache=True, logits_to_keep=1, **{kw: cache})
+            logits = out.logits[:, -1]
+            if g > 1:
+                _repeat_rows(cache, g)
+                logits = logits.repeat_interleave(g, 0)
             next_pos = position[:, -1:] + 1
         fast = None if vis or sync or not self.fast_decode else _fast_decoder(model, cache, P)
-        logits = out.logits[:, -1]
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -329,6 +337,20 @@ class HFEngine(Sampling):
                     marks[r, t] = True
                     break
         return marks
+
+
+def _repeat_rows(cache, g: int) -> None:
+    """Repeat every row of a prefilled cache ``g`` times in place (row i -> rows i*g .. i*g+g-1)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:  # pragma: no cover - transformers without cache layers
+        cache.batch_repeat_interleave(g)
+        return
+    for layer in layers:
+        if DynamicLayer is not None and isinstance(layer, _PreallocatedLayer) and layer.is_initialized:
+            layer._k, layer._v = layer._k.repeat_interleave(g, 0), layer._v.repeat_interleave(g, 0)
+            layer.keys, layer.values = layer._k[:, :, :layer._n], layer._v[:, :, :layer._n]
+        else:
+            layer.batch_repeat_interleave(g)
 
 
 def _fast_decoder(model, cache, n: int):

@@ -164,3 +164,21 @@ def test_unsupported_models_are_named():
                          lora={"r": 2, "alpha": 4, "target_modules": ["q_proj"]})
     assert unsupported_reason(lora) is not None
     assert "architecture" in unsupported_reason(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_group_prefill_gives_the_same_tokens(fast):
+    """Rows that repeat a prompt are prefilled once and the cache copied (``group``): same tokens as one
+    prefill per row, with left padding (different prompt lengths) and sampling."""
+    model, tok = _model()
+    eng = HFEngine(max_new_tokens=10, temperature=1.0, fast_decode=fast, return_logprobs=True)
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"].repeat_interleave(3, 0), enc["attention_mask"].repeat_interleave(3, 0)
+    out = []
+    for group in (1, 3):
+        lps = []
+        out.append((eng._decode(model, tok, ids, mask, 10, False, torch.Generator().manual_seed(4), logps=lps,
+                                group=group), lps[0]))
+    (a, lp_a), (b, lp_b) = out
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert torch.allclose(lp_a, lp_b, atol=1e-5)
