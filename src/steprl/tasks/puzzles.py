@@ -367,9 +367,9 @@ def jigsaw_reward(pred, gold, malformed: str = "zero") -> float:
 def worked_solution(p: Puzzle) -> str:
     """A gold solution of ``p``, one step per line, the last line ``<answer>gold</answer>`` (module docstring)."""
     if p.kind == "rotation":
-        think = [f"It is turned {p.answer} degrees {p.info['direction']}."]
+        think = [f"{p.answer} degrees {p.info['direction']}."]
     elif p.kind == "patchfit":
-        think = [f"The grey square is filled by patch {p.answer}."]
+        think = [f"Patch {p.answer} fits."]
     elif p.kind == "jigsaw":
         rows, cols = p.info["grid"]
         tiles = p.answer.split(",")

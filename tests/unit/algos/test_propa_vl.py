@@ -1,4 +1,4 @@
-"""PROPA on images (experiment=propa_puzzles_tiny, the tiny Qwen2-VL): the search generates from the image prompts,
+"""PROPA on images (experiment=propa_puzzles_tiny with a randomly initialised tiny Qwen2-VL, short steps): the search generates from the image prompts,
 the sibling-group rollouts / SFT rows / PRM inputs carry each question's pixel rows, the images reach the update
 pass and the PRM, and whatever the model writes scores 0 rather than crashing."""
 from __future__ import annotations
@@ -20,8 +20,9 @@ from tests.helpers import compose_train
 @pytest.fixture(scope="module")
 def m(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = compose_train(["experiment=propa_puzzles_tiny", "logger=none", "callbacks.progress_bar=null"],
-                        tmp_path_factory.mktemp("propa_vl"))
+    cfg = compose_train(["experiment=propa_puzzles_tiny", "model=tiny_vl", "task.puzzles=[rotation,jigsaw,patchfit]",
+                         "algo.mcts.iterations=3", "algo.mcts.step_max_tokens=12", "algo.mcts.simulate_max_tokens=24",
+                         "logger=none", "callbacks.progress_bar=null"], tmp_path_factory.mktemp("propa_vl"))
     return build(cfg)[0]
 
 

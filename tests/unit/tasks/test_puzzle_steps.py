@@ -21,9 +21,9 @@ IMG = np.zeros((4, 4, 3), dtype=np.uint8)
     (Puzzle("jigsaw", IMG, "q", "3,1,2", 3, {"grid": (3, 1)}),
      "<think>Row 1: 3\nRow 2: 1\nRow 3: 2</think>\n<answer>3,1,2</answer>"),
     (Puzzle("rotation", IMG, "q", "270", 4, {"direction": "clockwise"}),
-     "<think>It is turned 270 degrees clockwise.</think>\n<answer>270</answer>"),
+     "<think>270 degrees clockwise.</think>\n<answer>270</answer>"),
     (Puzzle("patchfit", IMG, "q", "C", 6, {}),
-     "<think>The grey square is filled by patch C.</think>\n<answer>C</answer>"),
+     "<think>Patch C fits.</think>\n<answer>C</answer>"),
 ])
 def test_worked_solution_by_hand(puzzle, want):
     assert worked_solution(puzzle) == want
