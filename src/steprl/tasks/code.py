@@ -559,9 +559,7 @@ class CodeTask(MathTask):
                     enumerate(synthetic_problems(self.num_synthetic, self.seed))]
         return super()._rows_from_file(path)
 
-    def _to_sample(self, where: str, row: Any, index: int) -> Sample:
-        if not isinstance(row, Mapping):
-            raise ValueError(f"{where}: expected a JSON object per row, got {type(row).__name__}")
+    def _to_sample(self, where: str, row: Mapping, index: int) -> Sample:  # rows checked by MathTask._samples
         spec = spec_from_row(row, where)
         question = next((row[k] for k in ("prompt", "question", "text", "problem", "description")
                          if isinstance(row.get(k), str) and row[k].strip()), None)
