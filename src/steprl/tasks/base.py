@@ -31,7 +31,19 @@ from steprl.rollout.types import Sample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepSplitter", "Task", "SampleListDataset", "make_splitter", "read_jsonl_rows"]
+__all__ = ["StepSplitter", "Task", "SampleListDataset", "make_splitter", "parse_json_object", "read_jsonl_rows"]
+
+
+def parse_json_object(text: str, where: str, what: str = "line") -> dict:
+    """``json.loads(text)``, which must give an object; errors say ``"<where>: <what> is not valid JSON (...)"`` or
+    ``"... must be a JSON object, got <type>"`` (``where`` e.g. ``"<file>:<line>"``)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: {what} is not valid JSON ({e.msg} at column {e.colno})") from e
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: {what} must be a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def read_jsonl_rows(path: str | Path, what: str = "file") -> list[tuple[str, dict]]:
@@ -57,13 +69,7 @@ def read_jsonl_rows(path: str | Path, what: str = "file") -> list[tuple[str, dic
                     raise ValueError(f"{where}: not valid UTF-8 ({e})") from e
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from e
-                if not isinstance(row, Mapping):
-                    raise ValueError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
-                rows.append((where, row))
+                rows.append((where, parse_json_object(line, where)))
     except (OSError, EOFError) as e:  # corrupt gzip
         raise ValueError(f"{p}: cannot read file: {e}") from e
     if not rows:

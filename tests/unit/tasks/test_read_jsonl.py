@@ -5,7 +5,7 @@ import gzip
 
 import pytest
 
-from steprl.tasks.base import read_jsonl_rows
+from steprl.tasks.base import parse_json_object, read_jsonl_rows
 
 
 def test_rows_with_their_locations(tmp_path):
@@ -18,9 +18,9 @@ def test_rows_with_their_locations(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ('{"a": 1}\n{"a": 2\n', r"bad.jsonl:2: malformed JSON line"),          # bad JSON: file and line
-    ('{"a": 1}\n\n[1, 2]\n', r"bad.jsonl:3: expected a JSON object per line, got list"),
-    ('"just a string"\n', r"bad.jsonl:1: expected a JSON object per line, got str"),
+    ('{"a": 1}\n{"a": 2\n', r"bad.jsonl:2: line is not valid JSON \(Expecting"),  # bad JSON: file and line
+    ('{"a": 1}\n\n[1, 2]\n', r"bad.jsonl:3: line must be a JSON object, got list"),
+    ('"just a string"\n', r"bad.jsonl:1: line must be a JSON object, got str"),
     ("", r"bad.jsonl: no rows \(the file is empty\)"),
     ("\n  \n", r"bad.jsonl: no rows"),
 ])
@@ -42,3 +42,11 @@ def test_unreadable_files(tmp_path):
     gz.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="x.jsonl.gz: cannot read file"):
         read_jsonl_rows(gz)
+
+
+def test_parse_json_object_names_the_place():
+    assert parse_json_object('{"inputs": []}', "t.jsonl:3", "`input_output`") == {"inputs": []}
+    with pytest.raises(ValueError, match=r"t.jsonl:3: `input_output` is not valid JSON \(Expecting"):
+        parse_json_object("{oops", "t.jsonl:3", "`input_output`")
+    with pytest.raises(ValueError, match="t.jsonl:3: `input_output` must be a JSON object, got list"):
+        parse_json_object("[1]", "t.jsonl:3", "`input_output`")
