@@ -9,7 +9,8 @@
     python scripts/gpu_check.py                             # every algorithm
     python scripts/gpu_check.py --algos grpo,tp_grpo,drm    # a subset
 
-``STEPRL_CHECK_CPU=1`` runs the same code on CPU with small batches (checks the script, not the GPU).
+``STEPRL_CHECK_CPU=1`` runs the same code on CPU with small batches, fp32 only by default (checks the script, not
+the GPU).
 """
 import argparse
 import os
@@ -93,7 +94,7 @@ def step(m, task, name: str, dtype: str) -> None:
     metrics = {k: round(v, 4) for k, v in m.after_update(ro, rw).items()}
     metrics.update({k: round(v, 4) for k, v in getattr(m, "_drm_metrics", {}).items()})
     print(f"[gpu_check] {name} {dtype}: rollouts {len(ro)} in {gen_s:.2f}s, acc {float(rw.correct.mean()):.3f}, "
-          f"|adv|>0 {float((adv.abs() > 0).float().mean()):.3f}, loss {float(loss):.4f}, clip_frac "
+          f"|adv|>0 {float((adv.abs() > 0).float().mean()):.3f}, loss {float(loss.detach()):.4f}, clip_frac "
           f"{stats['train/clip_frac'] / max(stats['tokens'], 1):.4f}, grad_norm {gn:.3f} {metrics}", flush=True)
     if name == "grpo":  # greedy decoding and the ratio = 1 identity of the engine's log-probs
         greedy = m.generate([s.prompt for s in samples], n=1, greedy=True)
@@ -125,7 +126,7 @@ def propa(m, task, dtype: str) -> None:
         loss, _ = m.micro_loss(ro.select(torch.arange(n)), adv[:n], {}, ro.loss_mask[:n].sum(), n)
         loss.backward()
         assert torch.isfinite(loss)
-        line += f", grpo loss {float(loss):.4f}"
+        line += f", grpo loss {float(loss.detach()):.4f}"
         m.policy.zero_grad(set_to_none=True)
     sft = m.sft_phase([s for s, r in m._trees if r.W == 0] or samples[:2])
     prm = m.prm_phase()
@@ -138,7 +139,7 @@ def propa(m, task, dtype: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algos", default=",".join(ALGOS), help=f"comma-separated subset of {','.join(ALGOS)}")
-    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--dtypes", default="float32" if CPU_DRY_RUN else "float32,bfloat16")
     args = ap.parse_args(argv)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     for a in algos:

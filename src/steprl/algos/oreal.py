@@ -42,7 +42,7 @@ class TokenRewardModel(torch.nn.Module):
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
         h = self.trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
         T = mb.response_ids.shape[1]
-        return self.head(h[:, -T - 1:-1]).squeeze(-1).float()
+        return self.head(h[:, -T - 1:-1].to(self.head.weight.dtype)).squeeze(-1).float()  # bf16 trunk, fp32 head
 
 
 OREAL_DEFAULTS = {"shaping": "rloo", "signed_rewards": True, "pair_filter": True, "eta": 0.5, "pos_factor": 1.0,
