@@ -12,9 +12,16 @@ One training step = one batch of the official outer loop (spec §3.5, ``grpo_tra
 
 At inference the PRM can pick each step among k samples (``inference.mode=prm_best_of_k``).
 The group size k is ``batch.samples_per_prompt`` (the expansion width).
+
+Vision (``task=puzzles`` with a VL model): every prompt of a question carries its images. The expansions and
+simulations are generated from the image prompts, the sibling-group rollouts, the SFT rows and the PRM inputs
+carry the question's ``pixel_values`` / ``image_grid_thw`` per row (the rows of one question share one tensor),
+and the PRM's trunk is the policy's whole multimodal model, so it reads the image too (the paper's PRM input is
+``"<image>" + steps``). A puzzle step is one line; the line with ``<answer>`` is the final step.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 
@@ -26,11 +33,46 @@ from steprl.algos.policy import Timer
 from steprl.algos.ppo import Critic
 from steprl.config import ConfigError
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
+from steprl.models.vision import VISION_TOKENS, is_vision_model, vision_forward_kwargs
 from steprl.rollout.types import Rollouts, Sample
 from steprl.utils import dist as D
 
 STEP_FORMATS = ("continue", "propa")
 INFERENCE_MODES = ("greedy", "prm_best_of_k")
+_VISION_TEXT = re.compile("|".join(re.escape(t) for t in VISION_TOKENS))
+
+
+def clean_step(text: str) -> str:
+    """A generated step with any literal vision-token text removed: re-tokenised, it would become an image
+    placeholder without pixels (a prompt would then have more image tokens than images)."""
+    return _VISION_TEXT.sub("", text)
+
+
+class PRMHead(Critic):
+    """PROPA's PRM: a scalar regression head on a copy of the policy's trunk, read at the last token. For a
+    vision-language policy the trunk is the whole multimodal model (vision tower + decoder), so the PRM's
+    score depends on the image as well as on the steps."""
+
+    def __init__(self, policy):
+        if not is_vision_model(policy):
+            super().__init__(policy)
+            self.vision = False
+            return
+        torch.nn.Module.__init__(self)
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy  # a LoRA wrapper
+        self.trunk = copy.deepcopy(base.model)
+        self.head = torch.nn.Linear(policy.config.text_config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        self.vision = True
+
+    def forward(self, input_ids, attention_mask, position_ids, **vision):
+        if not vision:
+            return super().forward(input_ids, attention_mask, position_ids)
+        # the multimodal model computes its own (3-row) positions from the ids, the mask and the image grids
+        h = self.trunk(input_ids=vision.pop("input_ids", input_ids), attention_mask=attention_mask, use_cache=False,
+                       **vision).last_hidden_state
+        return self.head(h).squeeze(-1).float()
 
 
 class EngineStepPolicy:
@@ -38,6 +80,7 @@ class EngineStepPolicy:
 
     def __init__(self, module: "PROPA", samples: list[Sample]):
         self.m, self.samples = module, samples
+        self.prompts = self.image_prompts = 0  # prompts sent to the engine, and how many of them showed images
         c = module.mcts_cfg
         self.terminal = re.compile(c["terminal_regex"])
         base = module.engine
@@ -46,8 +89,12 @@ class EngineStepPolicy:
                                             top_p=c["expand_top_p"], min_new_tokens=0)
         self.simulator = dataclasses.replace(base, stop=(), max_new_tokens=c["simulate_max_tokens"], min_new_tokens=0)
 
-    def _gen(self, engine, prompts, n, greedy):
+    def _gen(self, engine, prompts, n, greedy, trees):
         m = self.m
+        images = [self.samples[i].images for i in trees]
+        self.prompts += len(prompts)
+        self.image_prompts += sum(1 for ims in images if ims)
+        vision = {"images": images, "processor": m.processor} if any(images) else {}
         device = next(m.policy.parameters()).device
         if m.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator (as PolicyModule does)
             m.sampler = torch.Generator(device=device).manual_seed(m.seed)
@@ -55,19 +102,20 @@ class EngineStepPolicy:
         m.policy.eval()
         try:
             return engine.generate(m.policy, m.tokenizer, prompts, n=n, greedy=greedy,
-                                   generator=None if greedy else m.sampler)
+                                   generator=None if greedy else m.sampler, **vision)
         finally:
             m.policy.train(was)
 
     def expand(self, requests, k):
         prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
-        ro = self._gen(self.expander, prompts, k, greedy=False)
+        ro = self._gen(self.expander, prompts, k, greedy=False, trees=[i for i, _ in requests])
         out = []
         for j in range(len(requests)):
             kids = []
             for r in range(j * k, (j + 1) * k):
                 text = ro.texts[r]
                 eos = ro.finish_reason[r] == "stop" and not any(text.endswith(s) for s in self.expander.stop)
+                text = clean_step(text)
                 kids.append((text.strip(), text, eos))
             out.append(kids)
         return out
@@ -76,11 +124,11 @@ class EngineStepPolicy:
         """One (greedy) continuation per request, cut into steps, up to the first final step or ``budget`` steps."""
         prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
         greedy = bool(self.m.mcts_cfg["simulate_greedy"])
-        ro = self._gen(self.simulator, prompts, 1, greedy=greedy)
+        ro = self._gen(self.simulator, prompts, 1, greedy=greedy, trees=[i for i, _ in requests])
         out = []
         for t, b in zip(ro.texts, budget):
             steps = []
-            for step in self.m.task.splitter.split_text(t)[:b]:
+            for step in self.m.task.splitter.split_text(clean_step(t))[:b]:
                 steps.append(step)
                 if self.terminal.search(step):
                     break
@@ -125,7 +173,7 @@ class PROPA(RLModule):
             raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
                              " and must be >= 2")
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
-        self.prm = Critic(self.policy) if self.prm_cfg["enabled"] else None
+        self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
         self._trees: list[tuple[Sample, Node]] = []
 
     def setup(self, stage: str) -> None:
@@ -147,9 +195,31 @@ class PROPA(RLModule):
             return f"{sample.prompt} First step:"
         return f"{sample.prompt} Existing steps: {' '.join(steps)} Next step:"
 
-    def encode_pairs(self, prompts: list[str], completions: list[str], eos: list[bool]):
-        """Left-padded prompts and right-padded completions (+ EOS where the step ended the solution)."""
+    def vision_rows(self, prompts: list[str], images: list | None):
+        """The prompts with their image placeholders expanded to one token per merged patch, and each row's
+        ``pixel_values`` / ``image_grid_thw`` (rows given the same image list share one tensor); the prompts
+        unchanged and ``None, None`` when no row has an image."""
+        if not images or not any(images):
+            return list(prompts), None, None
+        if self.processor is None:
+            raise ValueError("the prompts have images but the model has no image processor: use a vision-language "
+                             "model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        out, pix, grids = [], [], []
+        for p, ims in zip(prompts, images):
+            if id(ims) not in cache:
+                cache[id(ims)] = self.processor.images(list(ims or []))
+            pv, g = cache[id(ims)]
+            out.append(self.processor.expand(p, g))
+            pix.append(pv)
+            grids.append(g)
+        return out, pix, grids
+
+    def encode_pairs(self, prompts: list[str], completions: list[str], eos: list[bool], images: list | None = None):
+        """Left-padded prompts and right-padded completions (+ EOS where the step ended the solution); with
+        ``images`` (one list per row) also the rows' pixel values and image grids (else ``None, None``)."""
         tok, dev = self.tokenizer, self.device
+        prompts, pix, grids = self.vision_rows(prompts, images)
         P = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         C = [tok(c, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else []) for c, e in
              zip(completions, eos)]
@@ -162,15 +232,17 @@ class PROPA(RLModule):
         for i, (p, c) in enumerate(zip(P, C)):
             pid[i, pw - len(p):], pm[i, pw - len(p):] = torch.tensor(p), 1
             rid[i, :len(c)], rm[i, :len(c)] = torch.tensor(c), 1
-        return pid.to(dev), pm.to(dev), rid.to(dev), rm.to(dev)
+        return pid.to(dev), pm.to(dev), rid.to(dev), rm.to(dev), pix, grids
 
     # ------------------------------------------------------------------------------------ search -> groups
     def search(self, samples: list[Sample]) -> tuple[list[Node], dict[str, float]]:
         c = self.mcts_cfg
         roots = [Node() for _ in samples]
-        stats = mcts(roots, EngineStepPolicy(self, samples), iterations=int(c["iterations"]),
+        pol = EngineStepPolicy(self, samples)
+        stats = mcts(roots, pol, iterations=int(c["iterations"]),
                      k=self.batch_cfg["samples_per_prompt"], max_depth=int(c["max_depth"]), c=float(c["c"]),
                      factor=float(c["uct_factor"]), simulate_all=bool(c["simulate_all"]))
+        stats["prompts"], stats["image_prompts"] = pol.prompts, pol.image_prompts
         return roots, stats
 
     def collect(self, samples: list[Sample], timer: Timer) -> tuple[Rollouts, Rewards, dict[str, float]]:
@@ -183,7 +255,8 @@ class PROPA(RLModule):
             "propa/groups": float(torch.unique(ro.group_ids).numel()),
             "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
             "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
-            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"])}
+            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
+            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])}
         self._unfiltered = (ro, rw)
         return ro, rw, {}
 
@@ -191,7 +264,7 @@ class PROPA(RLModule):
         """The sibling GRPO groups of the trees as rollouts: prompt = the parent's prefix, completion = the stored
         child text (replayed, not resampled), reward = the child's label."""
         c = self.mcts_cfg
-        prompts, comps, eos, labels, gids, sidx = [], [], [], [], [], []
+        prompts, comps, eos, labels, gids, sidx, images = [], [], [], [], [], [], []
         n_groups = 0
         for q, (s, root) in enumerate(trees):
             for node, lab in sibling_groups(root, float(c["boost_a"]), float(c["min_label_range"])):
@@ -203,9 +276,11 @@ class PROPA(RLModule):
                     labels.append(y)
                     gids.append(n_groups)
                     sidx.append(q)
+                    images.append(s.images)
                 n_groups += 1
+        pix = grids = None
         if prompts:
-            pid, pm, rid, rm = self.encode_pairs(prompts, comps, eos)
+            pid, pm, rid, rm, pix, grids = self.encode_pairs(prompts, comps, eos, images)
         else:
             pid = pm = rid = rm = torch.zeros((0, 1), dtype=torch.long, device=self.device)
         n = pid.shape[0]
@@ -213,7 +288,7 @@ class PROPA(RLModule):
                       step_ids=torch.where(rm.bool(), 0, -1),
                       group_ids=torch.tensor(gids, dtype=torch.long, device=self.device),
                       sample_idx=torch.tensor(sidx, dtype=torch.long, device=self.device), texts=comps,
-                      finish_reason=["stop" if e else "step" for e in eos])
+                      finish_reason=["stop" if e else "step" for e in eos], pixel_values=pix, image_grid_thw=grids)
         y = torch.tensor(labels, dtype=torch.float, device=self.device).reshape(n)
         return ro, Rewards(outcome=y, correct=(y >= 1.0 - 1e-6).float())
 
@@ -241,7 +316,11 @@ class PROPA(RLModule):
 
     def sft_examples(self, samples: list[Sample]) -> tuple[list[str], list[str], list[bool]]:
         """One (prompt, step) pair per gold step: ("q", s1), ("q s1", s2), ...; the last step ends with EOS."""
-        prompts, comps, eos = [], [], []
+        return self.sft_rows(samples)[:3]
+
+    def sft_rows(self, samples: list[Sample]) -> tuple[list[str], list[str], list[bool], list[list]]:
+        """:meth:`sft_examples` and each example's question images."""
+        prompts, comps, eos, images = [], [], [], []
         for s in samples:
             if not s.solution:
                 continue
@@ -251,33 +330,30 @@ class PROPA(RLModule):
                 prompts.append(self.step_prompt(s, steps[:k]))
                 comps.append(step if last or self.mcts_cfg["step_format"] != "continue" else step + "\n")
                 eos.append(last or self.mcts_cfg["step_format"] != "continue")
-        return prompts, comps, eos
+                images.append(s.images)
+        return prompts, comps, eos, images
 
     def sft_phase(self, failed: list[Sample]) -> dict[str, float]:
         """Supervised steps on the gold solutions of the questions the search did not solve, with a fresh AdamW
         (each SFT phase of the official loop is a new run from the current checkpoint)."""
-        prompts, comps, eos = self.sft_examples(failed)
+        prompts, comps, eos, images = self.sft_rows(failed)
         out = {"propa/sft_questions": float(len(failed)), "propa/sft_examples": float(len(prompts))}
         if not prompts:
             return out
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt = self._fresh_adamw(params, float(self.sft_cfg["lr"]))
-        pid, pm, rid, rm = self.encode_pairs(prompts, comps, eos)
+        pid, pm, rid, rm, pix, grids = self.encode_pairs(prompts, comps, eos, images)
         ro = Rollouts(prompt_ids=pid, prompt_mask=pm, response_ids=rid, response_mask=rm, loss_mask=rm,
                       step_ids=torch.zeros_like(rid), group_ids=torch.zeros(len(prompts), dtype=torch.long),
                       sample_idx=torch.zeros(len(prompts), dtype=torch.long), texts=comps,
-                      finish_reason=["stop"] * len(prompts))
+                      finish_reason=["stop"] * len(prompts), pixel_values=pix, image_grid_thw=grids)
         mbs, losses = int(self.sft_cfg["micro_batch_size"]), []
         self.policy.train()
         for _ in range(int(self.sft_cfg["epochs"])):
             order = torch.randperm(len(ro), generator=self.shuffler)
             for i in range(0, len(ro), mbs):
                 mb = ro.select(order[i:i + mbs])
-                ids, att = mb.input_ids, mb.attention_mask
-                T = mb.response_ids.shape[1]
-                logits = self.policy(input_ids=ids, attention_mask=att, use_cache=False,
-                                     position_ids=(att.long().cumsum(-1) - 1).clamp(min=0)).logits[:, -T - 1:-1]
-                logp = core.logprobs_from_logits(logits.float(), mb.response_ids)  # NLL at temperature 1
+                logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
                 mask = mb.loss_mask.float()
                 loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
                 opt.zero_grad(set_to_none=True)
@@ -293,19 +369,23 @@ class PROPA(RLModule):
     def prm_text(self, sample: Sample, steps: list[str]) -> str:
         return self.step_prompt(sample, steps)
 
-    def prm_scores(self, texts: list[str]) -> torch.Tensor:
+    def prm_scores(self, texts: list[str], images: list | None = None) -> torch.Tensor:
+        """The PRM's score of each text (read at its last token); ``images``: one list per text (its question's)."""
         tok = self.tokenizer
+        texts, pix, grids = self.vision_rows(texts, images)
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # padding side: left
         ids, att = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        return self.prm(ids, att, (att.long().cumsum(-1) - 1).clamp(min=0))[:, -1]
+        vis = vision_forward_kwargs(self.policy, ids, pix, grids) if pix is not None else {}
+        return self.prm(ids, att, None if vis else (att.long().cumsum(-1) - 1).clamp(min=0), **vis)[:, -1]
 
     def prm_phase(self) -> dict[str, float]:
         """MSE regression of the PRM on log_boost(Q) of every node of this step's trees."""
-        texts, labels = [], []
+        texts, labels, images = [], [], []
         for s, root in self._trees:
             for steps, y in prm_examples(root, float(self.mcts_cfg["boost_a"])):
                 texts.append(self.prm_text(s, steps))
                 labels.append(y)
+                images.append(s.images)
         if not texts:
             return {"propa/prm_examples": 0.0}
         y = torch.tensor(labels, dtype=torch.float, device=self.device)
@@ -317,7 +397,7 @@ class PROPA(RLModule):
             order = torch.randperm(len(texts), generator=self.shuffler).tolist()
             for i in range(0, len(texts), mbs):
                 idx = order[i:i + mbs]
-                pred = self.prm_scores([texts[j] for j in idx])
+                pred = self.prm_scores([texts[j] for j in idx], [images[j] for j in idx])
                 loss = torch.nn.functional.mse_loss(pred, y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -347,7 +427,7 @@ class PROPA(RLModule):
                 break
             cands = pol.expand([(i, steps[i]) for i in live], k)
             texts = [self.prm_text(samples[i], steps[i] + [c[0]]) for i, cs in zip(live, cands) for c in cs]
-            scores = self.prm_scores(texts).view(len(live), k)
+            scores = self.prm_scores(texts, [samples[i].images for i in live for _ in range(k)]).view(len(live), k)
             nxt = []
             for j, i in enumerate(live):
                 best = int(torch.argmax(scores[j]))

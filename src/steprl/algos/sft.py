@@ -1,6 +1,7 @@
 """Supervised fine-tuning on a task's worked solutions (``algo=sft``): how the shipped warm start is made.
 
-Loss: token-mean negative log-likelihood of ``solution + EOS`` given ``prompt``.
+Loss: token-mean negative log-likelihood of ``solution + EOS`` given ``prompt``. A vision-language model reads
+each sample's images with its prompt (``task=puzzles``: the puzzles' worked solutions).
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from steprl import core
 from steprl.algos.policy import PolicyModule
+from steprl.models.vision import vision_forward_kwargs
 from steprl.utils import dist as D
 
 
@@ -24,10 +26,18 @@ class SFT(PolicyModule):
         """``input_ids, attention_mask, loss_mask`` (solution tokens and EOS), right-padded."""
         tok = self.tokenizer
         rows, masks = [], []
-        for s in batch:
+        self._pix = self._grids = None  # per-row vision inputs of the batch (a VL model on image prompts)
+        if any(s.images for s in batch):
+            if self.processor is None:
+                raise ValueError("the prompts have images but the model has no image processor: use a "
+                                 "vision-language model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
+            vis = [self.processor.images(list(s.images)) for s in batch]
+            self._pix, self._grids = [v[0] for v in vis], [v[1] for v in vis]
+        for r, s in enumerate(batch):
             if not s.solution:
                 raise ValueError(f"algo=sft needs worked solutions; task {self.task.name!r} sample {s.uid!r} has none")
-            p = tok(s.prompt, add_special_tokens=False)["input_ids"]
+            prompt = s.prompt if self._grids is None else self.processor.expand(s.prompt, self._grids[r])
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
             a = tok(s.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append(p + a)
             masks.append([0] * len(p) + [1] * len(a))
@@ -50,7 +60,10 @@ class SFT(PolicyModule):
         world = D.world_size()
         total = 0.0
         for i in range(0, len(batch), mbs):
-            logits = self.policy(input_ids=ids[i:i + mbs], attention_mask=att[i:i + mbs]).logits[:, :-1].float()
+            vis = {} if self._pix is None else vision_forward_kwargs(
+                self.policy, ids[i:i + mbs], self._pix[i:i + mbs], self._grids[i:i + mbs])
+            logits = self.policy(input_ids=ids[i:i + mbs], attention_mask=att[i:i + mbs],
+                                 **vis).logits[:, :-1].float()
             nll = -core.logprobs_from_logits(logits, ids[i:i + mbs, 1:])
             loss = core.aggregate_loss(nll, lm[i:i + mbs, 1:], "token-mean", num_tokens=n_tok)
             self.manual_backward(loss * world)  # DDP / FSDP average gradients over ranks

@@ -25,6 +25,13 @@ unusable content scores 0 (``parse`` returns ``None``; PC-GRPO counts these). A 
 permutation of 1..MN scores 0 with ``jigsaw_malformed=zero`` (default) or is scored position by position on its
 first MN numbers with ``partial``. ``format_weight`` w > 0 adds VLM-R1's format reward f (1 when the response
 is ``<think>...</think><answer>...</answer>``): score = (acc + w·f) / (1 + w), which keeps it in [0, 1].
+
+Steps and worked solutions: a puzzle response is cut into steps by the task's splitter (one line per step,
+``newline`` by default) and ends with the line holding ``<answer>...</answer>`` (PROPA's terminal step on puzzles:
+``algo.mcts.terminal_regex='<answer>'``). Each sample carries a worked solution in that format (the SFT target, and
+PROPA's gold steps for its interleaved SFT), built from the generator's ground truth by :func:`worked_solution`:
+Rotation and PatchFit ``<think>`` one line naming the answer ``</think>`` then the answer line; Jigsaw one
+``<think>`` line per grid row (``Row 2: 4,2``: the tiles of that row, left to right) then the answer line.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ from steprl.rollout.types import Sample
 from steprl.tasks.base import Task
 
 __all__ = ["PuzzleTask", "Puzzle", "make_rotation", "make_jigsaw", "make_patchfit", "procedural_image",
-           "parse_answer", "jigsaw_reward", "JIGSAW_GRIDS", "PUZZLES", "INSTRUCTION"]
+           "parse_answer", "jigsaw_reward", "worked_solution", "JIGSAW_GRIDS", "PUZZLES", "INSTRUCTION"]
 
 PUZZLES = ("rotation", "jigsaw", "patchfit")
 ANGLES = (0, 90, 180, 270)
@@ -357,6 +364,23 @@ def jigsaw_reward(pred, gold, malformed: str = "zero") -> float:
     return sum(p == g for p, g in zip(pred[:n], gold)) / n
 
 
+def worked_solution(p: Puzzle) -> str:
+    """A gold solution of ``p``, one step per line, the last line ``<answer>gold</answer>`` (module docstring)."""
+    if p.kind == "rotation":
+        think = [f"{p.answer} degrees {p.info['direction']}."]
+    elif p.kind == "patchfit":
+        think = [f"Patch {p.answer} fits."]
+    elif p.kind == "jigsaw":
+        rows, cols = p.info["grid"]
+        tiles = p.answer.split(",")
+        think = [f"Row {r + 1}: {','.join(tiles[r * cols:(r + 1) * cols])}" for r in range(rows)]
+    else:
+        raise ValueError(f"unknown puzzle kind {p.kind!r}; valid kinds: {list(PUZZLES)}")
+    think[0] = "<think>" + think[0]
+    think[-1] = think[-1] + "</think>"
+    return "\n".join([*think, f"<answer>{p.answer}</answer>"])
+
+
 # ------------------------------------------------------------------------------------------------ the task
 class _PuzzleDataset(Dataset):
     def __init__(self, task: "PuzzleTask", split: str, n: int):
@@ -451,8 +475,8 @@ class PuzzleTask(Task):
         meta = {"puzzle": p.kind, "num_options": p.num_options}
         if p.kind == "jigsaw":
             meta["grid"] = list(p.info["grid"])
-        return Sample(prompt=prompt, answer=p.answer, uid=f"{split}-{i}", source=p.kind, meta=meta,
-                      images=[Image.fromarray(p.image)])
+        return Sample(prompt=prompt, answer=p.answer, solution=worked_solution(p), uid=f"{split}-{i}",
+                      source=p.kind, meta=meta, images=[Image.fromarray(p.image)])
 
     def train_dataset(self) -> Dataset:
         return _PuzzleDataset(self, "train", self.num_train)
