@@ -157,7 +157,18 @@ class RLModule(PolicyModule):
         if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"]:
             kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])
             token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
-        return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values))
+        return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values,
+                                                 self.batch_reduce(), self.real_rows(ro)))
+
+    def batch_reduce(self):
+        """What batch statistics (whitening, batch norms) reduce over ranks with: ``dist.all_reduce`` when
+        several ranks train, None in one process (statistics of the local batch, as before)."""
+        return D.all_reduce if D.is_distributed() else None
+
+    def real_rows(self, ro: Rollouts) -> torch.Tensor | None:
+        """Mask [N] of the rows that are not padding from :meth:`pad_to_global` (None when none was added)."""
+        real = getattr(self, "_real_rows", None)
+        return real if real is not None and len(real) == len(ro) and not bool(real.all()) else None
 
     def extra_loss(self, mb: Rollouts, logp: torch.Tensor, extras: dict) -> torch.Tensor | None:
         """Additional per-token loss terms [n, T] for a micro-batch (aggregated like the policy loss)."""
@@ -233,9 +244,12 @@ class RLModule(PolicyModule):
             if deficit == 0:
                 break
             batch = self.trainer.datamodule.draw(deficit)
-            if not more:  # this rank has enough: roll out in step with the others, keep nothing
-                with timer("rollout"):
-                    self.rollout(batch)
+            if not more:  # this rank has enough: roll out in step with the others, keep nothing, until all have
+                while deficit:
+                    with timer("rollout"):
+                        self.rollout(batch)
+                    deficit = int(D.all_reduce([0.0], "max")[0])
+                    batch = self.trainer.datamodule.draw(deficit) if deficit else batch
                 break
         ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
         if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
