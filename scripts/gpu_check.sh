@@ -4,8 +4,10 @@
 #   1. bf16 GRPO steps with a ~0.4B random Qwen2 (Qwen2.5-0.5B shape) on 1 GPU (Lightning, bf16-mixed)
 #   2. the same through FSDP2 (ModelParallelStrategy + fully_shard) on 1 GPU
 #   3. the same with the vLLM rollout engine, when vLLM is installed
-#   4. the engine / loss smoke check (scripts/gpu_check.py)
-# Each prints rollout / update tokens/s, peak GPU memory and the update's MFU.
+#   4. the engine / loss smoke check of GRPO (scripts/gpu_check.py --algos grpo)
+#   5. the same runner for the other algorithms with their own parts: TP-GRPO, DRM, EMPG, SALT, PROPA
+# Checks 1-3 print rollout / update tokens/s, peak GPU memory and the update's MFU.
+# STEPRL_CHECK_CPU=1 runs every check on CPU with tiny shapes (checks the script, not the GPU).
 # Needs only torch, transformers, lightning and steprl on PYTHONPATH, e.g.
 #   PYTHONPATH=/tmp/site:$PWD/src bash scripts/gpu_check.sh
 set -u
@@ -17,7 +19,8 @@ export TOKENIZERS_PARALLELISM=false
 import torch, transformers, lightning, steprl
 print(f"torch {torch.__version__} (cuda {torch.version.cuda}), transformers {transformers.__version__}, "
       f"lightning {lightning.__version__}, cuda available: {torch.cuda.is_available()}")
-assert torch.cuda.is_available(), "no CUDA device visible"
+import os
+assert torch.cuda.is_available() or os.environ.get("STEPRL_CHECK_CPU") == "1", "no CUDA device visible"
 PYEOF
 status=0
 declare -A RESULT
@@ -35,7 +38,8 @@ check() {  # name, timeout (s), command...
 check single 150 "$PY" scripts/gpu_scale_check.py single
 check fsdp 150 "$PY" scripts/gpu_scale_check.py fsdp
 check vllm 120 "$PY" scripts/gpu_scale_check.py vllm
-check smoke 60 "$PY" scripts/gpu_check.py
+check smoke 60 "$PY" scripts/gpu_check.py --algos grpo
+check algos 150 "$PY" scripts/gpu_check.py --algos tp_grpo,drm,empg,salt,propa
 echo "=== summary ==="
-for name in single fsdp vllm smoke; do echo "$name: ${RESULT[$name]:-not run}"; done
+for name in single fsdp vllm smoke algos; do echo "$name: ${RESULT[$name]:-not run}"; done
 exit $status

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from steprl.core.metrics import maj_at_k, mean_at_k, pass_at_k
+from steprl.tasks.base import read_jsonl_rows
 
 __all__ = ["ProblemResult", "compute_metrics", "load_predictions", "grade", "evaluate", "eval_samples",
            "format_table"]
@@ -134,31 +135,19 @@ def load_predictions(path: str | Path, num_problems: int) -> list[list[str]]:
     """The responses of a predictions file, one list per problem. Each line is a JSON object with ``response``
     (a string; null counts as an empty, wrong response) or ``responses`` (a list of them)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"predictions file not found: {p}")
     out: list[list[str]] = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from e
-            if not isinstance(row, Mapping):
-                raise ValueError(f"{where}: expected a JSON object with a `response` field")
-            if "response" in row:
-                resp = [row["response"]]
-            elif "responses" in row and isinstance(row["responses"], list) and row["responses"]:
-                resp = list(row["responses"])
-            else:
-                raise ValueError(f"{where}: no `response` field (or non-empty `responses` list); "
-                                 f"keys found: {sorted(map(str, row))}")
-            for r in resp:
-                if r is not None and not isinstance(r, str):
-                    raise ValueError(f"{where}: a response must be a string (or null), got {type(r).__name__}")
-            out.append(["" if r is None else r for r in resp])
+    for where, row in read_jsonl_rows(p, "predictions file"):
+        if "response" in row:
+            resp = [row["response"]]
+        elif "responses" in row and isinstance(row["responses"], list) and row["responses"]:
+            resp = list(row["responses"])
+        else:
+            raise ValueError(f"{where}: no `response` field (or non-empty `responses` list); "
+                             f"keys found: {sorted(map(str, row))}")
+        for r in resp:
+            if r is not None and not isinstance(r, str):
+                raise ValueError(f"{where}: a response must be a string (or null), got {type(r).__name__}")
+        out.append(["" if r is None else r for r in resp])
     if len(out) != num_problems:
         raise ValueError(f"{p}: {len(out)} predictions for {num_problems} problems of the task file; "
                          f"give one line per problem, in the task file's order")

@@ -38,7 +38,7 @@ def test_load_predictions(tmp_path):
     assert load_predictions(p, 3) == [["a"], ["b", ""], [""]]
     with pytest.raises(ValueError, match="3 predictions for 4 problems"):
         load_predictions(p, 4)
-    bad = {"malformed JSON": "{oops\n", "no `response` field": '{"text": "a"}\n',
+    bad = {"not valid JSON": "{oops\n", "no `response` field": '{"text": "a"}\n',
            "must be a string": '{"response": 3}\n', "JSON object": '["a"]\n'}
     for msg, text in bad.items():
         p.write_text(text)

@@ -3,10 +3,15 @@
 Each takes the per-sequence score ``scores`` [N], the dense per-token rewards ``token_rewards`` [N, T]
 (KL-in-reward, process rewards; zeros when none), the loss mask, the group ids and, for GAE, the critic's
 values, and returns ``(advantages [N, T], returns [N, T] | None)``.
+
+Batch statistics (whitening, GRPO's batch std) are global under data parallelism: ``reduce`` is
+``steprl.utils.dist.all_reduce`` when several ranks train (None in one process, which keeps the one-process
+arithmetic bit for bit), and ``rows`` marks the real rows (padding rows added to even out ranks are left out).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -20,6 +25,8 @@ class AdvantageInputs:
     mask: torch.Tensor
     group_ids: torch.Tensor
     values: torch.Tensor | None = None
+    reduce: Callable | None = None
+    rows: torch.Tensor | None = None
 
 
 def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -44,7 +51,7 @@ class GroupAdvantage:
 
     def __call__(self, x: AdvantageInputs):
         if self.kind == "grpo":
-            adv = core.grpo_advantage(x.scores, x.group_ids, self.std_scale, self.eps)
+            adv = core.grpo_advantage(x.scores, x.group_ids, self.std_scale, self.eps, x.reduce, x.rows)
         elif self.kind == "rloo":
             adv = core.rloo_advantage(x.scores, x.group_ids)
         else:
@@ -65,9 +72,9 @@ class ReinforcePP:
 
     def __call__(self, x: AdvantageInputs):
         if self.baseline:
-            return core.reinforce_pp_baseline_advantage(x.scores, x.group_ids, x.mask), None
+            return core.reinforce_pp_baseline_advantage(x.scores, x.group_ids, x.mask, x.reduce), None
         rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
-        return core.reinforce_pp_advantage(rewards, x.mask, self.gamma), None
+        return core.reinforce_pp_advantage(rewards, x.mask, self.gamma, x.reduce), None
 
 
 @dataclass
@@ -83,4 +90,4 @@ class GAE:
             raise ValueError("advantage=gae needs a critic: use algo=ppo (or an algorithm with a value model)")
         rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
         adv, ret = core.gae(rewards, x.values, x.mask, self.gamma, self.lam)
-        return (core.masked_whiten(adv, x.mask) if self.whiten else adv), ret
+        return (core.masked_whiten(adv, x.mask, reduce=x.reduce) if self.whiten else adv), ret

@@ -4,10 +4,20 @@ They are ordinary ``nn.Module`` attributes of the LightningModule, so they move 
 their weights are in its ``state_dict`` (and so in every checkpoint). Each has its own optimiser, stepped
 by the algorithm itself outside Lightning's (single) policy optimiser; :class:`AuxOptimizers` builds those
 optimisers with the policy's and saves / restores their state (and any schedulers) in the checkpoint.
+
+Several ranks: each rank trains its copy on its own rows, so the gradients are averaged over ranks before
+every optimiser step (:meth:`aux_step`), and every rank takes the same step: the copies stay identical.
+Under DDP the models are kept out of DDP's own gradient reduction (their backward is not Lightning's);
+under FSDP2 they are sharded like the policy and FSDP2 averages their gradients in backward. Their losses
+are normalised by global counts (summed over ranks) and back-propagated ``world_size x``, like the policy's.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+
+from steprl.utils import dist as D
 
 
 class AuxOptimizers:
@@ -18,6 +28,49 @@ class AuxOptimizers:
 
     def make_aux_optimizers(self) -> dict[str, Any]:
         return {}
+
+    def aux_modules(self) -> list[str]:
+        """Attribute names of the models trained by the aux optimisers (kept out of DDP's reduction)."""
+        return []
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # read by DistributedDataParallel when Lightning wraps this module (names relative to it; every name of
+        # a tied weight, e.g. lm_head.weight = embed_tokens.weight, since DDP looks them up module by module)
+        mods = [(name, getattr(self, name)) for name in self.aux_modules() if getattr(self, name, None) is not None]
+        self._ddp_params_and_buffers_to_ignore = [
+            f"{name}.{n}" for name, mod in mods
+            for n, _ in [*mod.named_parameters(remove_duplicate=False), *mod.named_buffers(remove_duplicate=False)]]
+
+    def aux_step(self, optimizer, module: torch.nn.Module, max_grad_norm: float | None) -> tuple[float, bool]:
+        """Average ``module``'s gradients over ranks, clip them to ``max_grad_norm`` (None: no clipping) and
+        step ``optimizer`` unless the norm is non-finite (a decision every rank takes alike: the averaged
+        gradient is the same everywhere). Returns ``(norm, stepped)``."""
+        params = [p for p in module.parameters() if p.requires_grad]
+        D.average_gradients(params)
+        norm = D.clip_grad_norm(params, max_grad_norm)
+        ok = bool(torch.isfinite(torch.tensor(norm)))
+        if ok:
+            optimizer.step()
+        return norm, ok
+
+    def aux_backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate an aux model's loss, normalised by GLOBAL counts: one process skips a non-finite
+        loss; several ranks always join (gradients are averaged, so ``world_size x`` the share; a NaN reaches
+        every rank and all skip the step)."""
+        world = D.world_size()
+        if world > 1:
+            (loss * world).backward()
+        elif torch.isfinite(loss):
+            loss.backward()
+
+    def global_rows(self, idx: torch.Tensor) -> int:
+        """Real (not padding) rows among ``idx``, summed over ranks; ``len(idx)`` in one process."""
+        if not D.is_distributed():
+            return len(idx)
+        real = getattr(self, "_real_rows", None)
+        n = float(real[idx.to(real.device)].sum()) if real is not None and len(real) else float(len(idx))
+        return max(1, int(D.all_reduce([n])[0]))
 
     def configure_optimizers(self):
         out = super().configure_optimizers()

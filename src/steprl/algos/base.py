@@ -19,7 +19,10 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
+from steprl.models.shared_prefix import shared_prompt_logits
+from steprl.models.shared_prefix import supported as shared_prompt_ok
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
 from steprl.rollout.agent import agent_metrics
@@ -154,7 +157,18 @@ class RLModule(PolicyModule):
         if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"]:
             kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])
             token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
-        return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values))
+        return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values,
+                                                 self.batch_reduce(), self.real_rows(ro)))
+
+    def batch_reduce(self):
+        """What batch statistics (whitening, batch norms) reduce over ranks with: ``dist.all_reduce`` when
+        several ranks train, None in one process (statistics of the local batch, as before)."""
+        return D.all_reduce if D.is_distributed() else None
+
+    def real_rows(self, ro: Rollouts) -> torch.Tensor | None:
+        """Mask [N] of the rows that are not padding from :meth:`pad_to_global` (None when none was added)."""
+        real = getattr(self, "_real_rows", None)
+        return real if real is not None and len(real) == len(ro) and not bool(real.all()) else None
 
     def extra_loss(self, mb: Rollouts, logp: torch.Tensor, extras: dict) -> torch.Tensor | None:
         """Additional per-token loss terms [n, T] for a micro-batch (aggregated like the policy loss)."""
@@ -230,9 +244,12 @@ class RLModule(PolicyModule):
             if deficit == 0:
                 break
             batch = self.trainer.datamodule.draw(deficit)
-            if not more:  # this rank has enough: roll out in step with the others, keep nothing
-                with timer("rollout"):
-                    self.rollout(batch)
+            if not more:  # this rank has enough: roll out in step with the others, keep nothing, until all have
+                while deficit:
+                    with timer("rollout"):
+                        self.rollout(batch)
+                    deficit = int(D.all_reduce([0.0], "max")[0])
+                    batch = self.trainer.datamodule.draw(deficit) if deficit else batch
                 break
         ro, rw = cat_rollouts(kept_ro, self.tokenizer.pad_token_id), _cat_rewards(kept_rw)
         if len(ro) > want * G:  # refill overshoot: keep the first `want` groups
@@ -306,8 +323,14 @@ class RLModule(PolicyModule):
         # lets SDPA take its causal fast path instead of building and applying a [n, 1, L, L] mask.
         resp = mb.response_mask[:, :t_len]
         no_pad = not vis and bool(att[:, 0].all()) and bool((resp[:, 1:] <= resp[:, :-1]).all())
-        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
-                       position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        logits = None
+        if not vis and getattr(self, "batch_cfg", {}).get("share_prompt", True) and shared_prompt_ok(model):
+            # the G responses of a prompt share its forward (steprl.models.shared_prefix); None: no shared prompt
+            logits = shared_prompt_logits(model, ids, att, pos, ids.shape[1] - t_len, cache_kwarg(model))
+        if logits is None:
+            logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
+                           position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1]
+        logits = logits.float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         if entropy == "detached":  # a metric only: no autograd graph through the softmax

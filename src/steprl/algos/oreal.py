@@ -23,6 +23,7 @@ from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
 from steprl.config import ConfigError
 from steprl.rollout.types import Rollouts
+from steprl.utils import dist as D
 
 
 class TokenRewardModel(torch.nn.Module):
@@ -41,7 +42,7 @@ class TokenRewardModel(torch.nn.Module):
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
         h = self.trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
         T = mb.response_ids.shape[1]
-        return self.head(h[:, -T - 1:-1]).squeeze(-1).float()
+        return self.head(h[:, -T - 1:-1].to(self.head.weight.dtype)).squeeze(-1).float()  # bf16 trunk, fp32 head
 
 
 OREAL_DEFAULTS = {"shaping": "rloo", "signed_rewards": True, "pair_filter": True, "eta": 0.5, "pos_factor": 1.0,
@@ -76,6 +77,9 @@ class OREAL(AuxOptimizers, RLModule):
             raise ConfigError("algo.kl.in_reward must be false for OREAL (its KL is a loss term)")
         self.token_rm = TokenRewardModel(self.policy) if self.rm_cfg["enabled"] else None
         self._oreal_metrics: dict[str, float] = {}
+
+    def aux_modules(self) -> list[str]:
+        return ["token_rm"]
 
     def make_aux_optimizers(self):
         if self.token_rm is None:
@@ -116,18 +120,20 @@ class OREAL(AuxOptimizers, RLModule):
         else:
             w_pos = w_neg = mask.float()
         positive = self._R > 0
+        counts = [float(mask[positive].sum()), float(mask[~positive].sum()), float(mask.sum())]
+        if D.is_distributed():  # the step's global token counts (each rank back-propagates its share)
+            counts = D.all_reduce(counts).tolist()
         return {"w_pos": w_pos, "w_neg": w_neg, "positive": positive,
-                "n_pos": float(mask[positive].sum()), "n_neg": float(mask[~positive].sum()),
-                "n_all": float(mask.sum())}
+                "n_pos": counts[0], "n_neg": counts[1], "n_all": counts[2]}
 
     def training_step(self, batch, batch_idx):
         self._oreal_metrics = {}
         return super().training_step(batch, batch_idx)
 
-    def collect(self, samples, timer):
-        ro, rw, stats = super().collect(samples, timer)
+    def pad_to_global(self, ro: Rollouts, rw: Rewards):
+        ro, rw, real = super().pad_to_global(ro, rw)  # several ranks: padding rows (empty loss mask) added
         self._R = rw.seq["oreal_R"].to(self.device)
-        return ro, rw, stats
+        return ro, rw, real
 
     def actor_frozen(self) -> bool:
         return self.token_rm is not None and self.global_step < self.rm_cfg["actor_freeze_steps"]
@@ -178,18 +184,22 @@ class OREAL(AuxOptimizers, RLModule):
         opt.zero_grad(set_to_none=True)
         self.token_rm.train()
         loss_sum, means = 0.0, []
+        n_seq = self.global_rows(torch.arange(N, device=labels.device))  # real rows of every rank
         for i in range(0, N, mbs):
             mid = torch.arange(i, min(i + mbs, N), device=labels.device)
             mb = ro.select(mid)
             logits = self.token_rm(mb)
-            loss = core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=N)
-            loss.backward()
+            loss = core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=n_seq)
+            if D.is_distributed():
+                self.aux_backward(loss)
+            else:
+                loss.backward()
             loss_sum += float(loss.detach())
             msk = mb.loss_mask.float()
             means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
-        norm = torch.nn.utils.clip_grad_norm_(list(self.token_rm.parameters()), c["max_grad_norm"] or float("inf"))
-        if torch.isfinite(norm):
-            opt.step()
+        self.aux_step(opt, self.token_rm, c["max_grad_norm"])  # gradients averaged over ranks, then one step
+        if D.is_distributed():
+            loss_sum = float(D.all_reduce([loss_sum])[0])
         sched.step()
         opt.zero_grad(set_to_none=True)
         mean = torch.cat(means)

@@ -28,7 +28,7 @@ class Critic(torch.nn.Module):
     def forward(self, input_ids, attention_mask, position_ids):
         h = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).last_hidden_state
-        return self.head(h).squeeze(-1).float()
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # a bf16 trunk feeds the fp32 head
 
 
 class PPO(RLModule):

@@ -164,7 +164,10 @@ class PPR(_PrincipleRewards, PPO):
     def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
         token = self._kl_token_rewards(ro, rewards)
         zeros = torch.zeros(len(ro), device=token.device)  # the outcome is already on the last boundary
-        return self.advantage_fn(AdvantageInputs(zeros, token, ro.response_mask.float(), ro.group_ids, values))
+        mask, rows = ro.response_mask.float(), self.real_rows(ro)
+        if rows is not None:  # padding rows (several ranks) keep their response mask: leave them out of the stats
+            mask = mask * rows[:, None].to(mask.dtype)
+        return self.advantage_fn(AdvantageInputs(zeros, token, mask, ro.group_ids, values, self.batch_reduce(), rows))
 
 
 class PPRGRPO(_PrincipleRewards, RLModule):

@@ -16,7 +16,6 @@ The implicit PRM (``self.prm``, a full causal LM) has its own AdamW (``algo.prm.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +26,7 @@ from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
 from steprl.config import ConfigError
 from steprl.rollout.types import Rollouts
+from steprl.utils import dist as D
 
 ESTIMATORS = ("rloo", "grpo", "reinforce")
 
@@ -59,11 +59,12 @@ class PrimeAdvantage:
         if self.estimator == "rloo":
             return core.prime_rloo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.form,
                                            self.gamma_process, self.gamma_outcome, self.process_coef,
-                                           self.outcome_coef, self.whiten)
+                                           self.outcome_coef, self.whiten, x.reduce)
         if self.estimator == "grpo":
             return core.prime_grpo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.gamma_process,
-                                           self.eps, self.whiten)
-        return core.prime_reinforce_returns(x.token_rewards, x.scores, x.mask, self.gamma_process, self.whiten)
+                                           self.eps, self.whiten, x.reduce)
+        return core.prime_reinforce_returns(x.token_rewards, x.scores, x.mask, self.gamma_process, self.whiten,
+                                            x.reduce)
 
 
 PRM_DEFAULTS = {"beta": 0.05, "lr": 1e-6, "weight_decay": 0.0, "betas": (0.9, 0.999), "max_grad_norm": 10.0,
@@ -95,6 +96,9 @@ class PRIME(AuxOptimizers, RLModule):
                 copy.deepcopy(self.policy).eval().requires_grad_(False)
         self._prime_metrics: dict[str, float] = {}
 
+    def aux_modules(self) -> list[str]:
+        return ["prm"]
+
     def make_aux_optimizers(self):
         c = self.prm_cfg
         return {"prm_optimizer": torch.optim.AdamW(self.prm.parameters(), lr=c["lr"], weight_decay=c["weight_decay"],
@@ -107,7 +111,7 @@ class PRIME(AuxOptimizers, RLModule):
         q, metrics = self.implicit_q(ro, ref, rewards.outcome)
         r = core.implicit_process_rewards(q, mask, c["beta"], c["granularity"])
         if c["norm"] == "batch_norm":
-            r = core.prime_batch_norm(r, mask)
+            r = core.prime_batch_norm(r, mask, reduce=self.batch_reduce())
         rewards.token = r
         metrics["prime/process_reward"] = float((r * mask).sum(-1).mean())
         self._prime_metrics = metrics
@@ -142,12 +146,13 @@ class PRIME(AuxOptimizers, RLModule):
         return (self.logp_pass(self.prm, ro, temperature=1.0) - ref) * ro.loss_mask
 
     def update_prm(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, q_pre: torch.Tensor | None):
-        """One epoch of the PRM loss over the rollouts in mini-batches of ``algo.prm.mini_batch_size``
-        (micro-batched, each loss divided by its mini-batch's row count). Returns the detached ``q`` of the
-        forward that preceded each mini-batch's optimiser step, and metrics."""
+        """One epoch of the PRM loss over the rollouts in mini-batches of ``algo.prm.mini_batch_size`` rows
+        (global: each of W ranks takes ``mini_batch_size / W`` of its rows; micro-batched, each loss divided
+        by its mini-batch's global row count). Returns the detached ``q`` of the forward that preceded each
+        mini-batch's optimiser step, and metrics."""
         c, micro = self.prm_cfg, self.batch_cfg["micro_batch_size"]
         opt, N = self.aux["prm_optimizer"], len(ro)
-        mbs = c["mini_batch_size"] or N
+        mbs = max(1, c["mini_batch_size"] // D.world_size()) if c["mini_batch_size"] else N
         group_q = group_o = None
         if c["loss"] == "dpo":
             group_q, group_o = _group_members((q_pre * ro.loss_mask).sum(-1), outcome, ro.group_ids)
@@ -156,6 +161,7 @@ class PRIME(AuxOptimizers, RLModule):
         self.prm.train()
         for start in range(0, N, mbs):
             idx = torch.arange(start, min(start + mbs, N), device=ref.device)
+            n_seq = self.global_rows(idx)
             opt.zero_grad(set_to_none=True)
             for m0 in range(0, len(idx), micro):
                 mid = idx[m0:m0 + micro]
@@ -164,20 +170,18 @@ class PRIME(AuxOptimizers, RLModule):
                 mask = mb.loss_mask.bool()
                 q = (logp - ref[mid]) * mask
                 if c["loss"] == "ce":
-                    loss = core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=len(idx))
+                    loss = core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=n_seq)
                 else:
                     loss = core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
-                                             num_seqs=len(idx))
-                if torch.isfinite(loss):
-                    loss.backward()
+                                             num_seqs=n_seq)
+                self.aux_backward(loss)
                 loss_sum += float(loss.detach())
                 q_seen[mid] = q.detach()
-            params = [p for p in self.prm.parameters() if p.grad is not None]
-            norm = float(torch.nn.utils.clip_grad_norm_(params, c["max_grad_norm"] or float("inf"))) if params else 0.0
-            if math.isfinite(norm):
-                opt.step()
+            norm, ok = self.aux_step(opt, self.prm, c["max_grad_norm"])
             opt.zero_grad(set_to_none=True)
-            norms, steps = norms + (norm if math.isfinite(norm) else 0.0), steps + 1
+            norms, steps = norms + (norm if ok else 0.0), steps + 1
+        if D.is_distributed():  # each rank's losses are its share of the global mini-batch losses
+            loss_sum = float(D.all_reduce([loss_sum])[0])
         return q_seen, {"prime/prm_loss": loss_sum / steps, "prime/prm_grad_norm": norms / steps,
                         "prime/prm_updates": float(steps)}
 

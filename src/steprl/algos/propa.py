@@ -31,9 +31,11 @@ from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.policy import Timer
 from steprl.algos.ppo import Critic
+from steprl.config import ConfigError
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import VISION_TOKENS, is_vision_model, vision_forward_kwargs
 from steprl.rollout.types import Rollouts, Sample
+from steprl.utils import dist as D
 
 STEP_FORMATS = ("continue", "propa")
 INFERENCE_MODES = ("greedy", "prm_best_of_k")
@@ -173,6 +175,14 @@ class PROPA(RLModule):
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
         self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
         self._trees: list[tuple[Sample, Node]] = []
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if D.world_size() > 1:
+            raise ConfigError(
+                "algo=propa runs on one process only (hardware=cpu or gpu): its tree search, SFT phase and PRM "
+                "phase run a different number of forwards / optimiser steps on each rank, with optimisers of "
+                f"their own that no rank synchronises (got {D.world_size()} ranks)")
 
     # ------------------------------------------------------------------------------------ formats
     def step_prompt(self, sample: Sample, steps: list[str]) -> str:

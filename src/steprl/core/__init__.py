@@ -38,7 +38,7 @@ from .salt import (
     salt_edge_keys,
     salt_step_advantages,
 )
-from .masks import masked_mean, masked_sum, masked_var, masked_whiten
+from .masks import masked_mean, masked_mean_var, masked_sum, masked_var, masked_whiten
 from .steps import (
     STEP_REDUCTIONS,
     char_spans_to_step_ids,
@@ -78,6 +78,7 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "masked_var",
+    "masked_mean_var",
     "masked_whiten",
     "outcome_to_token_rewards",
     "place_on_step_ends",

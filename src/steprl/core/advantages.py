@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .masks import masked_whiten
+from .masks import masked_mean_var, masked_whiten
 
 __all__ = [
     "group_mean_std",
@@ -53,12 +53,15 @@ def group_mean_std(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
-def grpo_advantage(rewards: Tensor, group_ids: Tensor, std_scale: str = "group", eps: float = 1e-4) -> Tensor:
+def grpo_advantage(rewards: Tensor, group_ids: Tensor, std_scale: str = "group", eps: float = 1e-4,
+                   reduce=None, rows: Tensor | None = None) -> Tensor:
     """GRPO: ``A_i = (r_i - mean_g) / (s + eps)``.
 
     ``s`` is the group std (``"group"``), the unbiased std of the whole batch (``"batch"``; the mean is
     still the group mean, as in TRL's ``scale_rewards="batch"``), or no division at all (``"none"``,
-    Dr.GRPO: ``A_i = r_i - mean_g``).
+    Dr.GRPO: ``A_i = r_i - mean_g``). With ``reduce`` (see :func:`~steprl.core.masks.masked_mean_var`) the
+    batch std is that of every data-parallel rank's rows together, over the rows marked by ``rows`` [N]
+    (all when None; padding rows are left out this way).
     """
     if std_scale not in STD_SCALES:
         raise ValueError(f"std_scale must be one of {STD_SCALES}, got {std_scale!r}")
@@ -67,7 +70,10 @@ def grpo_advantage(rewards: Tensor, group_ids: Tensor, std_scale: str = "group",
     centred = r - mean
     if std_scale == "none":
         return centred
-    if std_scale == "batch":
+    if std_scale == "batch" and reduce is not None:
+        w = torch.ones_like(r) if rows is None else rows.to(r.dtype)
+        std = masked_mean_var(r, w, unbiased=True, reduce=reduce)[1].sqrt()
+    elif std_scale == "batch":
         std = r.std() if r.numel() > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
     return centred / (std + eps)
 
@@ -115,20 +121,22 @@ def discounted_returns(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) 
     return out
 
 
-def reinforce_pp_advantage(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
+def reinforce_pp_advantage(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0, reduce=None) -> Tensor:
     """REINFORCE++: ``A = whiten(G)`` with ``G = discounted_returns(r, m, γ)``, whitened over all
-    masked tokens of the batch. KL-in-reward, if any, must already be part of ``token_rewards``.
+    masked tokens of the batch (of every data-parallel rank with ``reduce``, see
+    :func:`~steprl.core.masks.masked_whiten`). KL-in-reward, if any, must already be part of ``token_rewards``.
     """
-    return masked_whiten(discounted_returns(token_rewards, mask, gamma), mask)
+    return masked_whiten(discounted_returns(token_rewards, mask, gamma), mask, reduce=reduce)
 
 
-def reinforce_pp_baseline_advantage(rewards: Tensor, group_ids: Tensor, mask: Tensor) -> Tensor:
+def reinforce_pp_baseline_advantage(rewards: Tensor, group_ids: Tensor, mask: Tensor, reduce=None) -> Tensor:
     """REINFORCE++-baseline: ``A_{i,t} = whiten(r_i - mean_g)`` broadcast over the masked tokens of row
-    ``i``, whitened over all masked tokens of the batch (so longer responses weigh more in the stats).
+    ``i``, whitened over all masked tokens of the batch (so longer responses weigh more in the stats;
+    the global batch of every rank with ``reduce``).
     """
     centred = drgrpo_advantage(rewards, group_ids)
     scores = centred[:, None].expand(mask.shape)
-    return masked_whiten(scores, mask)
+    return masked_whiten(scores, mask, reduce=reduce)
 
 
 def gae(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["masked_sum", "masked_mean", "masked_var", "masked_whiten"]
+__all__ = ["masked_sum", "masked_mean", "masked_var", "masked_mean_var", "masked_whiten"]
 
 _Dim = int | tuple[int, ...] | None
 
@@ -61,15 +61,32 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True, dim: _Dim = None)
     return _safe_div(sq, count - 1 if unbiased else count)
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_mean_var(x: Tensor, mask: Tensor, unbiased: bool = True, reduce=None) -> tuple[Tensor, Tensor]:
+    """Mean and variance of all masked entries (scalars), as :func:`masked_mean` / :func:`masked_var`.
+
+    ``reduce(t, op)`` (optional) sums a 1-D float tensor over data-parallel ranks (e.g.
+    ``steprl.utils.dist.all_reduce``): the statistics are then those of the masked entries of every rank's
+    batch together, from two reductions, ``[Σ x·m, Σ m]`` and then ``Σ m (x - μ)²`` (the same two-pass
+    formula as one process). Every rank must call it (a collective). ``None``: this batch only.
+    """
+    if reduce is None:
+        return masked_mean(x, mask), masked_var(x, mask, unbiased=unbiased)
+    x = _clean(x, mask)
+    tot = reduce(torch.stack([_msum(x, mask, None), _msum(torch.ones_like(x), mask, None)]), "sum")
+    mean, count = _safe_div(tot[0], tot[1]), tot[1]
+    sq = reduce(_msum((x - mean) ** 2, mask, None).reshape(1), "sum")[0]
+    return mean, _safe_div(sq, count - 1 if unbiased else count)
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce=None) -> Tensor:
     """``(x - μ) / sqrt(σ² + eps)`` with μ, σ² (unbiased) over all masked entries of the batch.
 
     With ``shift_mean=False`` the mean is added back: ``(x - μ)/sqrt(σ² + eps) + μ`` (verl /
-    OpenRLHF behaviour). Masked-out positions are returned as 0.
+    OpenRLHF behaviour). Masked-out positions are returned as 0. ``reduce``: see :func:`masked_mean_var`
+    (μ, σ² over the global batch of all data-parallel ranks).
     """
     x = _clean(x, mask)
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    mean, var = masked_mean_var(x, mask, unbiased=True, reduce=reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

@@ -54,12 +54,16 @@ def implicit_process_rewards(q: Tensor, mask: Tensor, beta: float = 0.05, granul
     return torch.where(last, r.sum(-1, keepdim=True).expand_as(r), torch.zeros_like(r))
 
 
-def prime_batch_norm(scores: Tensor, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def prime_batch_norm(scores: Tensor, mask: Tensor | None = None, eps: float = 1e-6, reduce=None) -> Tensor:
     """``prime_norm=batch_norm``: ``scores / (max_{i,t} |Σ_{s>=t} scores[i,s]| + eps)`` over the whole batch,
-    so the largest absolute return-to-go becomes 1 (any common scale of ``scores``, e.g. β, cancels)."""
+    so the largest absolute return-to-go becomes 1 (any common scale of ``scores``, e.g. β, cancels).
+    ``reduce(t, op)`` (optional, e.g. ``steprl.utils.dist.all_reduce``): the max over every rank's batch."""
     s = scores if mask is None else _zero_outside(scores, mask)
     rtg = s.flip(-1).cumsum(-1).flip(-1)
-    return s / (rtg.abs().max() + eps)
+    top = rtg.abs().max()
+    if reduce is not None:
+        top = reduce(top.reshape(1), "max")[0]
+    return s / (top + eps)
 
 
 def prm_ce_loss(q: Tensor, mask: Tensor, outcome: Tensor, beta: float = 0.05,
@@ -118,24 +122,25 @@ def prime_rloo_process(rewards: Tensor, mask: Tensor, group_ids: Tensor, form: s
 
 def prime_rloo_returns(process: Tensor, outcome: Tensor, mask: Tensor, group_ids: Tensor, form: str = "code",
                        gamma_process: float = 1.0, gamma_outcome: float = 1.0, process_coef: float = 1.0,
-                       outcome_coef: float = 1.0, whiten: bool = True) -> tuple[Tensor, Tensor]:
+                       outcome_coef: float = 1.0, whiten: bool = True, reduce=None) -> tuple[Tensor, Tensor]:
     """PRIME's advantage: RLOO per reward source, discounted returns per source, summed; then (reference
     code, ``whiten=True``) whitened over all valid tokens of the batch. Returns ``(advantages, returns)``.
 
     Outcome source: ``r_o(y^i) - mean_{j≠i} r_o(y^j)`` on the last valid token; process source:
     :func:`prime_rloo_process` (``form`` paper | code). ``*_coef`` weight the sources (verl's
-    ``reward_dpo_coef`` / ``reward_gt_coef``; with whitening only their ratio matters).
+    ``reward_dpo_coef`` / ``reward_gt_coef``; with whitening only their ratio matters). ``reduce``: whiten
+    over every data-parallel rank's tokens (see :func:`~steprl.core.masks.masked_whiten`).
     """
     proc = prime_rloo_process(process, mask, group_ids, form)
     out = outcome_to_token_rewards(rloo_advantage(outcome.float(), group_ids), mask)
     returns = (process_coef * discounted_returns(proc, mask, gamma_process)
                + outcome_coef * discounted_returns(out, mask, gamma_outcome))
-    adv = masked_whiten(returns, mask) if whiten else returns
+    adv = masked_whiten(returns, mask, reduce=reduce) if whiten else returns
     return _zero_outside(adv, mask), returns
 
 
 def prime_grpo_returns(process: Tensor, outcome: Tensor, mask: Tensor, group_ids: Tensor, gamma: float = 1.0,
-                       eps: float = 1e-6, whiten: bool = False) -> tuple[Tensor, Tensor]:
+                       eps: float = 1e-6, whiten: bool = False, reduce=None) -> tuple[Tensor, Tensor]:
     """GRPO with PRIME (paper Eq. 7): with ``a_j = Σ_t r[j,t] / |y^j|`` (average implicit reward of row j),
     ``A[i,t] = Σ_{s>=t} γ^{s-t} (r[i,s] - mean_g a) / (std_g a + eps) + (r_o^i - mean_g r_o)/(std_g r_o + eps)``
     (unbiased group std)."""
@@ -147,15 +152,15 @@ def prime_grpo_returns(process: Tensor, outcome: Tensor, mask: Tensor, group_ids
     _, mean_o, std_o = _group_stats(outcome.float(), group_ids)
     out = (outcome.float() - mean_o) / (std_o + eps)
     returns = discounted_returns(proc, m, gamma) + _zero_outside(out[:, None].expand_as(r), m)
-    return (_zero_outside(masked_whiten(returns, m), m) if whiten else returns), returns
+    return (_zero_outside(masked_whiten(returns, m, reduce=reduce), m) if whiten else returns), returns
 
 
 def prime_reinforce_returns(process: Tensor, outcome: Tensor, mask: Tensor, gamma: float = 1.0,
-                            whiten: bool = False) -> tuple[Tensor, Tensor]:
+                            whiten: bool = False, reduce=None) -> tuple[Tensor, Tensor]:
     """REINFORCE with PRIME (paper Eq. 8): ``A[i,t] = r_o^i + Σ_{s>=t} γ^{s-t} r[i,s]``."""
     m = mask.bool()
     returns = discounted_returns(process, m, gamma) + _zero_outside(outcome.float()[:, None].expand(m.shape), m)
-    return (_zero_outside(masked_whiten(returns, m), m) if whiten else returns), returns
+    return (_zero_outside(masked_whiten(returns, m, reduce=reduce), m) if whiten else returns), returns
 
 
 def prm_pairwise_acc(scores: Tensor, outcome: Tensor, group_ids: Tensor) -> Tensor:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import random
+import re
+import warnings
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from steprl.rollout.types import Sample
@@ -63,6 +66,10 @@ class _Positioned(Dataset):
 
 def _as_list(batch):
     return list(batch)
+
+
+NOT_RESUMABLE_WARNING = ("You're resuming from a checkpoint that ended before the epoch ended and your dataloader is"
+                         " not resumable")
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -141,6 +148,10 @@ class RolloutDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self.consumed, self.refill_pos = int(state["consumed"]), int(state["refill_pos"])
+        # Lightning then warns on a mid-epoch resume that the dataloader "is not resumable" (it only knows loaders
+        # with their own state_dict). Ours is: the stream restarts at the position restored here. Silence exactly
+        # that message; every other warning stays.
+        warnings.filterwarnings("ignore", message=re.escape(NOT_RESUMABLE_WARNING), category=PossibleUserWarning)
         rank, world = self.ranks()
         per_rank = state.get("refill_pos_ranks")
         if per_rank is not None:

@@ -16,10 +16,13 @@ processes, so keep their state small (see ``__getstate__`` in the concrete tasks
 """
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -28,7 +31,50 @@ from steprl.rollout.types import Sample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepSplitter", "Task", "SampleListDataset", "make_splitter"]
+__all__ = ["StepSplitter", "Task", "SampleListDataset", "make_splitter", "parse_json_object", "read_jsonl_rows"]
+
+
+def parse_json_object(text: str, where: str, what: str = "line") -> dict:
+    """``json.loads(text)``, which must give an object; errors say ``"<where>: <what> is not valid JSON (...)"`` or
+    ``"... must be a JSON object, got <type>"`` (``where`` e.g. ``"<file>:<line>"``)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: {what} is not valid JSON ({e.msg} at column {e.colno})") from e
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: {what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_jsonl_rows(path: str | Path, what: str = "file") -> list[tuple[str, dict]]:
+    """The rows of a JSON-lines file (``.jsonl``; gzip when the name ends in ``.gz``) as ``(location, object)``
+    pairs, ``location`` being ``"<file>:<line>"`` for the caller's own messages. Blank lines are skipped.
+
+    Errors name the file and line: ``FileNotFoundError`` for a missing file (``what`` says which, e.g.
+    ``"predictions file"``), ``ValueError`` for a line that is not UTF-8, not JSON or not a JSON object, for an
+    unreadable (e.g. corrupt gzip) file and for a file without rows.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    rows: list[tuple[str, dict]] = []
+    try:
+        with opener(p, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{p}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{where}: not valid UTF-8 ({e})") from e
+                if not line.strip():
+                    continue
+                rows.append((where, parse_json_object(line, where)))
+    except (OSError, EOFError) as e:  # corrupt gzip
+        raise ValueError(f"{p}: cannot read file: {e}") from e
+    if not rows:
+        raise ValueError(f"{p}: no rows (the file is empty)")
+    return rows
 
 
 class StepSplitter:

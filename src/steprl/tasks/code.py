@@ -43,6 +43,7 @@ from typing import Any
 
 from steprl.rewards.sandbox import Sandbox, SandboxResult
 from steprl.rollout.types import Sample
+from steprl.tasks.base import parse_json_object
 from steprl.tasks.math import ID_KEYS, MathTask
 
 log = logging.getLogger(__name__)
@@ -398,10 +399,7 @@ def spec_from_row(row: Mapping, where: str = "row") -> dict:
     if "input_output" in row:  # APPS / TACO
         io_spec = row["input_output"]
         if isinstance(io_spec, str):
-            try:
-                io_spec = json.loads(io_spec)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: `input_output` is not valid JSON ({e})") from e
+            io_spec = parse_json_object(io_spec, where, "`input_output`")
         if not isinstance(io_spec, Mapping):
             raise ValueError(f"{where}: `input_output` must be an object with `inputs` and `outputs`")
         return _io_pairs(io_spec.get("inputs"), io_spec.get("outputs"), io_spec.get("fn_name") or entry, where)
@@ -559,9 +557,7 @@ class CodeTask(MathTask):
                     enumerate(synthetic_problems(self.num_synthetic, self.seed))]
         return super()._rows_from_file(path)
 
-    def _to_sample(self, where: str, row: Any, index: int) -> Sample:
-        if not isinstance(row, Mapping):
-            raise ValueError(f"{where}: expected a JSON object per row, got {type(row).__name__}")
+    def _to_sample(self, where: str, row: Mapping, index: int) -> Sample:  # rows checked by MathTask._samples
         spec = spec_from_row(row, where)
         question = next((row[k] for k in ("prompt", "question", "text", "problem", "description")
                          if isinstance(row.get(k), str) and row[k].strip()), None)

@@ -24,7 +24,6 @@ caller had armed is re-armed afterwards (math-verify cancels it otherwise).
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import logging
 import random
@@ -39,7 +38,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from steprl.rollout.types import Sample
-from steprl.tasks.base import SampleListDataset, Task
+from steprl.tasks.base import SampleListDataset, Task, read_jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -280,29 +279,9 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(data, start=1):
             yield f"{path} row {i}", row
         return
-    if name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
-        opener = gzip.open
-    elif name.endswith(".jsonl"):
-        opener = open
-    else:
+    if not (name.endswith(".jsonl") or name.endswith(".jsonl.gz") or name.endswith(".json.gz")):
         raise ValueError(f"{path}: unsupported file type; use .jsonl, .jsonl.gz, .json or .parquet")
-    with opener(path, "rb") as f:
-        try:
-            for lineno, raw in enumerate(f, start=1):
-                where = f"{path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{where}: not valid UTF-8 ({e})") from e
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from e
-                yield where, row
-        except (OSError, EOFError) as e:  # corrupt gzip
-            raise ValueError(f"{path}: cannot read file: {e}") from e
+    yield from read_jsonl_rows(path, "data file")
 
 
 def _pick(row: Mapping, explicit: str | None, candidates: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -414,9 +393,7 @@ class MathTask(Task):
         ds = datasets.load_dataset(self.hf_name, self.hf_config, split=split)
         return [(f"{self.hf_name}[{split}] row {i}", row) for i, row in enumerate(ds, start=1)]
 
-    def _to_sample(self, where: str, row: Any, index: int) -> Sample:
-        if not isinstance(row, Mapping):
-            raise ValueError(f"{where}: expected a JSON object per row, got {type(row).__name__}")
+    def _to_sample(self, where: str, row: Mapping, index: int) -> Sample:
         keys = sorted(map(str, row.keys()))
         qk, question = _pick(row, self.question_key, QUESTION_KEYS)
         if qk is None or not isinstance(question, str) or not question.strip():
@@ -467,6 +444,9 @@ class MathTask(Task):
         )
 
     def _samples(self, rows: list[tuple[str, Any]]) -> list[Sample]:
+        for where, row in rows:  # .json lists and parquet rows (jsonl lines are checked as they are read)
+            if not isinstance(row, Mapping):
+                raise ValueError(f"{where}: expected a JSON object per row, got {type(row).__name__}")
         return [self._to_sample(where, row, i) for i, (where, row) in enumerate(rows)]
 
     def _load(self) -> None:

@@ -17,7 +17,6 @@ without an answer scores 0. Steps are agent turns, set by the AgentLoop (``split
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -29,7 +28,7 @@ from torch.utils.data import Dataset
 
 from steprl.rewards.entities import thoughts
 from steprl.rollout.types import Sample
-from steprl.tasks.base import SampleListDataset, Task
+from steprl.tasks.base import SampleListDataset, Task, read_jsonl_rows
 from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
 
 __all__ = ["SearchQATask", "KnowledgeBase", "make_knowledge_base", "normalize_answer", "exact_match",
@@ -161,26 +160,10 @@ def synthetic_questions(kb: KnowledgeBase, hops: Sequence[int] = (1, 2, 3)) -> l
 
 
 # ------------------------------------------------------------------------------------------ jsonl loaders
-def _read_jsonl(path: str | Path, what: str) -> list[dict]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"search_qa: {what} {str(p)!r} does not exist")
-    rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"search_qa: {what} {str(p)!r} line {n} is not valid JSON: {e}") from e
-    return rows
-
-
 def load_qa_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """HotpotQA / NQ-style questions: ``question`` and ``answer`` | ``answers`` | ``golden_answers``."""
     out = []
-    for n, r in enumerate(_read_jsonl(path, "question file"), 1):
+    for n, (_, r) in enumerate(read_jsonl_rows(path, "search_qa: question file"), 1):
         q = r.get("question")
         golds = r.get("golden_answers", r.get("answers", r.get("answer")))
         if isinstance(golds, str):
@@ -196,7 +179,7 @@ def load_qa_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def load_corpus_jsonl(path: str | Path) -> list[Document]:
     """Documents with ``title`` + ``text``, or Search-R1's ``contents`` (first line the quoted title)."""
     docs = []
-    for n, r in enumerate(_read_jsonl(path, "corpus file"), 1):
+    for n, (_, r) in enumerate(read_jsonl_rows(path, "search_qa: corpus file"), 1):
         if "contents" in r:
             title, _, text = str(r["contents"]).partition("\n")
             docs.append(Document(title.strip().strip('"'), text.strip(), str(r.get("id", n))))

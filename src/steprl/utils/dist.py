@@ -79,3 +79,59 @@ def reduce_metrics(metrics: dict[str, float], sum_keys=SUM_METRICS) -> dict[str,
         vals = [p[key] for p in parts if key in p]
         out[key] = sum(vals) if key in sum_keys else sum(vals) / len(vals)
     return out
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "full_tensor")
+
+
+def average_gradients(params, bucket_numel: int = 1 << 25) -> None:
+    """Average the gradients of a replicated model's parameters over ranks, in place (identity in one process).
+
+    For models trained by an algorithm's own optimiser outside DDP (PRIME's implicit PRM, OREAL's token RM):
+    DDP only syncs what goes through Lightning's backward. Parameters sharded by FSDP2 (DTensors) are skipped:
+    FSDP2 already reduce-scattered (averaged) their gradients in backward. A parameter without a gradient on
+    some ranks gets zeros there; one without a gradient on every rank keeps ``None`` (the optimiser skips it
+    as in one process). Gradients are flattened into buckets of ``bucket_numel`` elements per dtype/device.
+    """
+    if not is_distributed():
+        return
+    params = [p for p in params if p.requires_grad and not _is_dtensor(p)]
+    if not params:
+        return
+    has = all_reduce(torch.tensor([float(p.grad is not None) for p in params], dtype=torch.float64), "max")
+    params = [p for p, h in zip(params, has.tolist()) if h > 0]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    world = dist.get_world_size()
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    for grads in groups.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for i, g in enumerate(grads):
+            bucket.append(g)
+            size += g.numel()
+            if size >= bucket_numel or i == len(grads) - 1:
+                flat = torch.cat([b.reshape(-1) for b in bucket])
+                dist.all_reduce(flat)
+                flat /= world
+                offset = 0
+                for b in bucket:
+                    b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                    offset += b.numel()
+                bucket, size = [], 0
+
+
+def clip_grad_norm(params, max_norm: float | None) -> float:
+    """``clip_grad_norm_`` over the parameters that have a gradient; returns the total norm as a float (0 when
+    none has one). With FSDP2-sharded parameters the norm is of the full gradient (same on every rank)."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    if _is_dtensor(norm):
+        norm = norm.full_tensor()
+    return float(norm)

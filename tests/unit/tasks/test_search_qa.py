@@ -127,7 +127,7 @@ def test_jsonl_loaders(tmp_path):
     with pytest.raises(ValueError, match="row 1 needs a string `question`"):
         load_qa_jsonl(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match="line 1 is not valid JSON"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: line is not valid JSON"):
         load_qa_jsonl(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_corpus_jsonl(tmp_path / "missing.jsonl")
