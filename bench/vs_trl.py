@@ -33,6 +33,11 @@ What is compared, and the choices that make it fair
 * Reward. Both call the same ``ArithTask.verify`` on each decoded response. Ours runs it through its reward
   pipeline (inline) and, as every steprl run on ``arith`` does, also scores every step (``score_steps``) and
   maps tokens to steps; TRL does neither. That extra work is counted against us.
+* Implementations. Each side runs its own defaults: ours decodes a Qwen2 through its hand-written decode step
+  (``rollout.fast_decode``, the same arithmetic as the HF forward) and, in the update, forwards each distinct
+  prompt of a micro-batch once with its responses on top (``batch.share_prompt``, the same log-probs and
+  gradients); TRL generates with ``model.generate`` and forwards every [prompt, completion] row in full. These
+  are implementation choices, not workload: both produce and train on the same tokens with the same loss.
 * What a step is. Ours: one Lightning ``training_step`` (rollout, rewards, advantages, update, metrics) timed
   by a callback from batch start to batch end. TRL: one optimiser step of ``Trainer.train`` (generation and
   scoring in its ``_prepare_inputs``, the two micro-batches, the optimiser step) timed by a callback from
@@ -46,6 +51,8 @@ What is compared, and the choices that make it fair
   ``torch.profiler`` (``profile_memory=True``: cumulative self allocations in time order) over one extra,
   separately run step of each framework (the profiler slows that step; it is not timed). Weights and
   optimiser state, the same in both, are listed separately.
+* CPU time. Next to wall-clock seconds the script reports the process CPU time of each step (median), which a
+  machine shared with other jobs inflates far less than wall time; ``speedup_vs_trl`` stays the wall-clock one.
 * Threads. ``--threads`` (default 1) torch threads for both (on a shared 2-core machine one thread per process
   gives far steadier timings than two).
 """
@@ -147,16 +154,17 @@ class Ours:
             def on_train_batch_start(self, trainer, module, batch, batch_idx):
                 if batch_idx == profile_step:
                     outer.profiled.start()
-                self.t = time.perf_counter()
+                self.t, self.c = time.perf_counter(), time.process_time()
 
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                dt = time.perf_counter() - self.t
+                dt, dc = time.perf_counter() - self.t, time.process_time() - self.c
                 if batch_idx == profile_step:
                     outer.profiled.stop()
                 outer.step_times.append(dt)
+                outer.cpu_times.append(dc)
                 outer.tokens.append(int(module._unfiltered[0].response_mask.sum()))
 
-        self.step_times, self.tokens = [], []
+        self.step_times, self.tokens, self.cpu_times = [], [], []
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             num_sanity_val_steps=0, callbacks=[Clock()])
@@ -215,13 +223,14 @@ class TRL:
                 outer._count = 0
                 if state.global_step == outer._profile_step:
                     outer.profiled.start()
-                self.t = time.perf_counter()
+                self.t, self.c = time.perf_counter(), time.process_time()
 
             def on_step_end(self, a, state, control, **kw):
-                dt = time.perf_counter() - self.t
+                dt, dc = time.perf_counter() - self.t, time.process_time() - self.c
                 if state.global_step - 1 == outer._profile_step:
                     outer.profiled.stop()
                 outer.step_times.append(dt)
+                outer.cpu_times.append(dc)
                 outer.tokens.append(outer._count)
 
         with warnings.catch_warnings():
@@ -237,7 +246,7 @@ class TRL:
         return self.trainer.model
 
     def run(self, steps: int, profile_step: int | None = None) -> list[float]:
-        self.step_times, self.tokens = [], []
+        self.step_times, self.tokens, self.cpu_times = [], [], []
         self._profile_step = profile_step
         self.trainer.args.max_steps = steps
         with warnings.catch_warnings():
@@ -259,13 +268,16 @@ def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True) 
     for fw in frameworks:  # warm-up round: allocator, kernels, first-call costs
         fw.run(1)
     times = {fw.name: [] for fw in frameworks}
+    cpu = {fw.name: [] for fw in frameworks}
     tokens = {fw.name: [] for fw in frameworks}
     for r in range(rounds):
         for fw in frameworks:
             t = fw.run(steps)
             times[fw.name] += t[1:]
+            cpu[fw.name] += fw.cpu_times[1:]
             tokens[fw.name] += fw.tokens[1:]
-            print(f"  round {r}: {fw.name:7s} " + " ".join(f"{x:.2f}s" for x in t), flush=True)
+            print(f"  round {r}: {fw.name:7s} " + " ".join(f"{x:.2f}s" for x in t)
+                  + "  (cpu " + " ".join(f"{x:.2f}s" for x in fw.cpu_times) + ")", flush=True)
     for fw in frameworks:  # one profiled step (the second of its round) for peak memory
         if memory:
             fw.run(2, profile_step=1)
@@ -276,17 +288,19 @@ def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True) 
             raise SystemExit(f"{fw.name} generated {sorted(toks)} tokens per step, expected {PROMPTS * G * NEW_TOKENS}")
         med = statistics.median(times[fw.name])
         res[fw.name] = {"s_per_step": med, "tok_s": PROMPTS * G * NEW_TOKENS / med,
+                        "cpu_s": statistics.median(cpu[fw.name]),
                         "peak_mib": fw.profiled.peak / 2**20 if memory else float("nan"), "n": len(times[fw.name]),
                         "spread": (min(times[fw.name]), max(times[fw.name]))}
     state_mib = n_params * 4 * 4 / 2**20  # weights + grads + AdamW's two moments, fp32
     print(f"[{config}] weights + grads + AdamW state: {state_mib:.1f} MiB in both")
     for name, v in res.items():
         print(f"[{config}] {name:7s} {v['s_per_step']:7.2f} s/step (median of {v['n']}, "
-              f"range {v['spread'][0]:.2f}-{v['spread'][1]:.2f})  {v['tok_s']:8.0f} generated tok/s  "
+              f"range {v['spread'][0]:.2f}-{v['spread'][1]:.2f}; cpu {v['cpu_s']:.2f} s)  {v['tok_s']:8.0f} generated tok/s  "
               f"peak step memory {v['peak_mib']:7.1f} MiB", flush=True)
     ratio = res["steprl"]["tok_s"] / res["trl"]["tok_s"]
-    print(f"[{config}] steprl/trl throughput = {ratio:.2f}", flush=True)
-    return {"ratio": ratio, **res}
+    cpu_ratio = res["trl"]["cpu_s"] / res["steprl"]["cpu_s"]
+    print(f"[{config}] steprl/trl throughput = {ratio:.2f} (process cpu time per step: {cpu_ratio:.2f})", flush=True)
+    return {"ratio": ratio, "cpu_ratio": cpu_ratio, **res}
 
 
 def main() -> None:

@@ -19,7 +19,10 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
+from steprl.models.shared_prefix import shared_prompt_logits
+from steprl.models.shared_prefix import supported as shared_prompt_ok
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rewards import RewardPipeline
 from steprl.rollout.agent import agent_metrics
@@ -320,8 +323,14 @@ class RLModule(PolicyModule):
         # lets SDPA take its causal fast path instead of building and applying a [n, 1, L, L] mask.
         resp = mb.response_mask[:, :t_len]
         no_pad = not vis and bool(att[:, 0].all()) and bool((resp[:, 1:] <= resp[:, :-1]).all())
-        logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
-                       position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1].float()
+        logits = None
+        if not vis and getattr(self, "batch_cfg", {}).get("share_prompt", True) and shared_prompt_ok(model):
+            # the G responses of a prompt share its forward (steprl.models.shared_prefix); None: no shared prompt
+            logits = shared_prompt_logits(model, ids, att, pos, ids.shape[1] - t_len, cache_kwarg(model))
+        if logits is None:
+            logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
+                           position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1]
+        logits = logits.float()
         logits = logits / (self.engine.temperature if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         if entropy == "detached":  # a metric only: no autograd graph through the softmax

@@ -29,9 +29,12 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
                 generator: torch.Generator | None) -> torch.Tensor:
     """One token per row from ``logits`` [B, V] (temperature, then top-k, then top-p)."""
     logits = logits.float() / temperature
-    # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly
-    logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
-    logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits), logits)
+    # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly.
+    # A finite maximum in every row (the usual case) means there is nothing to repair: skip the three passes.
+    if not bool(torch.isfinite(logits.amax(-1)).all()):
+        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=1e30)
+        logits = torch.where(torch.isinf(logits).all(-1, keepdim=True) & (logits < 0), torch.zeros_like(logits),
+                             logits)
     if 0 < top_k < logits.shape[-1]:  # 0 or -1: no top-k (vLLM / verl use -1)
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -42,7 +45,11 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # on CPU this is torch.multinomial(probs, 1) draw for draw (its algorithm: the same exponential variates,
+    # then argmax), without its input checks (two reductions and a sync per step): probs are valid here
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
 if DynamicLayer is not None:
@@ -124,6 +131,7 @@ class Sampling:
 class HFEngine(Sampling):
     """The HF engine: its own KV-cache decode loop over a transformers model."""
 
+    fast_decode: bool = True  # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead)
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
@@ -169,7 +177,8 @@ class HFEngine(Sampling):
         logps: list[torch.Tensor] | None = [] if self.return_logprobs else None
         parts = [self._decode(model, tokenizer, prompt_ids[i:i + step], prompt_mask[i:i + step], limit,
                               greedy, generator,
-                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps)
+                              vision=None if pix is None else (pix[i:i + step], grids[i:i + step]), logps=logps,
+                              group=n if step % n == 0 else 1)
                  for i in range(0, prompt_ids.shape[0], step)]
         width = max(p[0].shape[1] for p in parts)
         pad = tokenizer.pad_token_id
@@ -227,7 +236,8 @@ class HFEngine(Sampling):
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     def _decode(self, model, tokenizer, prompt_ids, prompt_mask, limit, greedy, generator, vision=None,
-                logps: list | None = None):
+                logps: list | None = None, group: int = 1):
+        """Decode all rows. ``group`` > 1: rows ``i*group .. i*group+group-1`` hold the same prompt (prefilled once)."""
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
@@ -251,17 +261,24 @@ class HFEngine(Sampling):
             out = model(input_ids=prompt_ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **vis,
                         **{kw: cache})
             next_pos = position[:, -1:] + 1 + rope_deltas(model).to(device)
+            logits = out.logits[:, -1]
         else:
-            out = model(input_ids=prompt_ids, attention_mask=None if unpadded else mask, position_ids=position,
-                        use_cache=True, logits_to_keep=1, **{kw: cache})
+            # rows come in groups of `group` copies of one prompt: prefill each prompt once, then copy its cache
+            g = group if group > 1 and rows % group == 0 else 1
+            out = model(input_ids=prompt_ids[::g], attention_mask=None if unpadded else mask[::g],
+                        position_ids=position[::g], use_cache=True, logits_to_keep=1, **{kw: cache})
+            logits = out.logits[:, -1]
+            if g > 1:
+                _repeat_rows(cache, g)
+                logits = logits.repeat_interleave(g, 0)
             next_pos = position[:, -1:] + 1
+        fast = None if vis or sync or not self.fast_decode else _fast_decoder(model, cache, P)
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         length = 0
         tok_lp = torch.zeros(rows, limit, device=device) if logps is not None else None
         for t in range(limit):
-            logits = out.logits[:, -1]
             if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
                 logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
@@ -283,9 +300,13 @@ class HFEngine(Sampling):
                 break
             full_mask[:, P + t] = ~done | hit
             mask = full_mask[:, :P + t + 1]
-            out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
-                        **{kw: cache},
-                        position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
+            if fast is not None:
+                logits = fast.step(nxt, next_pos[:, 0], None if unpadded else mask)
+            else:
+                out = model(input_ids=nxt[:, None], attention_mask=None if unpadded else mask, use_cache=True,
+                            **{kw: cache},
+                            position_ids=next_pos[None].expand(3, -1, -1) if vis else next_pos)
+                logits = out.logits[:, -1]
             next_pos = next_pos + 1
         tokens = tokens[:, :length]
         # a row's response runs up to and including its first EOS / stop token
@@ -316,6 +337,33 @@ class HFEngine(Sampling):
                     marks[r, t] = True
                     break
         return marks
+
+
+def _repeat_rows(cache, g: int) -> None:
+    """Repeat every row of a prefilled cache ``g`` times in place (row i -> rows i*g .. i*g+g-1)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:  # pragma: no cover - transformers without cache layers
+        cache.batch_repeat_interleave(g)
+        return
+    for layer in layers:
+        if DynamicLayer is not None and isinstance(layer, _PreallocatedLayer) and layer.is_initialized:
+            layer._k, layer._v = layer._k.repeat_interleave(g, 0), layer._v.repeat_interleave(g, 0)
+            layer.keys, layer.values = layer._k[:, :, :layer._n], layer._v[:, :, :layer._n]
+        else:
+            layer.batch_repeat_interleave(g)
+
+
+def _fast_decoder(model, cache, n: int):
+    """A :class:`~steprl.models.fast_decode.FastDecoder` over ``cache``'s preallocated buffers (which hold ``n``
+    prompt positions), or None where the model or the cache is not one it handles (decode via ``model.forward``)."""
+    from steprl.models.fast_decode import FastDecoder, supported
+
+    layers = getattr(cache, "layers", None)
+    if DynamicLayer is None or not layers or not supported(model) \
+            or len(layers) != model.config.num_hidden_layers \
+            or not all(isinstance(x, _PreallocatedLayer) and x.is_initialized and x._n == n for x in layers):
+        return None
+    return FastDecoder(model, [(x._k, x._v) for x in layers], n)
 
 
 def _grad_off(model):

@@ -1,0 +1,178 @@
+"""A hand-written single-token decode step for plain Qwen2 / Llama causal LMs (the HF engine's fast path).
+
+One decode step of a small model through ``model.forward`` is mostly Python: per layer a dozen modules,
+decorators, the mask builder, the rotary module and SDPA (whose CPU flash kernel is slow for one query).
+:class:`FastDecoder` does the same arithmetic with the model's own weights and a contiguous KV buffer:
+
+    x = embed(token)
+    per layer:  h = rmsnorm(x);  q, k, v = h Wq + bq, h Wk + bk, h Wv + bv   (one fused matmul)
+                q, k = rotary(q, pos), rotary(k, pos);  K[:, :, n], V[:, :, n] = k, v
+                x = x + attention(q, K[:, :, :n+1], V[:, :, :n+1]) Wo;  x = x + down(silu(gate(h')) * up(h'))
+    logits = lm_head(rmsnorm(x))
+
+It is used only where :func:`supported` says the model is one whose forward this reproduces exactly (see there);
+everything else decodes through ``model.forward``. Prefill stays with ``model.forward``: the engine's
+preallocated cache layers hold the prompt's keys and values, and the decoder writes after them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_ARCHS = ("Qwen2ForCausalLM", "LlamaForCausalLM")
+
+
+# ------------------------------------------------------------------------------------------------ the math
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x^2) + eps)`` over the last dim, computed in float32 (as HF's Qwen2/Llama RMSNorm)."""
+    dtype = x.dtype
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``[x1, x2] -> [-x2, x1]`` over the halves of the last dim."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding ``x cos + rotate_half(x) sin`` (``cos``/``sin`` broadcast against ``x``)."""
+    return x * cos + rotate_half(x) * sin
+
+
+def rotary_table(inv_freq: torch.Tensor, positions: int, scaling: float = 1.0,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos``, ``sin`` [positions, head_dim] of default RoPE for positions ``0 .. positions-1`` (HF's formula:
+    frequencies ``pos * inv_freq`` repeated over both halves, times the attention scaling)."""
+    pos = torch.arange(positions, device=inv_freq.device, dtype=torch.float)
+    freqs = pos[:, None] * inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Single-query grouped attention. ``q`` [B, Hkv, g, d] (the g query heads sharing each KV head), ``k``, ``v``
+    [B, Hkv, T, d], ``mask`` [B, T] (nonzero: attend) or None -> [B, Hkv, g, d]. Softmax in float32."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [B, Hkv, g, T]
+    if mask is not None:
+        scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+    return torch.matmul(probs, v)
+
+
+# ------------------------------------------------------------------------------------------------ support
+def unsupported_reason(model) -> str | None:
+    """Why :class:`FastDecoder` cannot reproduce ``model``'s forward (None: it can).
+
+    Supported: an unwrapped ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` (no peft adapters, no FSDP sharding,
+    no quantisation, no accelerate hooks) with default RoPE, SiLU MLP, full attention in every layer (no
+    sliding window) and tied or untied embeddings, q/k/v/o and MLP biases as its modules have them."""
+    name = type(model).__name__
+    if name not in _ARCHS:
+        return f"architecture {name} (fast decode knows {', '.join(_ARCHS)})"
+    cfg = model.config
+    if hasattr(model, "peft_config") or getattr(model, "is_quantized", False) \
+            or getattr(cfg, "quantization_config", None) is not None:
+        return "peft / quantised model"
+    from steprl.utils.fsdp import is_sharded
+
+    if is_sharded(model):
+        return "FSDP-sharded model"
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return "accelerate hooks (device map / offload)"
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return f"rope type {rope.get('rope_type', rope.get('type'))}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act}"
+    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())) \
+            or getattr(cfg, "use_sliding_window", False):
+        return "sliding-window attention"
+    if (getattr(cfg, "pretraining_tp", 1) or 1) > 1:
+        return "pretraining_tp > 1"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "layers"):
+        return "unexpected module layout"
+    for layer in inner.layers:
+        a = getattr(layer, "self_attn", None)
+        mlp = getattr(layer, "mlp", None)
+        if a is None or mlp is None or not all(hasattr(a, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")) \
+                or not all(hasattr(mlp, p) for p in ("gate_proj", "up_proj", "down_proj")):
+            return "unexpected module layout"
+        if any(type(getattr(a, p)) is not torch.nn.Linear for p in ("q_proj", "k_proj", "v_proj", "o_proj")) \
+                or any(type(getattr(mlp, p)) is not torch.nn.Linear for p in ("gate_proj", "up_proj", "down_proj")):
+            return "projections are not plain nn.Linear (adapters / quantised layers)"
+    if type(model.lm_head) is not torch.nn.Linear:
+        return "lm_head is not a plain nn.Linear"
+    return None
+
+
+def supported(model) -> bool:
+    return unsupported_reason(model) is None
+
+
+# ------------------------------------------------------------------------------------------------ decoder
+class FastDecoder:
+    """Decode steps of ``model`` over key/value buffers ``kv`` (one ``(K, V)`` pair [B, Hkv, capacity, d] per
+    layer) that already hold ``n`` positions (the prompt). Weights are read from the model when it is built
+    (build one per decode: after an optimiser step the fused q/k/v and gate/up matrices are stale)."""
+
+    def __init__(self, model, kv: list[tuple[torch.Tensor, torch.Tensor]], n: int):
+        cfg, inner = model.config, model.model
+        self.n, self.kv = n, kv
+        self.eps = cfg.rms_norm_eps
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        a0 = inner.layers[0].self_attn
+        self.head_dim = a0.head_dim
+        self.scale = a0.scaling
+        self.embed = inner.embed_tokens.weight
+        self.norm = inner.norm.weight
+        self.lm_head = model.lm_head.weight
+        self.lm_bias = model.lm_head.bias
+        capacity = kv[0][0].shape[2]
+        rot = inner.rotary_emb
+        self.cos, self.sin = rotary_table(rot.inv_freq, capacity, float(getattr(rot, "attention_scaling", 1.0)),
+                                          self.embed.dtype)
+        self.layers = []
+        cat_bias = lambda *ls: None if all(l.bias is None for l in ls) else torch.cat(  # noqa: E731
+            [l.bias if l.bias is not None else torch.zeros(l.out_features, dtype=l.weight.dtype,
+                                                           device=l.weight.device) for l in ls])
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((
+                layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
+                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), cat_bias(a.q_proj, a.k_proj, a.v_proj),
+                a.o_proj.weight, a.o_proj.bias,
+                layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon,
+                torch.cat([m.gate_proj.weight, m.up_proj.weight]), cat_bias(m.gate_proj, m.up_proj),
+                m.down_proj.weight, m.down_proj.bias,
+            ))
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, V] for ``tokens`` [B] at ``positions`` [B]; appends their keys/values to the buffers.
+        ``mask`` [B, n+1] (nonzero: attend) over all positions so far, this one included, or None (attend all)."""
+        B, n = tokens.shape[0], self.n
+        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
+        g = H // Hkv
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]  # [B, 1, d]
+        for (ln1, eps1, w_qkv, b_qkv, w_o, b_o, ln2, eps2, w_gu, b_gu, w_down, b_down), (K, V) in \
+                zip(self.layers, self.kv):
+            h = rms_norm(x, ln1, eps1)
+            qkv = F.linear(h, w_qkv, b_qkv)
+            q = apply_rotary(qkv[:, :H * d].view(B, H, d), cos, sin)
+            k = apply_rotary(qkv[:, H * d:(H + Hkv) * d].view(B, Hkv, d), cos, sin)
+            K[:, :, n] = k
+            V[:, :, n] = qkv[:, (H + Hkv) * d:].view(B, Hkv, d)
+            o = decode_attention(q.view(B, Hkv, g, d), K[:, :, :n + 1], V[:, :, :n + 1], self.scale, mask)
+            x = x + F.linear(o.reshape(B, H * d), w_o, b_o)
+            h = rms_norm(x, ln2, eps2)
+            gu = F.linear(h, w_gu, b_gu)
+            inter = gu.shape[-1] // 2
+            x = x + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w_down, b_down)
+        self.n = n + 1
+        return F.linear(rms_norm(x, self.norm, self.eps), self.lm_head, self.lm_bias)

@@ -1,0 +1,99 @@
+"""steprl.models.shared_prefix: the update's forward with each distinct prompt computed once gives the same
+log-probs, entropies and gradients as the plain forward over [prompt, response] rows."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steprl.algos.base import RLModule
+from steprl.models import load_model
+from steprl.models.shared_prefix import prompt_groups, shared_prompt_logits, supported, unsupported_reason
+from steprl.rollout.hf import HFEngine
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48,
+            max_position_embeddings=256)
+PROMPTS = ["1+2=", "hello world, a longer prompt", "ab"]  # different lengths: left padding
+
+
+def test_prompt_groups_hand_computed():
+    ids = torch.tensor([[5, 6], [7, 8], [5, 6], [0, 6]])
+    mask = torch.tensor([[1, 1], [1, 1], [1, 1], [0, 1]])
+    first, inverse = prompt_groups(ids, mask)
+    # distinct (ids, mask) rows sorted: [0 6 | 0 1] < [5 6 | 1 1] < [7 8 | 1 1]
+    assert first.tolist() == [3, 0, 1] and inverse.tolist() == [1, 2, 1, 0]
+    same_ids_other_mask = prompt_groups(torch.tensor([[0, 6], [0, 6]]), torch.tensor([[0, 1], [1, 1]]))[0]
+    assert len(same_ids_other_mask) == 2
+
+
+def _policy(lora=None):
+    model, tok = load_model(tiny=TINY, lora=lora)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # larger weights than the stock init, so that every position matters
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "lora" not in name:
+                p.normal_(0.0, 0.3, generator=g)
+    return model, tok
+
+
+def _module(share: bool, temperature: float = 1.0) -> RLModule:
+    mod = RLModule.__new__(RLModule)  # forward_logp reads only these two
+    mod.engine = HFEngine(temperature=temperature)
+    mod.batch_cfg = {"share_prompt": share}
+    return mod
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}],
+                         ids=["plain", "lora"])
+def test_same_logp_entropy_and_gradients(lora, monkeypatch):
+    import steprl.algos.base as base
+
+    used = []
+    orig = base.shared_prompt_logits
+    monkeypatch.setattr(base, "shared_prompt_logits", lambda *a, **k: used.append(1) or orig(*a, **k))
+    model, tok = _policy(lora)
+    assert supported(model), unsupported_reason(model)
+    ro = HFEngine(max_new_tokens=10, temperature=1.5).generate(model, tok, PROMPTS, n=3,
+                                                               generator=torch.Generator().manual_seed(0))
+    lens = ro.response_mask.sum(-1)
+    assert len(set(lens.tolist())) > 1  # right padding of the responses is exercised too
+    mb = ro.select(torch.randperm(len(ro), generator=torch.Generator().manual_seed(1)))  # rows shuffled
+    model.train()
+    out = {}
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        logp, ent = RLModule.forward_logp(_module(share, 0.7), model, mb, entropy=True)
+        ((logp * mb.response_mask).sum() + (ent * mb.response_mask).sum()).backward()
+        out[share] = (logp.detach(), ent.detach(), _grads(model))
+    assert len(used) == 1  # the shared path ran (only) when asked
+    (lp0, e0, g0), (lp1, e1, g1) = out[False], out[True]
+    m = mb.response_mask.bool()
+    assert (lp0 - lp1)[m].abs().max() < 1e-5 and (e0 - e1)[m].abs().max() < 1e-5
+    assert (g0 - g1).abs().max() <= 1e-5 * g0.abs().max()
+
+
+def test_shared_logits_equal_plain_and_fall_back_when_nothing_is_shared():
+    model, tok = _policy()
+    model.eval()
+    ids = torch.tensor([[0, 10, 11, 20, 21], [0, 10, 11, 22, 23], [12, 13, 14, 24, 25]])
+    att = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=3).logits[:, :-1]
+        shared = shared_prompt_logits(model, ids, att, pos, n_prompt=3)
+        assert shared.shape == plain.shape == (3, 2, model.config.vocab_size)
+        assert (shared - plain)[:, 0].abs().max() < 1e-5 and (shared - plain)[:2, 1].abs().max() < 1e-5
+        # row 2's response token 1 is padding: its prediction is never used, only rows 0-1 share a prompt
+        assert shared_prompt_logits(model, ids[1:], att[1:], pos[1:], n_prompt=3) is None  # no prompt repeats
+        empty = att.clone()
+        empty[0, :3] = 0
+        assert shared_prompt_logits(model, ids, empty, pos, n_prompt=3) is None  # an empty prompt
+
+
+def test_unsupported_models():
+    model, _ = load_model(tiny=TINY, gradient_checkpointing=True)
+    assert "checkpointing" in unsupported_reason(model)
+    assert "architecture" in unsupported_reason(torch.nn.Linear(2, 2))
