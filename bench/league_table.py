@@ -5,6 +5,8 @@
     python bench/league_table.py outputs/multirun/league_tiny --runs-csv docs/league_runs.csv \\
         --table docs/league_table.md --figure docs/league.png
     python bench/league_table.py --from-csv docs/league_runs.csv --figure docs/league.png   # redraw from the data
+    python bench/league_table.py --from-csv docs/league_runs.csv <new sweep dirs> --runs-csv docs/league_runs.csv
+        # add runs of algorithms that landed later: a run in the dirs replaces the CSV's rows of its (algo, seed)
 
 Reads every ``<job>-<algo>-seed<k>/csv/metrics.csv`` under the given directories (Hydra's sweep subdirs), and
 writes: one long CSV of the per-step metrics it uses (``--runs-csv``), a markdown table (final greedy
@@ -50,6 +52,12 @@ def read_long(path: Path) -> list[dict]:
     with open(path) as fh:
         return [{"algo": r["algo"], "seed": int(r["seed"]), "step": int(r["step"]), "key": r["key"],
                  "value": float(r["value"])} for r in csv.DictReader(fh)]
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with every (algo, seed) that ``new`` has replaced by ``new``'s rows."""
+    fresh = {(r["algo"], r["seed"]) for r in new}
+    return [r for r in old if (r["algo"], r["seed"]) not in fresh] + new
 
 
 def series(rows: list[dict]) -> dict:
@@ -133,7 +141,7 @@ def main() -> None:
     ap.add_argument("--title", default="league_tiny (reduced): arith, warm start tiny_arith, 16 prompts x 8, "
                                        "30 RL steps, val on 128")
     a = ap.parse_args()
-    rows = read_long(a.from_csv) if a.from_csv else read_sweeps(a.dirs)
+    rows = merge(read_long(a.from_csv) if a.from_csv else [], read_sweeps(a.dirs))
     if not rows:
         raise SystemExit("no league runs found (expected <job>-<algo>-seed<k>/csv/metrics.csv)")
     if a.runs_csv:

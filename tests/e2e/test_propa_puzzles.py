@@ -44,3 +44,25 @@ def test_propa_puzzles_tiny_runs_two_steps(tmp_path):
     for row, q in enumerate(ro.sample_idx.tolist()):  # each row carries its own question's image
         pv, grid = m.processor.images(m._trees[q][0].images)
         assert torch.equal(ro.pixel_values[row].cpu(), pv) and torch.equal(ro.image_grid_thw[row].cpu(), grid)
+
+
+def test_shipped_vl_warm_start_writes_the_answer_format():
+    """model=tiny_vl_puzzles (tiny_vl after experiment=sft_tiny_vl_puzzles) closes an <answer> tag on most
+    Rotation / PatchFit puzzles; the same architecture from a random init never does."""
+    from steprl.models import load_model
+    from steprl.models.vision import load_processor
+    from steprl.rollout.hf import HFEngine
+    from steprl.tasks.puzzles import PuzzleTask, answer_text
+
+    task = PuzzleTask(puzzles=["rotation", "patchfit"], num_val=8)
+    qs = [task.sample("val", i) for i in range(8)]
+    cfg = compose_train(["model=tiny_vl"]).model
+    formatted = {}
+    for name, kw in {"warm": {"path": "steprl:tiny_vl_puzzles"}, "fresh": {"tiny": dict(cfg.tiny)}}.items():
+        model, tok = load_model(vision=dict(cfg.vision), **kw)
+        proc = load_processor(vision=dict(cfg.vision), image_processor=dict(cfg.image_processor), **kw)
+        assert sum(p.numel() for p in model.parameters()) < 300_000
+        ro = HFEngine(max_new_tokens=72).generate(model, tok, [q.prompt for q in qs], greedy=True,
+                                                  images=[q.images for q in qs], processor=proc)
+        formatted[name] = sum(answer_text(t) is not None for t in ro.texts)
+    assert formatted["warm"] >= 5 and formatted["fresh"] == 0

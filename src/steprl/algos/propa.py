@@ -72,7 +72,7 @@ class PRMHead(Critic):
         # the multimodal model computes its own (3-row) positions from the ids, the mask and the image grids
         h = self.trunk(input_ids=vision.pop("input_ids", input_ids), attention_mask=attention_mask, use_cache=False,
                        **vision).last_hidden_state
-        return self.head(h).squeeze(-1).float()
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # a bf16 trunk feeds the fp32 head
 
 
 class EngineStepPolicy:
