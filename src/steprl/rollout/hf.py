@@ -131,12 +131,17 @@ class Sampling:
 class HFEngine(Sampling):
     """The HF engine: its own KV-cache decode loop over a transformers model."""
 
-    fast_decode: bool = True  # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead)
+    # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead): "cpu" (default) on CPU
+    # models only, true wherever supported, false never. Not the default on GPUs: it has not been measured there,
+    # and its fused q/k/v and gate/up copies are a transient allocation of most of the model's weights.
+    fast_decode: bool | str = "cpu"
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
     def __post_init__(self):
         self.check_sampling()
+        if self.fast_decode not in (True, False, "cpu"):
+            raise ValueError(f"rollout.fast_decode must be true, false or cpu, got {self.fast_decode!r}")
         self._stop_window = max([16] + [4 * len(x) for x in self.stop])
 
     def generate(self, model, tokenizer, prompts: list[str], n: int = 1, greedy: bool = False,
@@ -272,7 +277,8 @@ class HFEngine(Sampling):
                 _repeat_rows(cache, g)
                 logits = logits.repeat_interleave(g, 0)
             next_pos = position[:, -1:] + 1
-        fast = None if vis or sync or not self.fast_decode else _fast_decoder(model, cache, P)
+        use_fast = self.fast_decode is True or (self.fast_decode == "cpu" and device.type == "cpu")
+        fast = None if vis or sync or not use_fast else _fast_decoder(model, cache, P)
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
