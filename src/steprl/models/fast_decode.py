@@ -64,6 +64,18 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 
 
 # ------------------------------------------------------------------------------------------------ support
+def rope_type(cfg) -> str:
+    """The config's RoPE type (``default`` when it names none)."""
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    return rope.get("rope_type", rope.get("type", "default"))
+
+
+def sliding_window(cfg) -> bool:
+    """Whether any layer of the config attends through a sliding window."""
+    return any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())) \
+        or bool(getattr(cfg, "use_sliding_window", False))
+
+
 def unsupported_reason(model) -> str | None:
     """Why :class:`FastDecoder` cannot reproduce ``model``'s forward (None: it can).
 
@@ -83,13 +95,11 @@ def unsupported_reason(model) -> str | None:
         return "FSDP-sharded model"
     if any(hasattr(m, "_hf_hook") for m in model.modules()):
         return "accelerate hooks (device map / offload)"
-    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        return f"rope type {rope.get('rope_type', rope.get('type'))}"
+    if rope_type(cfg) != "default":
+        return f"rope type {rope_type(cfg)}"
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"activation {cfg.hidden_act}"
-    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())) \
-            or getattr(cfg, "use_sliding_window", False):
+    if sliding_window(cfg):
         return "sliding-window attention"
     if (getattr(cfg, "pretraining_tp", 1) or 1) > 1:
         return "pretraining_tp > 1"

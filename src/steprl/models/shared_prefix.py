@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from steprl.models.fast_decode import rope_type, sliding_window
+
 _ARCHS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM")
 
 
@@ -27,15 +29,12 @@ def unsupported_reason(model) -> str | None:
     if name not in _ARCHS:
         return f"architecture {name}"
     cfg = base.config
-    if getattr(base, "is_activation_checkpointing", None) if hasattr(base, "is_activation_checkpointing") \
-            else getattr(base, "is_gradient_checkpointing", False):
+    ckpt = getattr(base, "is_activation_checkpointing", None)  # transformers >= 5; older: is_gradient_checkpointing
+    if ckpt if ckpt is not None else getattr(base, "is_gradient_checkpointing", False):
         return "gradient checkpointing"
-    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())) \
-            or getattr(cfg, "use_sliding_window", False) \
-            or (name == "MistralForCausalLM" and getattr(cfg, "sliding_window", None) is not None):
+    if sliding_window(cfg) or (name == "MistralForCausalLM" and getattr(cfg, "sliding_window", None) is not None):
         return "sliding-window attention"
-    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) in ("dynamic", "longrope"):
+    if rope_type(cfg) in ("dynamic", "longrope"):
         return "sequence-length dependent RoPE"
     from steprl.utils.fsdp import is_sharded
 

@@ -269,7 +269,7 @@ class HFEngine(Sampling):
             logits = out.logits[:, -1]
         else:
             # rows come in groups of `group` copies of one prompt: prefill each prompt once, then copy its cache
-            g = group if group > 1 and rows % group == 0 else 1
+            g = group
             out = model(input_ids=prompt_ids[::g], attention_mask=None if unpadded else mask[::g],
                         position_ids=position[::g], use_cache=True, logits_to_keep=1, **{kw: cache})
             logits = out.logits[:, -1]
