@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python bench/vs_trl.py                 # both configs (small, then ~20M parameters)
     PYTHONPATH=src python bench/vs_trl.py --configs small --rounds 3 --steps 3
+    PYTHONPATH=src python bench/vs_trl.py --device cuda   # both on one GPU (fp32, TF32 off in both)
 
 Prints, per config and framework, seconds per RL step, generated tokens per second and the peak memory a step
 allocates, and as its LAST line ``speedup_vs_trl=<x>``: our generated-token throughput over TRL's on the small
@@ -55,6 +56,12 @@ What is compared, and the choices that make it fair
   machine shared with other jobs inflates far less than wall time; ``speedup_vs_trl`` stays the wall-clock one.
 * Threads. ``--threads`` (default 1) torch threads for both (on a shared 2-core machine one thread per process
   gives far steadier timings than two).
+* GPU. ``--device cuda`` runs both on the first GPU, still in fp32 with TF32 matmuls off (the one process-wide
+  setting, checked after every round), our Lightning trainer on ``accelerator=gpu`` and TRL with
+  ``use_cpu=False``. Step times are taken after ``torch.cuda.synchronize()``; peak memory is
+  ``torch.cuda.max_memory_allocated`` over the profiled step above what was allocated when it began.
+  ``--fast-decode`` sets our ``rollout.fast_decode`` (default: the config's own, ``cpu``: the hand-written
+  decode step on CPU models only).
 """
 from __future__ import annotations
 
@@ -88,17 +95,35 @@ def peak_step_bytes(prof) -> int:
     return peak
 
 
+DEVICE = "cpu"  # set by --device
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a host clock read after it covers the step (no-op on CPU)."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 class _Profiled:
     def __init__(self):
         self.prof = None
         self.peak = None
 
     def start(self):
+        if DEVICE == "cuda":
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return
         from torch.profiler import ProfilerActivity, profile
         self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         self.prof.start()
 
     def stop(self):
+        if DEVICE == "cuda":
+            sync()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+            return
         self.prof.stop()
         self.peak = peak_step_bytes(self.prof)
         self.prof = None
@@ -108,7 +133,7 @@ class _Profiled:
 class Ours:
     name = "steprl"
 
-    def __init__(self, config: str, seed: int, out: Path):
+    def __init__(self, config: str, seed: int, out: Path, fast_decode: str | None = None):
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.hydra_config import HydraConfig
@@ -125,7 +150,7 @@ class Ours:
             f"rollout.temperature={TEMPERATURE}", "rollout.top_p=1.0", "rollout.top_k=0",
             f"optim.lr={LR}", "optim.scheduler=constant", "optim.max_grad_norm=1.0", "optim.weight_decay=0.0",
             "algo.loss.agg=token-mean", "algo.kl.coef=0.0", "torch_threads=null", "reward=inline",
-        ]
+        ] + ([f"rollout.fast_decode={fast_decode}"] if fast_decode is not None else [])
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -154,9 +179,11 @@ class Ours:
             def on_train_batch_start(self, trainer, module, batch, batch_idx):
                 if batch_idx == profile_step:
                     outer.profiled.start()
+                sync()
                 self.t, self.c = time.perf_counter(), time.process_time()
 
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                sync()
                 dt, dc = time.perf_counter() - self.t, time.process_time() - self.c
                 if batch_idx == profile_step:
                     outer.profiled.stop()
@@ -165,7 +192,7 @@ class Ours:
                 outer.tokens.append(int(module._unfiltered[0].response_mask.sum()))
 
         self.step_times, self.tokens, self.cpu_times = [], [], []
-        trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if DEVICE == "cuda" else "cpu", devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             num_sanity_val_steps=0, callbacks=[Clock()])
         trainer.fit(self.module, datamodule=self.data)
@@ -206,7 +233,7 @@ class TRL:
             return out
 
         args = GRPOConfig(
-            output_dir=str(out / "trl"), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+            output_dir=str(out / "trl"), use_cpu=DEVICE != "cuda", bf16=False, fp16=False, gradient_checkpointing=False,
             per_device_train_batch_size=MICRO, gradient_accumulation_steps=PROMPTS * G // MICRO,
             steps_per_generation=PROMPTS * G // MICRO, num_generations=G, num_iterations=1,
             max_completion_length=NEW_TOKENS, generation_kwargs={"min_new_tokens": NEW_TOKENS},
@@ -223,9 +250,11 @@ class TRL:
                 outer._count = 0
                 if state.global_step == outer._profile_step:
                     outer.profiled.start()
+                sync()
                 self.t, self.c = time.perf_counter(), time.process_time()
 
             def on_step_end(self, a, state, control, **kw):
+                sync()
                 dt, dc = time.perf_counter() - self.t, time.process_time() - self.c
                 if state.global_step - 1 == outer._profile_step:
                     outer.profiled.stop()
@@ -256,14 +285,15 @@ class TRL:
 
 
 # ---------------------------------------------------------------------------------------------- main
-def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True) -> dict:
+def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True,
+          fast_decode: str | None = None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="vs_trl-"))
-    ours = Ours(config, seed, out)
+    ours = Ours(config, seed, out, fast_decode)
     theirs = TRL(config, seed, out, {k: v.clone() for k, v in ours.policy().state_dict().items()},
                  ours.module.tokenizer, ours.module.task)
     n_params = sum(p.numel() for p in ours.policy().parameters())
     print(f"[{config}] {n_params / 1e6:.2f}M parameters; {PROMPTS} prompts x G={G}, {NEW_TOKENS} new tokens, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, {device_name()}", flush=True)
     frameworks = (ours, theirs)
     for fw in frameworks:  # warm-up round: allocator, kernels, first-call costs
         fw.run(1)
@@ -276,6 +306,9 @@ def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True) 
             times[fw.name] += t[1:]
             cpu[fw.name] += fw.cpu_times[1:]
             tokens[fw.name] += fw.tokens[1:]
+            if torch.get_float32_matmul_precision() != "highest":
+                raise SystemExit(f"{fw.name} changed the float32 matmul precision to "
+                                 f"{torch.get_float32_matmul_precision()!r}: the comparison would not be fp32")
             print(f"  round {r}: {fw.name:7s} " + " ".join(f"{x:.2f}s" for x in t)
                   + "  (cpu " + " ".join(f"{x:.2f}s" for x in fw.cpu_times) + ")", flush=True)
     for fw in frameworks:  # one profiled step (the second of its round) for peak memory
@@ -303,7 +336,18 @@ def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True) 
     return {"ratio": ratio, "cpu_ratio": cpu_ratio, **res}
 
 
+def device_name() -> str:
+    if DEVICE == "cuda":
+        return torch.cuda.get_device_name()
+    import platform
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return f"CPU {model}"
+
+
 def main() -> None:
+    global DEVICE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="small,large", help="comma list of small,large")
     ap.add_argument("--rounds", type=int, default=3)
@@ -312,7 +356,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--fast-decode", choices=("cpu", "true", "false"), default=None,
+                    help="our rollout.fast_decode (default: the config's)")
     a = ap.parse_args()
+    DEVICE = a.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    torch.set_float32_matmul_precision("highest")  # fp32 matmuls in both (no TF32 on GPU)
     torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
@@ -321,7 +372,7 @@ def main() -> None:
     results = {}
     for config in a.configs.split(","):
         results[config] = bench(config, a.rounds if config == "small" else a.large_rounds, a.steps, a.seed,
-                                not a.no_memory)
+                                not a.no_memory, a.fast_decode)
     if "large" in results:
         print(f"large_ratio_vs_trl={results['large']['ratio']:.2f}")
     if "small" in results:

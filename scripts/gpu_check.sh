@@ -6,7 +6,10 @@
 #   3. the same with the vLLM rollout engine, when vLLM is installed
 #   4. the engine / loss smoke check of GRPO (scripts/gpu_check.py --algos grpo)
 #   5. the same runner for the other algorithms with their own parts: TP-GRPO, DRM, EMPG, SALT, PROPA
+#   6. rollout.fast_decode=true against false (same tokens? speed? memory?) (scripts/gpu_fast_decode.py)
+#   7. bench/vs_trl.py --device cuda: our GRPO step against TRL's on the GPU, when TRL is installed
 # Checks 1-3 print rollout / update tokens/s, peak GPU memory and the update's MFU.
+# Arguments name the checks to run, in that order (default: all): bash scripts/gpu_check.sh vs_trl single
 # STEPRL_CHECK_CPU=1 runs every check on CPU with tiny shapes (checks the script, not the GPU).
 # Needs only torch, transformers, lightning and steprl on PYTHONPATH, e.g.
 #   PYTHONPATH=/tmp/site:$PWD/src bash scripts/gpu_check.sh
@@ -35,11 +38,24 @@ check() {  # name, timeout (s), command...
     else RESULT[$name]="FAIL: exit $rc ($((SECONDS - t0))s)"; fi
   fi
 }
-check single 150 "$PY" scripts/gpu_scale_check.py single
-check fsdp 150 "$PY" scripts/gpu_scale_check.py fsdp
-check vllm 120 "$PY" scripts/gpu_scale_check.py vllm
-check smoke 60 "$PY" scripts/gpu_check.py --algos grpo
-check algos 150 "$PY" scripts/gpu_check.py --algos tp_grpo,drm,empg,salt,propa
+ALL=(single fsdp vllm smoke algos fast_decode vs_trl)
+NAMES=("$@")
+[ ${#NAMES[@]} -eq 0 ] && NAMES=("${ALL[@]}")
+for name in "${NAMES[@]}"; do
+  case $name in
+    single|fsdp|vllm) check "$name" "$([ "$name" = vllm ] && echo 120 || echo 150)" "$PY" scripts/gpu_scale_check.py "$name" ;;
+    smoke) check smoke 60 "$PY" scripts/gpu_check.py --algos grpo ;;
+    algos) check algos 150 "$PY" scripts/gpu_check.py --algos tp_grpo,drm,empg,salt,propa ;;
+    fast_decode) check fast_decode 120 "$PY" scripts/gpu_fast_decode.py ;;
+    vs_trl)
+      if ! err=$("$PY" -c "import trl, datasets" 2>&1); then
+        RESULT[vs_trl]="skipped: cannot import trl / datasets: $(echo "$err" | tail -1)"
+      elif [ "${STEPRL_CHECK_CPU:-}" = 1 ]; then
+        check vs_trl 300 "$PY" bench/vs_trl.py --configs small --rounds 1 --steps 2 --no-memory
+      else check vs_trl 240 "$PY" bench/vs_trl.py --device cuda --rounds 3 --steps 3 --large-rounds 2; fi ;;
+    *) echo "unknown check '$name' (known: ${ALL[*]})"; exit 2 ;;
+  esac
+done
 echo "=== summary ==="
-for name in single fsdp vllm smoke algos; do echo "$name: ${RESULT[$name]:-not run}"; done
+for name in "${NAMES[@]}"; do echo "$name: ${RESULT[$name]:-not run}"; done
 exit $status
