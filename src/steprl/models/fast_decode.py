@@ -16,6 +16,8 @@ preallocated cache layers hold the prompt's keys and values, and the decoder wri
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -125,12 +127,21 @@ def supported(model) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ decoder
+def _linears(h: torch.Tensor, pairs: list, sizes: list[int]) -> list[torch.Tensor]:
+    """``h`` through the projections ``pairs`` [(weight, bias)]: one fused matrix split into ``sizes``, or one
+    matrix per output."""
+    if len(pairs) == 1:
+        return list(F.linear(h, *pairs[0]).split(sizes, -1))
+    return [F.linear(h, w, b) for w, b in pairs]
+
+
 class FastDecoder:
     """Decode steps of ``model`` over key/value buffers ``kv`` (one ``(K, V)`` pair [B, Hkv, capacity, d] per
-    layer) that already hold ``n`` positions (the prompt). Weights are read from the model when it is built
-    (build one per decode: after an optimiser step the fused q/k/v and gate/up matrices are stale)."""
+    layer) that already hold ``n`` positions (the prompt). ``fuse``: q/k/v and gate/up as one matrix each (fewer,
+    larger matmuls: faster on CPU, but a copy of most of the weights); without it the model's own weights are
+    used as they are. Build one per decode: after an optimiser step fused copies are stale."""
 
-    def __init__(self, model, kv: list[tuple[torch.Tensor, torch.Tensor]], n: int):
+    def __init__(self, model, kv: list[tuple[torch.Tensor, torch.Tensor]], n: int, fuse: bool = True):
         cfg, inner = model.config, model.model
         self.n, self.kv = n, kv
         self.eps = cfg.rms_norm_eps
@@ -147,42 +158,115 @@ class FastDecoder:
         rot = inner.rotary_emb
         self.cos, self.sin = rotary_table(rot.inv_freq, capacity, float(getattr(rot, "attention_scaling", 1.0)),
                                           self.embed.dtype)
+
+        def proj(*ls):  # [(weight, bias)]: one fused pair, or the modules' own
+            if not fuse:
+                return [(l.weight, l.bias) for l in ls]
+            bias = None if all(l.bias is None for l in ls) else torch.cat(
+                [l.bias if l.bias is not None else l.weight.new_zeros(l.out_features) for l in ls])
+            return [(torch.cat([l.weight for l in ls]), bias)]
+
         self.layers = []
-        cat_bias = lambda *ls: None if all(l.bias is None for l in ls) else torch.cat(  # noqa: E731
-            [l.bias if l.bias is not None else torch.zeros(l.out_features, dtype=l.weight.dtype,
-                                                           device=l.weight.device) for l in ls])
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append((
                 layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
-                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), cat_bias(a.q_proj, a.k_proj, a.v_proj),
-                a.o_proj.weight, a.o_proj.bias,
+                proj(a.q_proj, a.k_proj, a.v_proj), a.o_proj.weight, a.o_proj.bias,
                 layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon,
-                torch.cat([m.gate_proj.weight, m.up_proj.weight]), cat_bias(m.gate_proj, m.up_proj),
-                m.down_proj.weight, m.down_proj.bias,
+                proj(m.gate_proj, m.up_proj), m.down_proj.weight, m.down_proj.bias,
             ))
+
+    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, write, attend) -> torch.Tensor:
+        """Logits [B, V] of one step; ``write(K, V, k, v)`` stores the step's keys/values [B, Hkv, d] and
+        ``attend(q, K, V)`` [B, Hkv, g, d] -> [B, Hkv, g, d] attends over the buffers."""
+        B = tokens.shape[0]
+        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]  # [B, 1, d]
+        for (ln1, eps1, qkv, w_o, b_o, ln2, eps2, gu, w_down, b_down), (K, V) in zip(self.layers, self.kv):
+            q, k, v = _linears(rms_norm(x, ln1, eps1), qkv, [H * d, Hkv * d, Hkv * d])
+            q = apply_rotary(q.view(B, H, d), cos, sin)
+            write(K, V, apply_rotary(k.view(B, Hkv, d), cos, sin), v.view(B, Hkv, d))
+            o = attend(q.view(B, Hkv, H // Hkv, d), K, V)
+            x = x + F.linear(o.reshape(B, H * d), w_o, b_o)
+            gate, up = _linears(rms_norm(x, ln2, eps2), gu, [w_down.shape[1]] * 2)
+            x = x + F.linear(F.silu(gate) * up, w_down, b_down)
+        return F.linear(rms_norm(x, self.norm, self.eps), self.lm_head, self.lm_bias)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, V] for ``tokens`` [B] at ``positions`` [B]; appends their keys/values to the buffers.
         ``mask`` [B, n+1] (nonzero: attend) over all positions so far, this one included, or None (attend all)."""
-        B, n = tokens.shape[0], self.n
-        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
-        g = H // Hkv
-        x = F.embedding(tokens, self.embed)
-        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]  # [B, 1, d]
-        for (ln1, eps1, w_qkv, b_qkv, w_o, b_o, ln2, eps2, w_gu, b_gu, w_down, b_down), (K, V) in \
-                zip(self.layers, self.kv):
-            h = rms_norm(x, ln1, eps1)
-            qkv = F.linear(h, w_qkv, b_qkv)
-            q = apply_rotary(qkv[:, :H * d].view(B, H, d), cos, sin)
-            k = apply_rotary(qkv[:, H * d:(H + Hkv) * d].view(B, Hkv, d), cos, sin)
-            K[:, :, n] = k
-            V[:, :, n] = qkv[:, (H + Hkv) * d:].view(B, Hkv, d)
-            o = decode_attention(q.view(B, Hkv, g, d), K[:, :, :n + 1], V[:, :, :n + 1], self.scale, mask)
-            x = x + F.linear(o.reshape(B, H * d), w_o, b_o)
-            h = rms_norm(x, ln2, eps2)
-            gu = F.linear(h, w_gu, b_gu)
-            inter = gu.shape[-1] // 2
-            x = x + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w_down, b_down)
+        n = self.n
+
+        def write(K, V, k, v):
+            K[:, :, n], V[:, :, n] = k, v
+
+        out = self._forward(tokens, positions, write,
+                            lambda q, K, V: decode_attention(q, K[:, :, :n + 1], V[:, :, :n + 1], self.scale, mask))
         self.n = n + 1
-        return F.linear(rms_norm(x, self.norm, self.eps), self.lm_head, self.lm_bias)
+        return out
+
+    def static_step(self, tokens: torch.Tensor, positions: torch.Tensor, slot: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` with every shape fixed (what a CUDA graph can replay): writes the keys/values at
+        ``slot`` (a 1-element long tensor) and attends over the buffers' whole capacity under ``mask``
+        [B, capacity] (nonzero: attend; zero past the current position). Buffer positions past the prompt must
+        hold finite values (:class:`CUDAGraphStep` zeroes them): a masked position's probability is exactly 0,
+        and 0 x (inf or NaN) would not be. Does not advance ``n``."""
+        def write(K, V, k, v):
+            K.index_copy_(2, slot, k[:, :, None])
+            V.index_copy_(2, slot, v[:, :, None])
+
+        return self._forward(tokens, positions, write, lambda q, K, V: decode_attention(q, K, V, self.scale, mask))
+
+
+class CUDAGraphStep:
+    """A :class:`FastDecoder`'s step captured once as a CUDA graph and replayed for every later token.
+
+    A decode step of a small model on a GPU is hundreds of tiny kernel launches, which the CPU issues more slowly
+    than the GPU runs them; a replay is one launch. The graph records :meth:`FastDecoder.static_step` on fixed
+    input buffers (tokens, positions, the cache slot) and on ``mask`` [B, capacity], the engine's attention-mask
+    buffer, which the engine updates in place before each step. Same arithmetic as the eager step, except that
+    attention runs over the whole capacity with the positions not yet written masked out (their probability is
+    exactly 0). The first :meth:`step` warms up on a side stream and captures; later ones copy their inputs in and
+    replay. The returned logits live in the graph's output buffer, overwritten by the next step."""
+
+    def __init__(self, decoder: FastDecoder, mask: torch.Tensor):
+        self.dec, self.mask = decoder, mask
+        B, dev = mask.shape[0], mask.device
+        self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(B, dtype=torch.long, device=dev)
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        for K, V in decoder.kv:  # the buffers past the prompt were allocated uninitialised
+            K[:, :, decoder.n:].zero_()
+            V[:, :, decoder.n:].zero_()
+        self.graph = self.out = None
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """As :meth:`FastDecoder.step`; ``mask`` is ignored (the graph reads the full mask buffer)."""
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.slot.fill_(self.dec.n)
+        run = lambda: self.dec.static_step(self.tokens, self.positions, self.slot, self.mask)  # noqa: E731
+        if self.graph is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up (library handles, allocator); writes the slot the replay rewrites
+                run()
+            torch.cuda.current_stream().wait_stream(side)
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    self.out = run()
+                self.graph = graph
+            except RuntimeError as e:  # same arithmetic without the graph: slower, not wrong
+                warnings.warn(f"rollout: CUDA graph capture of the decode step failed ({e}); decoding without "
+                              "it (set rollout.cuda_graph=false to skip the attempt)", stacklevel=2)
+                self.graph = False
+        if self.graph is False:
+            out = run()
+        else:
+            self.graph.replay()
+            out = self.out
+        self.dec.n += 1
+        return out

@@ -135,6 +135,8 @@ class HFEngine(Sampling):
     # models only, true wherever supported, false never. Not the default on GPUs: it has not been measured there,
     # and its fused q/k/v and gate/up copies are a transient allocation of most of the model's weights.
     fast_decode: bool | str = "cpu"
+    # on a GPU, the fast decode step is captured once per generate call as a CUDA graph and replayed per token
+    cuda_graph: bool = True
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
@@ -278,7 +280,8 @@ class HFEngine(Sampling):
                 logits = logits.repeat_interleave(g, 0)
             next_pos = position[:, -1:] + 1
         use_fast = self.fast_decode is True or (self.fast_decode == "cpu" and device.type == "cpu")
-        fast = None if vis or sync or not use_fast else _fast_decoder(model, cache, P)
+        fast = None if vis or sync or not use_fast else _fast_decoder(
+            model, cache, P, full_mask if self.cuda_graph and device.type == "cuda" else None)
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -359,17 +362,24 @@ def _repeat_rows(cache, g: int) -> None:
             layer.batch_repeat_interleave(g)
 
 
-def _fast_decoder(model, cache, n: int):
+def _fast_decoder(model, cache, n: int, graph_mask: torch.Tensor | None = None):
     """A :class:`~steprl.models.fast_decode.FastDecoder` over ``cache``'s preallocated buffers (which hold ``n``
-    prompt positions), or None where the model or the cache is not one it handles (decode via ``model.forward``)."""
-    from steprl.models.fast_decode import FastDecoder, supported
+    prompt positions), or None where the model or the cache is not one it handles (decode via ``model.forward``).
+    With ``graph_mask`` (the decode's [rows, capacity] attention-mask buffer, CUDA only) its step is replayed as
+    a CUDA graph. Fused q/k/v and gate/up copies on CPU only (measured faster there); on a GPU they would be a
+    transient copy of most of the weights."""
+    from steprl.models.fast_decode import CUDAGraphStep, FastDecoder, supported
 
     layers = getattr(cache, "layers", None)
     if DynamicLayer is None or not layers or not supported(model) \
             or len(layers) != model.config.num_hidden_layers \
             or not all(isinstance(x, _PreallocatedLayer) and x.is_initialized and x._n == n for x in layers):
         return None
-    return FastDecoder(model, [(x._k, x._v) for x in layers], n)
+    dec = FastDecoder(model, [(x._k, x._v) for x in layers], n, fuse=layers[0]._k.device.type == "cpu")
+    if graph_mask is None:
+        return dec
+    assert graph_mask.shape == (layers[0]._k.shape[0], layers[0]._k.shape[2]), "mask buffer != cache shape"
+    return CUDAGraphStep(dec, graph_mask)
 
 
 def _grad_off(model):

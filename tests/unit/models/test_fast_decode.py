@@ -186,3 +186,55 @@ def test_group_prefill_gives_the_same_tokens(fast):
     (a, lp_a), (b, lp_b) = out
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
     assert torch.allclose(lp_a, lp_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_static_step_matches_the_step(fuse, left_pad):
+    """The fixed-shape step a CUDA graph replays (keys/values written at a slot tensor, attention over the whole
+    capacity under the full mask buffer) gives the eager step's logits, fused or with the model's own weights."""
+    model, _ = _model(**CONFIGS[0])
+    torch.manual_seed(2)
+    B, P, steps = 3, 5, 4
+    cap = P + steps
+    ids = torch.randint(4, 200, (B, P + steps))
+    mask = torch.ones(B, cap, dtype=torch.long)
+    if left_pad:
+        mask[1, :2] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        caches = [_kv_cache(cap), _kv_cache(cap)]
+        for c in caches:
+            model(input_ids=ids[:, :P], attention_mask=mask[:, :P], position_ids=pos[:, :P], use_cache=True, cache=c)
+        eager = FastDecoder(model, [(x._k, x._v) for x in caches[0].layers], P)
+        static = FastDecoder(model, [(x._k, x._v) for x in caches[1].layers], P, fuse=fuse)
+        for K, V in static.kv:  # positions not yet written hold large finite values: masked, they must not count
+            K[:, :, P:] = 1e3 * torch.randn_like(K[:, :, P:])
+            V[:, :, P:] = 1e3 * torch.randn_like(V[:, :, P:])
+        full = torch.zeros(B, cap, dtype=torch.long)
+        full[:, :P] = mask[:, :P]
+        for t in range(steps):
+            full[:, P + t] = 1
+            ref = eager.step(ids[:, P + t], pos[:, P + t], full[:, :P + t + 1] if left_pad else None)
+            out = static.static_step(ids[:, P + t], pos[:, P + t], torch.tensor([P + t]), full)
+            assert (out - ref).abs().max().item() < 1e-5, t
+        for (Ke, Ve), (Ks, Vs) in zip(eager.kv, static.kv):
+            assert torch.allclose(Ke, Ks, atol=1e-6) and torch.allclose(Ve, Vs, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decode_gives_the_same_tokens():
+    """On a GPU: the replayed CUDA graph, the eager fast step and model.forward draw the same tokens in fp32
+    (left-padded and unpadded prompts, sampling with one seed)."""
+    model, tok = _model(**CONFIGS[0])
+    model = model.cuda()
+    for prompts in (PROMPTS, ["same length"] * 2):
+        out = []
+        for fast, graph in ((False, False), (True, False), (True, True)):
+            eng = HFEngine(max_new_tokens=12, temperature=1.0, fast_decode=fast, cuda_graph=graph,
+                           return_logprobs=True)
+            out.append(eng.generate(model, tok, prompts, n=3, generator=torch.Generator("cuda").manual_seed(3)))
+        for other in out[1:]:
+            assert torch.equal(out[0].response_ids, other.response_ids)
+            assert torch.allclose(out[0].engine_logp, other.engine_logp, atol=1e-4)
