@@ -207,32 +207,35 @@ class FastDecoder:
         return out
 
     def static_step(self, tokens: torch.Tensor, positions: torch.Tensor, slot: torch.Tensor,
-                    mask: torch.Tensor) -> torch.Tensor:
+                    mask: torch.Tensor, length: int) -> torch.Tensor:
         """:meth:`step` with every shape fixed (what a CUDA graph can replay): writes the keys/values at
-        ``slot`` (a 1-element long tensor) and attends over the buffers' whole capacity under ``mask``
-        [B, capacity] (nonzero: attend; zero past the current position). Buffer positions past the prompt must
-        hold finite values (:class:`CUDAGraphStep` zeroes them): a masked position's probability is exactly 0,
-        and 0 x (inf or NaN) would not be. Does not advance ``n``."""
+        ``slot`` (a 1-element long tensor) and attends over the buffers' first ``length`` positions under
+        ``mask[:, :length]`` (``mask`` [B, capacity], nonzero: attend; zero past the current position). Buffer
+        positions past the prompt must hold finite values (:class:`CUDAGraphStep` zeroes them): a masked
+        position's probability is exactly 0, and 0 x (inf or NaN) would not be. Does not advance ``n``."""
         def write(K, V, k, v):
             K.index_copy_(2, slot, k[:, :, None])
             V.index_copy_(2, slot, v[:, :, None])
 
-        return self._forward(tokens, positions, write, lambda q, K, V: decode_attention(q, K, V, self.scale, mask))
+        return self._forward(tokens, positions, write, lambda q, K, V: decode_attention(
+            q, K[:, :, :length], V[:, :, :length], self.scale, mask[:, :length]))
 
 
 class CUDAGraphStep:
-    """A :class:`FastDecoder`'s step captured once as a CUDA graph and replayed for every later token.
+    """A :class:`FastDecoder`'s step captured as CUDA graphs and replayed for every later token.
 
     A decode step of a small model on a GPU is hundreds of tiny kernel launches, which the CPU issues more slowly
-    than the GPU runs them; a replay is one launch. The graph records :meth:`FastDecoder.static_step` on fixed
+    than the GPU runs them; a replay is one launch. A graph records :meth:`FastDecoder.static_step` on fixed
     input buffers (tokens, positions, the cache slot) and on ``mask`` [B, capacity], the engine's attention-mask
-    buffer, which the engine updates in place before each step. Same arithmetic as the eager step, except that
-    attention runs over the whole capacity with the positions not yet written masked out (their probability is
-    exactly 0). The first :meth:`step` warms up on a side stream and captures; later ones copy their inputs in and
-    replay. The returned logits live in the graph's output buffer, overwritten by the next step."""
+    buffer, which the engine updates in place before each step. Attention runs over a fixed number of positions,
+    the current one rounded up to a multiple of ``bucket`` (one graph per such length, captured when first
+    reached, all in one memory pool), with the positions not yet written masked out (their probability is exactly
+    0): the same arithmetic as the eager step, at most ``bucket - 1`` masked positions more per step. A capture
+    warms up on a side stream first. The returned logits live in a graph's output buffer, overwritten when that
+    graph is replayed again."""
 
-    def __init__(self, decoder: FastDecoder, mask: torch.Tensor):
-        self.dec, self.mask = decoder, mask
+    def __init__(self, decoder: FastDecoder, mask: torch.Tensor, bucket: int = 256):
+        self.dec, self.mask, self.bucket = decoder, mask, bucket
         B, dev = mask.shape[0], mask.device
         self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
         self.positions = torch.zeros(B, dtype=torch.long, device=dev)
@@ -240,33 +243,40 @@ class CUDAGraphStep:
         for K, V in decoder.kv:  # the buffers past the prompt were allocated uninitialised
             K[:, :, decoder.n:].zero_()
             V[:, :, decoder.n:].zero_()
-        self.graph = self.out = None
+        self.graphs: dict[int, tuple] = {}  # attended length -> (graph, its output logits)
+        self.pool = None
+        self.failed = False
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`FastDecoder.step`; ``mask`` is ignored (the graph reads the full mask buffer)."""
         self.tokens.copy_(tokens)
         self.positions.copy_(positions)
         self.slot.fill_(self.dec.n)
-        run = lambda: self.dec.static_step(self.tokens, self.positions, self.slot, self.mask)  # noqa: E731
-        if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up (library handles, allocator); writes the slot the replay rewrites
-                run()
-            torch.cuda.current_stream().wait_stream(side)
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    self.out = run()
-                self.graph = graph
-            except RuntimeError as e:  # same arithmetic without the graph: slower, not wrong
-                warnings.warn(f"rollout: CUDA graph capture of the decode step failed ({e}); decoding without "
-                              "it (set rollout.cuda_graph=false to skip the attempt)", stacklevel=2)
-                self.graph = False
-        if self.graph is False:
+        length = min(self.mask.shape[1], -(-(self.dec.n + 1) // self.bucket) * self.bucket)
+        run = lambda: self.dec.static_step(self.tokens, self.positions, self.slot, self.mask, length)  # noqa: E731
+        if not self.failed and length not in self.graphs:
+            self._capture(length, run)
+        if self.failed:
             out = run()
         else:
-            self.graph.replay()
-            out = self.out
+            graph, out = self.graphs[length]
+            graph.replay()
         self.dec.n += 1
         return out
+
+    def _capture(self, length: int, run) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (library handles, allocator); writes the slot the replay rewrites
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                out = run()
+            self.pool = self.pool or graph.pool()
+            self.graphs[length] = (graph, out)
+        except RuntimeError as e:  # the same arithmetic without a graph: slower, not wrong
+            warnings.warn(f"rollout: CUDA graph capture of the decode step failed ({e}); decoding without it "
+                          "(rollout.cuda_graph=false skips the attempt)", stacklevel=3)
+            self.failed = True

@@ -216,7 +216,8 @@ def test_static_step_matches_the_step(fuse, left_pad):
         for t in range(steps):
             full[:, P + t] = 1
             ref = eager.step(ids[:, P + t], pos[:, P + t], full[:, :P + t + 1] if left_pad else None)
-            out = static.static_step(ids[:, P + t], pos[:, P + t], torch.tensor([P + t]), full)
+            length = cap if t % 2 else P + t + 1  # the whole capacity, or just the positions written so far
+            out = static.static_step(ids[:, P + t], pos[:, P + t], torch.tensor([P + t]), full, length)
             assert (out - ref).abs().max().item() < 1e-5, t
         for (Ke, Ve), (Ks, Vs) in zip(eager.kv, static.kv):
             assert torch.allclose(Ke, Ks, atol=1e-6) and torch.allclose(Ve, Vs, atol=1e-6)
@@ -224,9 +225,13 @@ def test_static_step_matches_the_step(fuse, left_pad):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_decode_gives_the_same_tokens():
-    """On a GPU: the replayed CUDA graph, the eager fast step and model.forward draw the same tokens in fp32
-    (left-padded and unpadded prompts, sampling with one seed)."""
+def test_cuda_graph_decode_gives_the_same_tokens(monkeypatch):
+    """On a GPU: the replayed CUDA graphs (attended lengths in buckets of 4 positions here, so that a decode
+    crosses several), the eager fast step and model.forward draw the same tokens in fp32 (left-padded and unpadded
+    prompts, sampling with one seed)."""
+    import steprl.models.fast_decode as fd
+
+    monkeypatch.setattr(fd.CUDAGraphStep.__init__, "__defaults__", (4,))
     model, tok = _model(**CONFIGS[0])
     model = model.cuda()
     for prompts in (PROMPTS, ["same length"] * 2):
