@@ -35,7 +35,7 @@ What is compared, and the choices that make it fair
   pipeline (inline) and, as every steprl run on ``arith`` does, also scores every step (``score_steps``) and
   maps tokens to steps; TRL does neither. That extra work is counted against us.
 * Implementations. Each side runs its own defaults: ours decodes a Qwen2 through its hand-written decode step
-  (``rollout.fast_decode``, the same arithmetic as the HF forward) and, in the update, forwards each distinct
+  (``rollout.fast_decode``, the same arithmetic as the HF forward; on a GPU replayed as CUDA graphs) and, in the update, forwards each distinct
   prompt of a micro-batch once with its responses on top (``batch.share_prompt``, the same log-probs and
   gradients); TRL generates with ``model.generate`` and forwards every [prompt, completion] row in full. These
   are implementation choices, not workload: both produce and train on the same tokens with the same loss.
@@ -60,8 +60,8 @@ What is compared, and the choices that make it fair
   setting, checked after every round), our Lightning trainer on ``accelerator=gpu`` and TRL with
   ``use_cpu=False``. Step times are taken after ``torch.cuda.synchronize()``; peak memory is
   ``torch.cuda.max_memory_allocated`` over the profiled step above what was allocated when it began.
-  ``--fast-decode`` sets our ``rollout.fast_decode`` (default: the config's own, ``cpu``: the hand-written
-  decode step on CPU models only).
+  ``--fast-decode`` overrides our ``rollout.fast_decode`` (default: the config's own, ``true``; on a GPU the
+  hand-written decode step is replayed as CUDA graphs, ``rollout.cuda_graph``).
 """
 from __future__ import annotations
 

@@ -131,11 +131,10 @@ class Sampling:
 class HFEngine(Sampling):
     """The HF engine: its own KV-cache decode loop over a transformers model."""
 
-    # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead): "cpu" (default) on CPU
-    # models only, true wherever supported, false never. Not the default on GPUs: it has not been measured there,
-    # and its fused q/k/v and gate/up copies are a transient allocation of most of the model's weights.
-    fast_decode: bool | str = "cpu"
-    # on a GPU, the fast decode step is captured once per generate call as a CUDA graph and replayed per token
+    # decode Qwen2 / Llama models with steprl.models.fast_decode (same math, less overhead): true (default)
+    # wherever supported, "cpu" on CPU models only, false never (model.forward)
+    fast_decode: bool | str = True
+    # on a GPU the fast decode step is captured as CUDA graphs and replayed per token (false: eager launches)
     cuda_graph: bool = True
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt

@@ -150,13 +150,15 @@ def test_engine_uses_the_fast_path_only_where_supported(monkeypatch):
     HFEngine(max_new_tokens=4, min_new_tokens=4, fast_decode=False).generate(model, tok, ["ab"], greedy=True)
     assert len(calls) == 3
     HFEngine(max_new_tokens=4, min_new_tokens=4, fast_decode=True).generate(model, tok, ["ab"], greedy=True)
-    assert len(calls) == 6  # true: wherever supported; the default "cpu" above took it because the model is on CPU
+    assert len(calls) == 6  # true: wherever supported (the default)
+    HFEngine(max_new_tokens=4, min_new_tokens=4, fast_decode="cpu").generate(model, tok, ["ab"], greedy=True)
+    assert len(calls) == 9  # "cpu": the model is on CPU
     with pytest.raises(ValueError, match="rollout.fast_decode"):
         HFEngine(fast_decode="gpu")
     rope, _ = _model(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
     assert "rope" in unsupported_reason(rope)
     HFEngine(max_new_tokens=4, min_new_tokens=4, fast_decode=True).generate(rope, tok, ["ab"], greedy=True)
-    assert len(calls) == 6  # unsupported: model.forward even when asked for
+    assert len(calls) == 9  # unsupported: model.forward even when asked for
 
 
 def test_unsupported_models_are_named():
