@@ -279,8 +279,10 @@ class HFEngine(Sampling):
                 logits = logits.repeat_interleave(g, 0)
             next_pos = position[:, -1:] + 1
         use_fast = self.fast_decode is True or (self.fast_decode == "cpu" and device.type == "cpu")
-        fast = None if vis or sync or not use_fast else _fast_decoder(
-            model, cache, P, full_mask if self.cuda_graph and device.type == "cuda" else None)
+        # CUDA graphs only outside autocast (a pure-dtype model): replaying casts under autocast's weight cache
+        # has not been checked on a GPU; under autocast (hardware=gpu's bf16-mixed) the fast step runs eagerly
+        graph = self.cuda_graph and device.type == "cuda" and not torch.is_autocast_enabled("cuda")
+        fast = None if vis or sync or not use_fast else _fast_decoder(model, cache, P, full_mask if graph else None)
         tokens = torch.full((rows, limit), pad, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
