@@ -1,0 +1,119 @@
+"""PROPA's parts around the algorithm box (``steprl.algos.propa``): the PRM head, the MCTS step policy over the
+HF engine, and the cleaning of generated steps."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+from steprl.algos.ppo import Critic
+from steprl.models.vision import VISION_TOKENS, is_vision_model
+from steprl.rollout.types import Sample
+
+if TYPE_CHECKING:
+    from steprl.algos.propa import PROPA
+
+_VISION_TEXT = re.compile("|".join(re.escape(t) for t in VISION_TOKENS))
+
+
+def clean_step(text: str) -> str:
+    """A generated step with any literal vision-token text removed: re-tokenised, it would become an image
+    placeholder without pixels (a prompt would then have more image tokens than images)."""
+    return _VISION_TEXT.sub("", text)
+
+
+class PRMHead(Critic):
+    """PROPA's PRM: a scalar regression head on a copy of the policy's trunk, read at the last token. For a
+    vision-language policy the trunk is the whole multimodal model (vision tower + decoder), so the PRM's
+    score depends on the image as well as on the steps."""
+
+    def __init__(self, policy):
+        if not is_vision_model(policy):
+            super().__init__(policy)
+            self.vision = False
+            return
+        torch.nn.Module.__init__(self)
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy  # a LoRA wrapper
+        self.trunk = copy.deepcopy(base.model)
+        self.head = torch.nn.Linear(policy.config.text_config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        self.vision = True
+
+    def forward(self, input_ids, attention_mask, position_ids, **vision):
+        if not vision:
+            return super().forward(input_ids, attention_mask, position_ids)
+        # the multimodal model computes its own (3-row) positions from the ids, the mask and the image grids
+        h = self.trunk(input_ids=vision.pop("input_ids", input_ids), attention_mask=attention_mask, use_cache=False,
+                       **vision).last_hidden_state
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # a bf16 trunk feeds the fp32 head
+
+
+class EngineStepPolicy:
+    """:class:`steprl.core.mcts.StepPolicy` over the module's HF engine for a batch of questions."""
+
+    def __init__(self, module: "PROPA", samples: list[Sample]):
+        self.m, self.samples = module, samples
+        self.prompts = self.image_prompts = 0  # prompts sent to the engine, and how many of them showed images
+        c = module.mcts_cfg
+        self.terminal = re.compile(c["terminal_regex"])
+        base = module.engine
+        self.expander = dataclasses.replace(base, stop=tuple(c["step_stop"]), max_new_tokens=c["step_max_tokens"],
+                                            temperature=c["expand_temperature"], top_k=c["expand_top_k"],
+                                            top_p=c["expand_top_p"], min_new_tokens=0)
+        self.simulator = dataclasses.replace(base, stop=(), max_new_tokens=c["simulate_max_tokens"], min_new_tokens=0)
+
+    def _gen(self, engine, prompts, n, greedy, trees):
+        m = self.m
+        images = [self.samples[i].images for i in trees]
+        self.prompts += len(prompts)
+        self.image_prompts += sum(1 for ims in images if ims)
+        vision = {"images": images, "processor": m.processor} if any(images) else {}
+        device = next(m.policy.parameters()).device
+        if m.sampler.device.type != device.type:  # a CUDA model samples with a CUDA generator (as PolicyModule does)
+            m.sampler = torch.Generator(device=device).manual_seed(m.seed)
+        was = m.policy.training
+        m.policy.eval()
+        try:
+            return engine.generate(m.policy, m.tokenizer, prompts, n=n, greedy=greedy,
+                                   generator=None if greedy else m.sampler, **vision)
+        finally:
+            m.policy.train(was)
+
+    def expand(self, requests, k):
+        prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
+        ro = self._gen(self.expander, prompts, k, greedy=False, trees=[i for i, _ in requests])
+        out = []
+        for j in range(len(requests)):
+            kids = []
+            for r in range(j * k, (j + 1) * k):
+                text = ro.texts[r]
+                eos = ro.finish_reason[r] == "stop" and not any(text.endswith(s) for s in self.expander.stop)
+                text = clean_step(text)
+                kids.append((text.strip(), text, eos))
+            out.append(kids)
+        return out
+
+    def simulate(self, requests, budget):
+        """One (greedy) continuation per request, cut into steps, up to the first final step or ``budget`` steps."""
+        prompts = [self.m.step_prompt(self.samples[i], steps) for i, steps in requests]
+        greedy = bool(self.m.mcts_cfg["simulate_greedy"])
+        ro = self._gen(self.simulator, prompts, 1, greedy=greedy, trees=[i for i, _ in requests])
+        out = []
+        for t, b in zip(ro.texts, budget):
+            steps = []
+            for step in self.m.task.splitter.split_text(clean_step(t))[:b]:
+                steps.append(step)
+                if self.terminal.search(step):
+                    break
+            out.append(steps)
+        return out
+
+    def is_terminal(self, step: str, eos: bool) -> bool:
+        return eos or not step or self.terminal.search(step) is not None
+
+    def is_correct(self, tree: int, steps: list[str]) -> bool:
+        return self.m.task.verify(self.samples[tree], "\n".join(steps)) >= 1.0 - 1e-6
