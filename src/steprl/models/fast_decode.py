@@ -221,6 +221,12 @@ class FastDecoder:
             q, K[:, :, :length], V[:, :, :length], self.scale, mask[:, :length]))
 
 
+def attended_length(slot: int, capacity: int, bucket: int) -> int:
+    """Positions a graphed step attends over when it writes ``slot``: ``slot + 1`` rounded up to a multiple of
+    ``bucket``, at most ``capacity`` (so one graph serves every slot of a bucket)."""
+    return min(capacity, -(-(slot + 1) // bucket) * bucket)
+
+
 class CUDAGraphStep:
     """A :class:`FastDecoder`'s step captured as CUDA graphs and replayed for every later token.
 
@@ -252,7 +258,7 @@ class CUDAGraphStep:
         self.tokens.copy_(tokens)
         self.positions.copy_(positions)
         self.slot.fill_(self.dec.n)
-        length = min(self.mask.shape[1], -(-(self.dec.n + 1) // self.bucket) * self.bucket)
+        length = attended_length(self.dec.n, self.mask.shape[1], self.bucket)
         run = lambda: self.dec.static_step(self.tokens, self.positions, self.slot, self.mask, length)  # noqa: E731
         if not self.failed and length not in self.graphs:
             self._capture(length, run)

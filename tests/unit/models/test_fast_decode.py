@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from steprl.models.fast_decode import (FastDecoder, apply_rotary, decode_attention, rms_norm, rotary_table,
-                                       rotate_half, supported, unsupported_reason)
+from steprl.models.fast_decode import (FastDecoder, apply_rotary, attended_length, decode_attention, rms_norm,
+                                       rotary_table, rotate_half, supported, unsupported_reason)
 from steprl.models.tokenizer import build_byte_tokenizer
 from steprl.rollout.hf import HFEngine, _kv_cache
 
@@ -188,6 +188,17 @@ def test_group_prefill_gives_the_same_tokens(fast):
     (a, lp_a), (b, lp_b) = out
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
     assert torch.allclose(lp_a, lp_b, atol=1e-5)
+
+
+def test_attended_length_rounds_up_to_the_bucket():
+    # slot 0 -> 1 position -> one bucket of 256, cut to a capacity of 100; slot 255 -> 256 positions, still the
+    # first bucket; slot 256 -> 257 positions -> the second bucket (512); never past the capacity
+    assert attended_length(0, 100, 256) == 100
+    assert attended_length(0, 1000, 256) == 256
+    assert attended_length(255, 1000, 256) == 256
+    assert attended_length(256, 1000, 256) == 512
+    assert attended_length(999, 1000, 256) == 1000
+    assert [attended_length(s, 10, 4) for s in range(10)] == [4, 4, 4, 4, 8, 8, 8, 8, 10, 10]
 
 
 @pytest.mark.parametrize("fuse", [True, False])
