@@ -383,18 +383,35 @@ def _main(P):
         return
 
     if mode == "script":
-        ns = {}
+        # the tests see the program's names, except that a name of a builtin or of a standard module stays the
+        # real one (a program's own `abs` or `math` would judge its answers), and what the prompt defines (the
+        # trusted prefix: HumanEval's helpers such as `poly`) comes from the prompt, not from the program
+        entry, ns = P.get("entry_point"), {}
         for k, (kind, x) in prog.names.items():
-            if kind == "m":
-                if x in sys.stdlib_module_names:
+            if k != entry and hasattr(builtins, k):
+                continue
+            if k != entry and (kind == "m" or k in sys.stdlib_module_names):
+                if k in sys.stdlib_module_names:
                     try:
-                        ns[k] = importlib.import_module(x)
+                        ns[k] = importlib.import_module(k)
                     except Exception:
                         pass
             elif kind == "v":
                 ns[k] = _dec(x, prog)
             else:
                 ns[k] = _Remote(prog, ("n", k))
+        prefix = P.get("prefix") or ""
+        for src in ((prefix, prefix.rstrip("\n") + "\n    pass\n") if prefix.strip() else ()):
+            trusted = {"__name__": "__prompt__", "__builtins__": builtins}
+            try:
+                arm()
+                exec(compile(src, "<prompt>", "exec"), trusted)
+                disarm()
+            except BaseException:
+                disarm()
+                continue
+            ns.update((k, v) for k, v in trusted.items() if k != entry and not k.startswith("__"))
+            break
         ns.update({"__name__": "__tests__", "__builtins__": builtins, REPORT_NAME: report, ARM_NAME: arm})
         try:
             exec(compile(P["test_code"], "<tests>", "exec"), ns)
@@ -717,7 +734,7 @@ def run_tests(program: str, spec: Mapping, sandbox: Sandbox, test_timeout_s: flo
     nonce = secrets.token_hex(16)
     payload = {"nonce": nonce, "mode": spec["mode"], "program": program, "test_timeout_s": float(test_timeout_s),
                "max_capture": int(max_capture), "tests": spec.get("tests"), "test_code": spec.get("test_code"),
-               "entry_point": spec.get("entry_point"), "runner": RUNNER}
+               "entry_point": spec.get("entry_point"), "prefix": spec.get("prefix") or "", "runner": RUNNER}
     res: SandboxResult = sandbox.run_judged(JUDGE, payload)
     n = int(spec["n_tests"])
     seen: dict[int, bool] = {}

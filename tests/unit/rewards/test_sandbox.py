@@ -159,6 +159,15 @@ def test_bwrap_layer_holds_without_the_audit_hook(listener):
     r = sb.run("import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', "
                "'open(\"/etc/steprl_pwned\", \"w\")'], capture_output=True).returncode)")
     assert r.ok and r.stdout.strip() != "0" and not os.path.exists("/etc/steprl_pwned")
+    # issue 17, 4: without the hook, the answer key and the checkout do not even exist inside
+    here = os.path.abspath(__file__)
+    key = os.path.realpath(os.path.join(os.path.dirname(here), "..", "..", "..", "..", "shared", "data",
+                                        "humaneval.jsonl.gz"))
+    for target in (key, here):
+        child = f"import os; print(os.path.exists({target!r}))"
+        r = sb.run(f"import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', {child!r}], "
+                   "capture_output=True, text=True).stdout)")
+        assert r.ok and r.stdout.strip() == "False", (target, r)
     if os.geteuid() == 0:  # runs as nobody: RLIMIT_NPROC binds, the fork bomb stops and is killed
         t0 = time.monotonic()
         r = sb.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
@@ -335,6 +344,19 @@ def test_forged_verdicts_score_nothing(backend, tmp_path):
     for name, body in forgeries.items():
         res = task.run(s, body)
         assert res.score == 0.0, (name, res)
+    assert task.run(s, "    return 1\n").score == 1.0
+    # the tests' own helpers: a builtin, a standard module, and a helper the prompt defines (HumanEval/32's `poly`)
+    import json
+    row = {"task_id": "h", "entry_point": "f", "prompt": "import math\n\ndef helper(x):\n    return x * 2\n\n\ndef f():\n",
+           "test": "def check(candidate):\n    assert helper(candidate()) == 2\n    assert abs(candidate() - 1) < 1e-9\n"
+                   "    assert math.floor(candidate()) == 1\n"}
+    path = tmp_path / "helper_rows.jsonl"
+    path.write_text(json.dumps(row))
+    task = CodeTask(val_path=str(path), sandbox=dict(sandbox_kw(backend), limits=LIMITS), test_timeout_s=1.0)
+    s = task.val_dataset()[0]
+    shadow = ("```python\nimport math\n\nclass _M:\n    def floor(self, x):\n        return 1\n\nmath = _M()\n\n"
+              "def helper(x):\n    return 2\n\ndef abs(x):\n    return 0\n\ndef f():\n    return 5\n```")
+    assert task.run(s, shadow).score == 0.0
     assert task.run(s, "    return 1\n").score == 1.0
 
 
