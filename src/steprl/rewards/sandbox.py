@@ -119,7 +119,8 @@ def _lockdown():
             os._exit(137)
         if judge:
             libc.prctl(ul(4), ul(0), ul(0), ul(0), ul(0))  # PR_SET_DUMPABLE 0: no ptrace, no /proc/<judge>
-    allow_sub = judge or bool(cfg["allow_subprocess"])
+    allow_sub = bool(cfg["allow_subprocess"])
+    spawning = []  # the judge starts processes only inside `spawn`, never from the test code
     if not judge and not _seccomp(ctypes, libc, me, allow_sub):
         os.write(2, b"sandbox: no seccomp filter on this system (x86-64 Linux only)\n")
 
@@ -207,7 +208,7 @@ def _lockdown():
         elif event.startswith("socket."):
             raise PermissionError("sandbox: no network")
         elif event in PROC_EVENTS:
-            if not allow_sub:
+            if not (allow_sub or spawning):
                 raise PermissionError("sandbox: starting processes is not allowed")
         elif event.startswith("ctypes."):
             raise PermissionError("sandbox: ctypes is not allowed")
@@ -273,9 +274,13 @@ def _lockdown():
         r1, w1 = os.pipe()  # judge -> program
         r2, w2 = os.pipe()  # program -> judge
         ccfg = dict(cfg["child"], chan=[r1, w2])
-        proc = subprocess.Popen([*cfg["argv"], "-c", job["prelude"], json.dumps(ccfg)], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(r1, w2),
-                                close_fds=True, env=job["env"], cwd=cfg["cwd"])
+        spawning.append(1)
+        try:
+            proc = subprocess.Popen([*cfg["argv"], "-c", job["prelude"], json.dumps(ccfg)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(r1, w2),
+                                    close_fds=True, env=job["env"], cwd=cfg["cwd"])
+        finally:
+            spawning.clear()
         children.add(proc.pid)
         os.close(r1)
         os.close(w2)

@@ -211,6 +211,9 @@ class TestTimeout(Exception):
     pass
 
 
+_NO_IMPORT = frozenset({"antigravity", "this", "turtle", "turtledemo", "idlelib", "tkinter", "webbrowser"})
+
+
 class ProgramError(Exception):
     pass
 
@@ -391,7 +394,7 @@ def _main(P):
             if k != entry and hasattr(builtins, k):
                 continue
             if k != entry and (kind == "m" or k in sys.stdlib_module_names):
-                if k in sys.stdlib_module_names:
+                if kind == "m" and k in sys.stdlib_module_names and k not in _NO_IMPORT:
                     try:
                         ns[k] = importlib.import_module(k)
                     except Exception:
