@@ -1,10 +1,12 @@
 """Programming problems with unit tests; the reward is the fraction of tests the model's program passes.
 
-The program runs only in the sandbox (:mod:`steprl.rewards.sandbox`): one sandboxed process per response runs a
-small harness that executes the program and its tests, each test with its own time budget, and reports each
-test's pass / fail as soon as it is known (a run killed half-way keeps the tests it passed). Anything that goes
-wrong (no code in the response, a syntax error, a crash, a timeout, a memory or output limit) scores what was
-passed before it, usually 0; :meth:`CodeTask.verify` never raises.
+The program runs only in the sandbox (:mod:`steprl.rewards.sandbox`), one sandbox per response, as two processes:
+the judge (:data:`JUDGE`, trusted) runs the tests, each with its own time budget, and reports each test's pass /
+fail as soon as it is known (a run killed half-way keeps the tests it passed); the program runs in a process of
+its own (:data:`RUNNER`), which the judge calls over a pipe and restarts after a test that timed out. Answers
+come back as plain builtin values rebuilt by the judge, so neither the verdicts nor the comparisons are within
+the program's reach. Anything that goes wrong (no code in the response, a syntax error, a crash, a timeout, a
+memory or output limit) scores what was passed before it, usually 0; :meth:`CodeTask.verify` never raises.
 
 Row formats (one JSON object per line in ``.jsonl`` / ``.jsonl.gz`` / ``.json`` / ``.parquet``, auto-detected):
 
