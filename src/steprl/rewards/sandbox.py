@@ -3,14 +3,15 @@
 Every run is a fresh process with, in layers:
 
 * **OS limits** (cannot be undone from Python): ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS`` (address space),
-  ``RLIMIT_FSIZE`` (largest file it may write), ``RLIMIT_NOFILE``, no core dumps, and ``RLIMIT_NPROC = 0`` (no
-  process and no thread can be created: the code never runs as root, where the limit would not bind); a
+  ``RLIMIT_FSIZE`` (largest file it may write), ``RLIMIT_NOFILE``, no core dumps, ``RLIMIT_NPROC`` (``nproc``
+  tasks of the user; 0, so not even a thread, where there is no seccomp filter; it binds because the code never
+  runs as root); a
   **wall-clock timeout** after which the whole process group (and, with bubblewrap, the whole PID namespace) is
   killed with SIGKILL, as it is after every run, so nothing outlives the call; **stdout / stderr capped** at
   ``max_output_bytes``; ``PR_SET_PDEATHSIG`` so it dies with the process that started it.
 * **A seccomp filter** (Linux x86-64; inherited by everything the code could start) that refuses the system
-  calls no test needs and that get past Python-level checks: creating processes (``fork`` / ``clone`` /
-  ``execve``, unless ``allow_subprocess``), sockets, signals / pidfds / ``ptrace`` / priorities / limits aimed
+  calls no test needs and that get past Python-level checks: creating processes (``fork`` / ``clone`` without
+  ``CLONE_THREAD`` / ``execve``, unless ``allow_subprocess``; threads are allowed), sockets, signals / pidfds / ``ptrace`` / priorities / limits aimed
   at another process, ``setsid`` / ``setpgid`` (leaving the process group), symlinks and hard links, new
   namespaces and mounts, ``bpf``, ``io_uring``, keyrings.
 * **A minimal environment**: no variable of the parent's environment is passed (only ``PATH``, ``LANG``,
@@ -108,7 +109,6 @@ def _lockdown():
     if os.getuid() == 0 or os.geteuid() == 0:
         os.write(2, b"sandbox: refusing to run code as root\n")
         os._exit(126)
-    lim("RLIMIT_NPROC", cfg["nproc"])  # 0 for the program: no process, no thread (binds: not root)
     me = os.getpid()
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
@@ -121,8 +121,12 @@ def _lockdown():
             libc.prctl(ul(4), ul(0), ul(0), ul(0), ul(0))  # PR_SET_DUMPABLE 0: no ptrace, no /proc/<judge>
     allow_sub = bool(cfg["allow_subprocess"])
     spawning = []  # the judge starts processes only inside `spawn`, never from the test code
-    if not judge and not _seccomp(ctypes, libc, me, allow_sub):
-        os.write(2, b"sandbox: no seccomp filter on this system (x86-64 Linux only)\n")
+    filtered = judge or _seccomp(ctypes, libc, me, allow_sub)
+    if not filtered:
+        os.write(2, b"sandbox: no seccomp filter on this system (x86-64 Linux only): no threads either\n")
+    # processes of this user (binds: never root): the judge's own; threads only for the program (its filter
+    # refuses new processes), or nothing at all where there is no filter
+    lim("RLIMIT_NPROC", cfg["nproc"] if filtered else 0)
 
     scratch = os.path.realpath(cfg["cwd"])
     realpath, fsdecode, sep, isdir, getcwd = os.path.realpath, os.fsdecode, os.sep, os.path.isdir, os.getcwd
@@ -321,11 +325,14 @@ def _seccomp(ctypes, libc, me, allow_proc):
             155, 161, 165, 166, 272, 308, 428, 429, 430, 431, 432, 433, 442,  # mounts, chroot, namespaces
             248, 249, 250, 256, 279, 298, 303, 304, 321, 323, 425, 426, 427]  # keys, numa, perf, handles, bpf, uffd, io_uring
     if not allow_proc:
-        deny += [56, 57, 58, 59, 322, 435]  # clone, fork, vfork, execve, execveat, clone3
+        deny += [57, 58, 59, 322]  # fork, vfork, execve, execveat; clone: threads only; clone3: ENOSYS (glibc
+        # then uses clone, whose flags a filter can read)
     self_only = [62, 129, 200, 234, 297]  # kill, rt_sigqueueinfo, tkill, tgkill, rt_tgsigqueueinfo
     self_or_zero = [142, 144, 203, 302, 314]  # sched_setparam, sched_setscheduler, sched_setaffinity, prlimit64, sched_setattr
     code = [(0x20, 0, 0, 4), (0x15, 0, "kill", 0xC000003E), (0x20, 0, 0, 0), (0x35, "deny", 0, 0x40000000)]
     code += [(0x15, "deny", 0, nr) for nr in deny]
+    if not allow_proc:
+        code += [(0x15, "enosys", 0, 435), (0x15, "clone", 0, 56)]
     code += [(0x15, "self", 0, nr) for nr in self_only]
     code += [(0x15, "self0", 0, nr) for nr in self_or_zero]
     code.append((0x06, 0, 0, ALLOW))
@@ -333,10 +340,14 @@ def _seccomp(ctypes, libc, me, allow_proc):
     code += [(0x20, 0, 0, 16), (0x15, "allow", 0, 0), (0x15, "allow", "deny", me)]
     labels["self"] = len(code)
     code += [(0x20, 0, 0, 16), (0x15, "allow", "deny", me)]
+    labels["clone"] = len(code)
+    code += [(0x20, 0, 0, 16), (0x45, "allow", "deny", 0x00010000)]  # CLONE_THREAD set: a thread
     labels["allow"] = len(code)
     code.append((0x06, 0, 0, ALLOW))
     labels["deny"] = len(code)
     code.append((0x06, 0, 0, DENY))
+    labels["enosys"] = len(code)
+    code.append((0x06, 0, 0, 0x00050000 | 38))
     labels["kill"] = len(code)
     code.append((0x06, 0, 0, KILL))
     rel = lambda x, i: labels[x] - i - 1 if isinstance(x, str) else x  # noqa: E731
@@ -367,7 +378,7 @@ class SandboxLimits:
     memory_mb: int = 1024              # RLIMIT_AS (address space) per process
     file_size_mb: int = 16             # RLIMIT_FSIZE: largest file the code may write
     scratch_mb: int = 64               # all files of the scratch dir together (tmpfs size / a checked cap)
-    nproc: int = 64                    # RLIMIT_NPROC of the judge, and of the program with allow_subprocess
+    nproc: int = 64                    # RLIMIT_NPROC (tasks of the sandbox's user: the judge's, the program's threads)
     max_open_files: int = 64           # RLIMIT_NOFILE
     max_output_bytes: int = 1 << 20    # stdout + stderr; more kills the run (status "output_limit")
     allow_subprocess: bool = False     # let the code start processes (hook, seccomp, RLIMIT_NPROC = nproc)
@@ -699,7 +710,7 @@ class Sandbox:
             fsize = int(min(lim.file_size_mb, lim.scratch_mb)) << 20
             cfg = {"role": "untrusted", "cwd": scratch, "cpu": int(max(1, lim.cpu_time_s)), "fsize": fsize,
                    "nofile": int(lim.max_open_files), "mem": int(lim.memory_mb) << 20, "uid": uid,
-                   "nproc": int(lim.nproc) if lim.allow_subprocess else 0,
+                   "nproc": int(lim.nproc),
                    "allow_subprocess": bool(lim.allow_subprocess), "pid_ns": backend == "bwrap"}
             job: dict[str, Any] = {"main": main, "payload": payload, "stdin": stdin}
             if judge:
