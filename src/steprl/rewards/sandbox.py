@@ -10,10 +10,10 @@ Every run is a fresh process with, in layers:
   killed with SIGKILL, as it is after every run, so nothing outlives the call; **stdout / stderr capped** at
   ``max_output_bytes``; ``PR_SET_PDEATHSIG`` so it dies with the process that started it.
 * **A seccomp filter** (Linux x86-64; inherited by everything the code could start) that refuses the system
-  calls no test needs and that get past Python-level checks: creating processes (``fork`` / ``clone`` without
-  ``CLONE_THREAD`` / ``execve``, unless ``allow_subprocess``; threads are allowed), sockets, signals / pidfds / ``ptrace`` / priorities / limits aimed
-  at another process, ``setsid`` / ``setpgid`` (leaving the process group), symlinks and hard links, new
-  namespaces and mounts, ``bpf``, ``io_uring``, keyrings.
+  calls no test needs and that get past Python-level checks: creating processes (``fork`` / ``execve`` /
+  ``clone`` without ``CLONE_THREAD``, unless ``allow_subprocess``; threads are allowed), sockets, signals /
+  pidfds / ``ptrace`` / priorities / limits aimed at another process, ``setsid`` / ``setpgid`` (leaving the
+  process group), symlinks and hard links, new namespaces and mounts, ``bpf``, ``io_uring``, keyrings.
 * **A minimal environment**: no variable of the parent's environment is passed (only ``PATH``, ``LANG``,
   ``HOME``/``TMPDIR`` pointing at the scratch directory); the interpreter runs isolated and without
   ``site`` (``-I -S``): only the standard library is importable.
@@ -320,15 +320,16 @@ def _seccomp(ctypes, libc, me, allow_proc):
     ALLOW, DENY, KILL = 0x7FFF0000, 0x00050001, 0x80000000
     deny = [41, 53,  # socket, socketpair
             101, 310, 311, 312, 424, 434, 438, 440,  # ptrace, process_vm_*, kcmp, pidfd_*, process_madvise
-            109, 112, 141, 251, 135,  # setpgid, setsid (leaving the process group), setpriority, ioprio_set, personality
+            109, 112, 141, 251, 135,  # setpgid, setsid (leave the group), setpriority, ioprio_set, personality
             86, 88, 265, 266,  # link, symlink, linkat, symlinkat
             155, 161, 165, 166, 272, 308, 428, 429, 430, 431, 432, 433, 442,  # mounts, chroot, namespaces
-            248, 249, 250, 256, 279, 298, 303, 304, 321, 323, 425, 426, 427]  # keys, numa, perf, handles, bpf, uffd, io_uring
+            248, 249, 250, 256, 279, 298, 303, 304,  # keyrings, NUMA moves, perf_event_open, file handles
+            321, 323, 425, 426, 427]  # bpf, userfaultfd, io_uring
     if not allow_proc:
         deny += [57, 58, 59, 322]  # fork, vfork, execve, execveat; clone: threads only; clone3: ENOSYS (glibc
         # then uses clone, whose flags a filter can read)
     self_only = [62, 129, 200, 234, 297]  # kill, rt_sigqueueinfo, tkill, tgkill, rt_tgsigqueueinfo
-    self_or_zero = [142, 144, 203, 302, 314]  # sched_setparam, sched_setscheduler, sched_setaffinity, prlimit64, sched_setattr
+    self_or_zero = [142, 144, 203, 302, 314]  # sched_setparam / setscheduler / setaffinity, prlimit64, sched_setattr
     code = [(0x20, 0, 0, 4), (0x15, 0, "kill", 0xC000003E), (0x20, 0, 0, 0), (0x35, "deny", 0, 0x40000000)]
     code += [(0x15, "deny", 0, nr) for nr in deny]
     if not allow_proc:
