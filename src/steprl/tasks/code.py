@@ -165,8 +165,10 @@ def _serve(P, chan):
             if isinstance(v, types.ModuleType):
                 names[k] = ["m", str(getattr(v, "__name__", ""))]
                 continue
+            small = v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) < 10_000)
             try:
-                names[k] = ["v", enc(v, refs=False)]
+                # small scalars are sent as values; anything else (a big table, a function) stays here
+                names[k] = ["v", enc(v, refs=False)] if small else ["n", k]
             except Exception:
                 names[k] = ["n", k]
         ready = {"names": names}

@@ -233,8 +233,10 @@ def survivors(marker: str) -> list[int]:
 
 @pytest.fixture
 def victim():
-    """A sacrificial process standing in for the training process (attacks try to kill it)."""
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A sacrificial process standing in for the training process (attacks try to kill it). It runs as the user
+    the sandboxed code runs as (`nobody` when root), so that file permissions alone would not save it."""
+    who = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
+    p = subprocess.Popen(["sleep", "60"], **who)
     yield p.pid
     p.kill()
     p.wait()
