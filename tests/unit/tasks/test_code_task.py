@@ -122,6 +122,11 @@ def test_program_objects_cross_as_handles_and_answers_as_plain_values(tmp_path):
             "def pair():\n    return (1, [2, {'a': {3}}])\n```")
     # test 3 compares an object of the program's making: it fails (plain Python would say True)
     assert task.verify(task.val_dataset()[0], code) == pytest.approx(5 / 6)
+    # a big table the program builds at import stays in its process; small constants reach the tests
+    rows = [{"id": "table", "prompt": "p", "entry_point": "f", "tests": ["assert f(3) == 5", "assert K == 7"]}]
+    task = task_from(tmp_path, rows)
+    table = "```python\nK = 7\nP = list(range(3 * 10**6))\n\ndef f(i):\n    return P[i] + 2\n```"
+    assert task.verify(task.val_dataset()[0], table) == 1.0
 
 
 @pytest.mark.skipif(not HUMANEVAL.is_file(), reason=f"shared HumanEval not found at {HUMANEVAL}")
