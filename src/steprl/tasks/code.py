@@ -1,10 +1,12 @@
 """Programming problems with unit tests; the reward is the fraction of tests the model's program passes.
 
-The program runs only in the sandbox (:mod:`steprl.rewards.sandbox`): one sandboxed process per response runs a
-small harness that executes the program and its tests, each test with its own time budget, and reports each
-test's pass / fail as soon as it is known (a run killed half-way keeps the tests it passed). Anything that goes
-wrong (no code in the response, a syntax error, a crash, a timeout, a memory or output limit) scores what was
-passed before it, usually 0; :meth:`CodeTask.verify` never raises.
+The program runs only in the sandbox (:mod:`steprl.rewards.sandbox`), one sandbox per response, as two processes:
+the judge (:data:`JUDGE`, trusted) runs the tests, each with its own time budget, and reports each test's pass /
+fail as soon as it is known (a run killed half-way keeps the tests it passed); the program runs in a process of
+its own (:data:`RUNNER`), which the judge calls over a pipe and restarts after a test that timed out. Answers
+come back as plain builtin values rebuilt by the judge, so neither the verdicts nor the comparisons are within
+the program's reach. Anything that goes wrong (no code in the response, a syntax error, a crash, a timeout, a
+memory or output limit) scores what was passed before it, usually 0; :meth:`CodeTask.verify` never raises.
 
 Row formats (one JSON object per line in ``.jsonl`` / ``.jsonl.gz`` / ``.json`` / ``.parquet``, auto-detected):
 
@@ -49,7 +51,7 @@ from steprl.tasks.math import ID_KEYS, MathTask
 log = logging.getLogger(__name__)
 
 __all__ = ["CodeTask", "CodeResult", "extract_code", "build_program", "run_tests", "synthetic_problems",
-           "spec_from_row", "HARNESS"]
+           "spec_from_row", "JUDGE", "RUNNER"]
 
 CODE_PROMPT = "{question}\n\nWrite a Python solution inside a ```python code block.\n"
 COMPLETION_PROMPT = "{question}"
@@ -62,20 +64,309 @@ REPORT = "__steprl_report__"
 ARM = "__steprl_arm__"
 
 # ---------------------------------------------------------------------------------------------------------------
-# the harness: runs inside the sandbox (stdlib only); `__payload__` is set by the sandbox prelude
+# the harness runs inside the sandbox (stdlib only) as two processes: the judge (trusted: the tests, the
+# verdicts) and the program (untrusted, started by the judge with `__spawn__`). The program's answers cross a
+# pipe as tagged JSON and are rebuilt by the judge as plain builtin values; what the program defines that is not
+# a plain value stays in its process and is seen by the judge only as an opaque handle (`_Remote`), which can be
+# called but never compared, hashed into an answer or used as a truth value.
 # ---------------------------------------------------------------------------------------------------------------
-HARNESS = r'''
-import builtins, io, json, math, os, signal, sys
+RUNNER = r'''
+import builtins, io, json, os, sys, types
+
+def _serve(P, chan):
+    recv, send = chan
+    mode, cap = P["mode"], int(P["max_capture"])
+    objects = {}
+
+    class Capped(io.BytesIO):
+        def write(self, b):
+            if self.tell() + len(b) > cap:
+                raise OSError("sandbox: output limit of the test reached")
+            return super().write(b)
+
+    def sink():
+        return io.TextIOWrapper(Capped(), encoding="utf-8", newline="\n", write_through=True)
+
+    def enc(v, refs=True, depth=0):
+        # a plain value, read through the base type's own slots (a subclass cannot change what is sent)
+        if depth > 100:
+            raise ValueError("value nested too deeply")
+        d = depth + 1
+        if v is None:
+            return ["N"]
+        if v is True or v is False:
+            return ["B", v]
+        if isinstance(v, int):
+            return ["i", hex(int.__index__(v))]
+        if isinstance(v, float):
+            return ["f", float.__float__(v)]
+        if isinstance(v, complex):
+            return ["c", complex.__dict__["real"].__get__(v), complex.__dict__["imag"].__get__(v)]
+        if isinstance(v, str):
+            return ["s", str.__str__(v)]
+        if isinstance(v, bytes):
+            return ["y", bytes.hex(v)]
+        if isinstance(v, list):
+            return ["l", [enc(x, refs, d) for x in list.__iter__(v)]]
+        if isinstance(v, tuple):
+            return ["t", [enc(x, refs, d) for x in tuple.__iter__(v)]]
+        if isinstance(v, dict):
+            return ["d", [[enc(k, refs, d), enc(x, refs, d)] for k, x in dict.items(v)]]
+        if isinstance(v, frozenset):
+            return ["F", [enc(x, refs, d) for x in frozenset.__iter__(v)]]
+        if isinstance(v, set):
+            return ["S", [enc(x, refs, d) for x in set.__iter__(v)]]
+        if not refs:
+            raise TypeError("not a plain value")
+        objects[len(objects)] = v
+        return ["r", len(objects) - 1]
+
+    def dec(x):
+        tag = x[0]
+        if tag == "N":
+            return None
+        if tag in ("B", "f", "s"):
+            return x[1]
+        if tag == "i":
+            return int(x[1], 16)
+        if tag == "c":
+            return complex(x[1], x[2])
+        if tag == "y":
+            return bytes.fromhex(x[1])
+        if tag in ("l", "t", "S", "F"):
+            items = [dec(i) for i in x[1]]
+            return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+        if tag == "d":
+            return {dec(k): dec(v) for k, v in x[1]}
+        if tag == "r":
+            return objects[x[1]]
+        if tag == "n":
+            if x[1] in ns:
+                return ns[x[1]]
+            return getattr(ns["Solution"](), x[1])  # LeetCode style: a fresh Solution() per call
+        raise ValueError("bad value")
+
+    def fail(e):
+        try:
+            return {"error": [type(e).__name__, str(e)[:200]]}
+        except BaseException:
+            return {"error": ["Exception", "?"]}
+
+    sys.stdout = sys.stderr = sink()
+    ns = {"__name__": "__solution__", "__builtins__": builtins}
+    try:
+        code = compile(P["program"], "<solution>", "exec")
+        if mode != "stdio":
+            exec(code, ns)
+        names = {}
+        for k, v in list(ns.items()):
+            if k.startswith("__"):
+                continue
+            if isinstance(v, types.ModuleType):
+                names[k] = ["m", str(getattr(v, "__name__", ""))]
+                continue
+            small = v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) < 10_000)
+            try:
+                # small scalars are sent as values; anything else (a big table, a function) stays here
+                names[k] = ["v", enc(v, refs=False)] if small else ["n", k]
+            except Exception:
+                names[k] = ["n", k]
+        ready = {"names": names}
+    except BaseException as e:
+        ready = fail(e)
+    send(ready)
+    if "error" in ready:
+        return
+    while True:
+        try:
+            req = recv()
+        except EOFError:
+            return
+        sys.stdout = sys.stderr = sink()
+        try:
+            if req["op"] == "call":
+                out = enc(dec(req["ref"])(*dec(req["args"]), **dec(req["kwargs"])))
+            elif req["op"] == "getattr":
+                out = enc(getattr(dec(req["ref"]), req["name"]))
+            else:  # "main": the whole program on this standard input
+                buf = sink()
+                sys.stdout = buf
+                sys.stdin = io.TextIOWrapper(io.BytesIO(req["stdin"].encode("utf-8")), encoding="utf-8")
+                try:
+                    exec(code, {"__name__": "__main__", "__builtins__": builtins})
+                except SystemExit as e:
+                    if e.code not in (None, 0):
+                        raise
+                buf.flush()
+                out = ["s", buf.buffer.getvalue().decode("utf-8", "replace")]
+            reply = {"value": out}
+        except BaseException as e:
+            reply = fail(e)
+        send(reply)
+
+_serve(__payload__, __channel__)
+'''
+
+JUDGE = r'''
+import builtins, importlib, io, math, os, signal, sys
+
+
+class TestTimeout(Exception):
+    pass
+
+
+_NO_IMPORT = frozenset({"antigravity", "this", "turtle", "turtledemo", "idlelib", "tkinter", "webbrowser"})
+
+
+class ProgramError(Exception):
+    pass
+
+
+class _Remote:
+    """Something the program made that is not a plain value: it can be called (and its attributes read), but
+    comparing it, hashing it into an answer or taking its truth value raises."""
+    __slots__ = ("_prog", "_ref")
+
+    def __init__(self, prog, ref):
+        object.__setattr__(self, "_prog", prog)
+        object.__setattr__(self, "_ref", ref)
+
+    def __call__(self, *args, **kwargs):
+        return self._prog.request({"op": "call", "ref": self._prog.ref(self), "args": _enc(list(args)),
+                                   "kwargs": _enc(kwargs)})
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._prog.request({"op": "getattr", "ref": self._prog.ref(self), "name": name})
+
+    def _no(self, *a):
+        raise TypeError("the program returned an object that is not a plain value")
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __len__ = __iter__ = __contains__ = _no
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return "<program object>"
+
+
+_TYPES = {"l": list, "t": tuple, "S": set, "F": frozenset}
+
+
+def _enc(v, depth=0):
+    if depth > 100:
+        raise ValueError("value nested too deeply")
+    d, t = depth + 1, type(v)
+    if v is None:
+        return ["N"]
+    if t is bool:
+        return ["B", v]
+    if t is int:
+        return ["i", hex(v)]
+    if t is float:
+        return ["f", v]
+    if t is complex:
+        return ["c", v.real, v.imag]
+    if t is str:
+        return ["s", v]
+    if t is bytes:
+        return ["y", v.hex()]
+    if t in (list, tuple, set, frozenset):
+        return [{list: "l", tuple: "t", set: "S", frozenset: "F"}[t], [_enc(x, d) for x in v]]
+    if t is dict:
+        return ["d", [[_enc(k, d), _enc(x, d)] for k, x in v.items()]]
+    if t is _Remote:
+        return v._prog.ref(v)
+    raise TypeError("cannot pass a %s to the program" % t.__name__)
+
+
+def _dec(x, prog, depth=0):
+    """Plain builtin values only, rebuilt here from what the program sent (never an object of its making)."""
+    if type(x) is not list or not x or depth > 100:
+        raise ValueError("malformed value from the program")
+    tag, d = x[0], depth + 1
+    if tag == "N":
+        return None
+    if tag == "B" and type(x[1]) is bool:
+        return x[1]
+    if tag == "i" and type(x[1]) is str and len(x[1]) < 1_000_000:
+        return int(x[1], 16)
+    if tag == "f" and type(x[1]) in (int, float):
+        return float(x[1])
+    if tag == "c" and type(x[1]) in (int, float) and type(x[2]) in (int, float):
+        return complex(x[1], x[2])
+    if tag == "s" and type(x[1]) is str:
+        return x[1]
+    if tag == "y" and type(x[1]) is str:
+        return bytes.fromhex(x[1])
+    if tag in _TYPES and type(x[1]) is list:
+        return _TYPES[tag](_dec(i, prog, d) for i in x[1])
+    if tag == "d" and type(x[1]) is list:
+        return {_dec(k, prog, d): _dec(v, prog, d) for k, v in x[1]}
+    if tag == "r" and type(x[1]) is int:
+        return _Remote(prog, ("r", x[1], prog.gen))
+    raise ValueError("malformed value from the program")
+
+
+class Program:
+    """The untrusted program in its own process; started again after a test that timed out or killed it."""
+
+    def __init__(self, P):
+        self.payload = {"program": P["program"], "mode": P["mode"], "max_capture": P["max_capture"]}
+        self.runner, self.child, self.gen, self.names = P["runner"], None, 0, {}
+
+    def start(self):
+        self.gen += 1
+        self.child = __spawn__(self.runner, self.payload)
+        try:
+            msg = self.child.recv()
+        except BaseException:
+            self.stop()
+            raise
+        if "error" in msg:
+            self.stop()
+            raise ProgramError("%s: %s" % tuple(msg["error"]))
+        self.names = msg["names"]
+
+    def stop(self):
+        if self.child is not None:
+            child, self.child = self.child, None
+            child.kill()
+
+    def ref(self, remote):
+        ref = remote._ref
+        if ref[0] == "n":
+            return list(ref)
+        if ref[2] != self.gen:
+            raise RuntimeError("an object of a program that was restarted")
+        return ["r", ref[1]]
+
+    def request(self, req):
+        if self.child is None:
+            self.start()
+        try:
+            self.child.send(req)
+            msg = self.child.recv()
+        except BaseException:
+            self.stop()
+            raise
+        if "error" in msg:
+            name, text = (list(msg["error"]) + ["", ""])[:2]
+            exc = getattr(builtins, name, None) if type(name) is str else None
+            if not (isinstance(exc, type) and issubclass(exc, Exception)):
+                exc = RuntimeError
+            raise exc(str(text))
+        return _dec(msg["value"], self)
+
 
 def _main(P):
-    nonce, mode, limit, cap = P["nonce"], P["mode"], float(P["test_timeout_s"]), int(P["max_capture"])
+    nonce, mode, limit = P["nonce"], P["mode"], float(P["test_timeout_s"])
     write = os.write
 
     def report(i, ok):
         write(1, ("%s %d %d\n" % (nonce, i, 1 if ok else 0)).encode())
 
-    class TestTimeout(Exception):
-        pass
+    def note(e):
+        write(2, ("%s: %s\n" % (type(e).__name__, e))[:300].encode("utf-8", "replace"))
 
     def on_alarm(signum, frame):
         raise TestTimeout("test timed out")
@@ -87,59 +378,65 @@ def _main(P):
     def disarm():
         signal.setitimer(signal.ITIMER_REAL, 0)
 
-    class Capped(io.BytesIO):
-        def write(self, b):
-            if self.tell() + len(b) > cap:
-                raise OSError("sandbox: output limit of the test reached")
-            return super().write(b)
-
-    def sink():
-        return io.TextIOWrapper(Capped(), encoding="utf-8", newline="\n", write_through=True)
-
-    sys.stdout = sys.stderr = sink()
-    program = P["program"]
+    sys.stdout = sys.stderr = io.StringIO()  # what the test code prints
+    prog = Program(P)
     try:
-        code = compile(program, "<solution>", "exec")
-    except BaseException:
+        arm()
+        prog.start()
+        disarm()
+    except BaseException as e:
+        disarm()
+        note(e)
         return
 
     if mode == "script":
-        ns = {"__name__": "__solution__", "__builtins__": builtins}
-        try:
-            arm()
-            exec(code, ns)
-            disarm()
-        except BaseException:
-            disarm()
-            return
-        ns[REPORT_NAME] = report
-        ns[ARM_NAME] = arm
+        # the tests see the program's names, except that a name of a builtin or of a standard module stays the
+        # real one (a program's own `abs` or `math` would judge its answers), and what the prompt defines (the
+        # trusted prefix: HumanEval's helpers such as `poly`) comes from the prompt, not from the program
+        entry, ns = P.get("entry_point"), {}
+        for k, (kind, x) in prog.names.items():
+            if k != entry and hasattr(builtins, k):
+                continue
+            if k != entry and (kind == "m" or k in sys.stdlib_module_names):
+                if kind == "m" and k in sys.stdlib_module_names and k not in _NO_IMPORT:
+                    try:
+                        ns[k] = importlib.import_module(k)
+                    except Exception:
+                        pass
+            elif kind == "v":
+                ns[k] = _dec(x, prog)
+            else:
+                ns[k] = _Remote(prog, ("n", k))
+        prefix = P.get("prefix") or ""
+        for src in ((prefix, prefix.rstrip("\n") + "\n    pass\n") if prefix.strip() else ()):
+            trusted = {"__name__": "__prompt__", "__builtins__": builtins}
+            try:
+                arm()
+                exec(compile(src, "<prompt>", "exec"), trusted)
+                disarm()
+            except BaseException:
+                disarm()
+                continue
+            ns.update((k, v) for k, v in trusted.items() if k != entry and not k.startswith("__"))
+            break
+        ns.update({"__name__": "__tests__", "__builtins__": builtins, REPORT_NAME: report, ARM_NAME: arm})
         try:
             exec(compile(P["test_code"], "<tests>", "exec"), ns)
-        except BaseException:
-            pass
+        except BaseException as e:
+            note(e)
         disarm()
         return
 
     if mode == "call":
-        ns = {"__name__": "__solution__", "__builtins__": builtins}
-        try:
-            arm()
-            exec(code, ns)
-            disarm()
-            name = P["entry_point"]
-            fn = ns.get(name)
-            if fn is None and "Solution" in ns:
-                fn = getattr(ns["Solution"](), name)
-            if fn is None:
-                return
-        except BaseException:
-            disarm()
+        name = P["entry_point"]
+        kind = prog.names.get(name, ["n"])[0]
+        if kind != "n" or (name not in prog.names and "Solution" not in prog.names):
             return
+        fn = _Remote(prog, ("n", name))
         for i, t in enumerate(P["tests"]):
             ok = False
             try:
-                args = json.loads(json.dumps(t["input"]))
+                args = t["input"]
                 arm()
                 got = fn(**args) if isinstance(args, dict) else fn(*args)
                 disarm()
@@ -152,22 +449,13 @@ def _main(P):
     if mode == "stdio":
         for i, t in enumerate(P["tests"]):
             ok = False
-            out = sink()
             try:
-                sys.stdin = io.TextIOWrapper(io.BytesIO(t["input"].encode("utf-8")), encoding="utf-8")
-                sys.stdout = out
                 arm()
-                try:
-                    exec(code, {"__name__": "__main__", "__builtins__": builtins})
-                except SystemExit as e:
-                    if e.code not in (None, 0):
-                        raise
+                got = prog.request({"op": "main", "stdin": t["input"]})
                 disarm()
-                out.flush()
-                ok = _same_output(out.buffer.getvalue().decode("utf-8", "replace"), t["output"])
+                ok = type(got) is str and _same_output(got, t["output"])
             except BaseException:
                 disarm()
-            sys.stdout = sink()
             report(i, ok)
         return
 
@@ -448,12 +736,13 @@ class CodeResult:
 
 def run_tests(program: str, spec: Mapping, sandbox: Sandbox, test_timeout_s: float = 2.0,
               max_capture: int = 1 << 20) -> CodeResult:
-    """Run ``program`` against the tests of ``spec`` (from :func:`spec_from_row`) in one sandboxed process."""
+    """Run ``program`` against the tests of ``spec`` (from :func:`spec_from_row`): the tests and their verdicts
+    in the sandbox's trusted judge process, the program in a locked-down process of its own."""
     nonce = secrets.token_hex(16)
     payload = {"nonce": nonce, "mode": spec["mode"], "program": program, "test_timeout_s": float(test_timeout_s),
                "max_capture": int(max_capture), "tests": spec.get("tests"), "test_code": spec.get("test_code"),
-               "entry_point": spec.get("entry_point")}
-    res: SandboxResult = sandbox.run(HARNESS, payload)
+               "entry_point": spec.get("entry_point"), "prefix": spec.get("prefix") or "", "runner": RUNNER}
+    res: SandboxResult = sandbox.run_judged(JUDGE, payload)
     n = int(spec["n_tests"])
     seen: dict[int, bool] = {}
     for line in res.stdout.splitlines():
@@ -543,6 +832,7 @@ class CodeTask(MathTask):
             self.sandbox = sandbox
         else:
             self.sandbox = Sandbox(**dict(sandbox or {}))
+        self.sandbox.check()  # logs the backend; refuses to go on where model-written code must not run
         if not test_timeout_s > 0:
             raise ValueError(f"task.test_timeout_s must be > 0, got {test_timeout_s}")
         self.test_timeout_s = float(test_timeout_s)

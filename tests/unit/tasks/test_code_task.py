@@ -4,23 +4,31 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from steprl.rewards.sandbox import _world_accessible, bwrap_available
 from steprl.tasks.code import (CodeTask, build_program, extract_code, script_tests, synthetic_problems,
                                spec_from_row)
 
 DATA = Path(os.environ.get("STEPRL_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
 HUMANEVAL = DATA / "humaneval.jsonl.gz"
 LIMITS = {"wall_timeout_s": 6.0, "cpu_time_s": 5}
+if bwrap_available():
+    SANDBOX: dict = {}
+else:  # no bubblewrap: the weak backend, opted into, with an interpreter `nobody` can read when root
+    SANDBOX = {"backend": "process", "allow_weak_isolation": True}
+    if os.geteuid() == 0 and not _world_accessible(getattr(sys, "_base_executable", sys.executable)):
+        SANDBOX["python"] = "/usr/bin/python3"
 
 
 def task_from(tmp_path, rows, **kw) -> CodeTask:
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    return CodeTask(val_path=str(path), sandbox={"limits": LIMITS}, **kw)
+    return CodeTask(val_path=str(path), sandbox=dict(SANDBOX, limits=LIMITS), **kw)
 
 
 # ----- extraction ----------------------------------------------------------------------------------------------
@@ -101,6 +109,38 @@ def test_formats_and_partial_credit(tmp_path):
         assert task.verify(s[i], response) == pytest.approx(want), (i, response)
 
 
+def test_program_objects_cross_as_handles_and_answers_as_plain_values(tmp_path):
+    """The tests run apart from the program: objects it makes stay there (usable as arguments, never compared),
+    answers come back as plain values of their own type, and the program's state lives across calls."""
+    rows = [{"id": "objs", "prompt": "Rect and area.", "entry_point": "area",
+             "tests": ["assert area(Rect(2, 3)) == 6", "assert Rect(1, 5).width == 1", "assert Rect(1, 1) != 0",
+                       "assert area(Rect(2, 2)) == 4.0 and type(area(Rect(2, 2))) is int",
+                       "assert count() == 1 and count() == 2", "assert pair() == (1, [2, {'a': {3}}])"]}]
+    task = task_from(tmp_path, rows)
+    code = ("```python\nclass Rect:\n    def __init__(self, w, h):\n        self.width, self.height = w, h\n\n"
+            "def area(r):\n    return r.width * r.height\n\nN = [0]\n\ndef count():\n    N[0] += 1\n    return N[0]\n\n"
+            "def pair():\n    return (1, [2, {'a': {3}}])\n```")
+    # test 3 compares an object of the program's making: it fails (plain Python would say True)
+    assert task.verify(task.val_dataset()[0], code) == pytest.approx(5 / 6)
+    # a big table the program builds at import stays in its process; small constants reach the tests
+    rows = [{"id": "table", "prompt": "p", "entry_point": "f", "tests": ["assert f(3) == 5", "assert K == 7"]}]
+    task = task_from(tmp_path, rows)
+    table = "```python\nK = 7\nP = list(range(3 * 10**6))\n\ndef f(i):\n    return P[i] + 2\n```"
+    assert task.verify(task.val_dataset()[0], table) == 1.0
+
+
+@pytest.mark.skipif(not HUMANEVAL.is_file(), reason=f"shared HumanEval not found at {HUMANEVAL}")
+def test_humaneval_helpers_of_the_prompt_work():
+    """HumanEval/32 and /38 test through helpers the prompt defines (`poly`, `encode_cyclic`)."""
+    rows = [json.loads(line) for line in gzip.open(HUMANEVAL)]
+    task = CodeTask(val_path=str(HUMANEVAL), name="humaneval", sandbox=dict(SANDBOX, limits={"wall_timeout_s": 20.0}),
+                    test_timeout_s=10.0)
+    samples = task.val_dataset()
+    for i in (32, 38, 53):
+        assert task.verify(samples[i], rows[i]["canonical_solution"]) == 1.0, rows[i]["task_id"]
+        assert task.verify(samples[i], "    return None\n") < 1.0
+
+
 def test_per_test_timeout_keeps_other_tests(tmp_path):
     rows = [{"id": "t", "prompt": "f", "entry_point": "f",
              "tests": ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"]}]
@@ -125,7 +165,7 @@ def test_bad_rows_name_the_problem(tmp_path):
 def test_synthetic_problems_are_solvable_and_deterministic(tmp_path):
     rows = synthetic_problems(12, seed=3)
     assert rows == synthetic_problems(12, seed=3) and rows != synthetic_problems(12, seed=4)
-    task = CodeTask(path="synthetic", num_synthetic=12, num_val=4, seed=3, sandbox={"limits": LIMITS})
+    task = CodeTask(path="synthetic", num_synthetic=12, num_val=4, seed=3, sandbox=dict(SANDBOX, limits=LIMITS))
     train, val = task.train_dataset(), task.val_dataset()
     assert len(train) == 8 and len(val) == 4
     s = val[0]
@@ -139,7 +179,7 @@ def test_synthetic_problems_are_solvable_and_deterministic(tmp_path):
 @pytest.mark.skipif(not HUMANEVAL.is_file(), reason=f"shared HumanEval not found at {HUMANEVAL}")
 def test_every_humaneval_canonical_solution_passes_and_return_none_fails():
     rows = [json.loads(line) for line in gzip.open(HUMANEVAL)]
-    task = CodeTask(val_path=str(HUMANEVAL), name="humaneval", sandbox={"limits": {"wall_timeout_s": 20.0}},
+    task = CodeTask(val_path=str(HUMANEVAL), name="humaneval", sandbox=dict(SANDBOX, limits={"wall_timeout_s": 20.0}),
                     test_timeout_s=10.0)
     samples = task.val_dataset()
     assert len(samples) == len(rows) == 164
