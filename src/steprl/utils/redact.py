@@ -5,8 +5,10 @@
                           (``?api_key=...``) and ``Bearer <token>`` in free text (log lines, error messages)
     redact_override(s)    one Hydra override ``key=value``: the value when the key looks secret, else redact_text
     is_secret_key(k)      ``api_key``, ``token``, ``password``, ``secret``, ``authorization``, ... (see below)
-    RedactHydraFiles      a Hydra callback that rewrites ``.hydra/{config,hydra,overrides}.yaml`` redacted at job
-                          start (Hydra writes them itself before any of our code runs)
+    RedactingFilter       a logging filter that applies redact_text to every record (message and traceback)
+    RedactHydraFiles      a Hydra callback (conf/hydra/default.yaml) that rewrites ``.hydra/{config,hydra,
+                          overrides}.yaml`` redacted at job start (Hydra writes them itself before any of our code
+                          runs) and puts a RedactingFilter on the console and log-file handlers
 
 A key is secret when its words (split at ``_ - .`` and camelCase) include a secret word (password, passwd,
 secret, credential(s), authorization, auth, cookie, apikey), end in ``token`` (``token``, ``access_token``,
@@ -16,13 +18,14 @@ secret, credential(s), authorization, auth, cookie, apikey), end in ``token`` (`
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = ["MASK", "is_secret_key", "redact", "redact_text", "redact_override", "redact_hydra_dir",
-           "RedactHydraFiles"]
+           "RedactingFilter", "install_log_filter", "RedactHydraFiles"]
 
 MASK = "***"
 _SECRET_WORDS = {"password", "passwd", "pwd", "secret", "secrets", "credential", "credentials", "authorization",
@@ -34,6 +37,9 @@ _USERINFO_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>
 _QUERY_RE = re.compile(r"(?P<name>[?&;](?:[A-Za-z0-9_\-]*?)(?:api[_\-]?key|token|password|passwd|secret|key|sig|"
                        r"signature|auth)=)(?P<value>[^&#;\s'\"]+)", re.IGNORECASE)
 _BEARER_RE = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+(?P<value>[A-Za-z0-9._~+/=\-]{8,})")
+# `key: value` / `"key": "value"` inside dict literals (a Hydra override `x={api_key: sk-1}`, a JSON body)
+_COLON_RE = re.compile(r"(?P<key>(?<![\w\-])[A-Za-z_][\w\-]*)(?P<q1>[\"']?)(?P<sep>\s*:\s*)(?P<q2>[\"']?)"
+                       r"(?P<value>[^\"',}\]\s]+)")
 _PAIR_RE = re.compile(r"(?P<key>(?<![\w.\-])[A-Za-z_][\w.\-]*)=(?P<value>[^,\s&;]*)")
 
 
@@ -60,9 +66,12 @@ def redact_text(text: str) -> str:
         return text
     out = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     out = _QUERY_RE.sub(lambda m: f"{m['name']}{MASK}", out)
+    out = _BEARER_RE.sub(lambda m: f"{m['kind']} {MASK}", out)
+    out = _COLON_RE.sub(lambda m: f"{m['key']}{m['q1']}{m['sep']}{m['q2']}{MASK}" if is_secret_key(m["key"])
+                        else m[0], out)
     out = _PAIR_RE.sub(lambda m: f"{m['key']}={_mask(m['value'])}" if is_secret_key(m["key"].split(".")[-1])
                        else m[0], out)
-    return _BEARER_RE.sub(lambda m: f"{m['kind']} {MASK}", out)
+    return out
 
 
 def _mask(value: Any) -> Any:
@@ -118,6 +127,32 @@ def redact_hydra_dir(output_dir: str | Path, subdir: str | None = ".hydra") -> l
     return changed
 
 
+class RedactingFilter(logging.Filter):
+    """Masks secrets (:func:`redact_text`) in every record that passes: its message and its traceback text."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is the handler's business
+            return True
+        clean = redact_text(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(self._formatter.formatException(record.exc_info))
+        return True
+
+
+def install_log_filter(*loggers: logging.Logger) -> None:
+    """Put one :class:`RedactingFilter` on every handler of the root logger (and of ``loggers``)."""
+    for lg in (logging.getLogger(), logging.getLogger("hydra"), *loggers):
+        for handler in lg.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
+
+
 try:
     from hydra.experimental.callback import Callback as _HydraCallback
 except ImportError:  # pragma: no cover - hydra is a dependency
@@ -126,9 +161,17 @@ except ImportError:  # pragma: no cover - hydra is a dependency
 
 class RedactHydraFiles(_HydraCallback):
     """Hydra writes ``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` before the task runs, secrets
-    and all; at job start this callback rewrites them with :func:`redact` (``hydra.callbacks`` in conf/train.yaml).
-    """
+    and all; at job start this callback rewrites them with :func:`redact` (``hydra.callbacks`` in
+    conf/hydra/default.yaml). It also filters the console and log-file handlers Hydra configured (the multirun
+    launcher prints each job's overrides)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        install_log_filter()
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        install_log_filter()
 
     def on_job_start(self, config, **kwargs) -> None:
+        install_log_filter()
         hc = config.hydra
         redact_hydra_dir(hc.runtime.output_dir, hc.output_subdir)
