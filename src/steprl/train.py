@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steprl.config import banner, check_config, register_resolvers
 from steprl.rollout.data import RolloutDataModule
+from steprl.utils.redact import redact
 
 register_resolvers()
 # Lightning prints through its own handler; without this, Hydra's root handler prints every line twice
@@ -49,6 +50,7 @@ def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
     for lg in trainer.loggers:
         if isinstance(lg, MLFlowLogger):
             resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
+            resolved = redact(resolved)  # secrets masked in params and config.yaml (steprl.utils.redact)
             lg.log_hyperparams(resolved)
             lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(resolved), "config.yaml")
             tags = _run_tags()

@@ -14,10 +14,12 @@
                                         exponential backoff; ``probe()`` fails fast (at start-up) on a dead endpoint
 
 A reply that does not parse gives ``JudgeResult(parsed=False)`` (its step scores are whatever the parser's
-fallback is, NaN by default) and is counted in ``judge/parse_failures``; a call that failed (timeout, refused
-connection, HTTP error, malformed HTTP body) is counted in ``judge/call_failures`` and gives ``parsed=False``
-with all-NaN scores. How an unparsed judgement is scored is the calling algorithm's business (its spec says).
-Nothing here raises on what a model writes; configuration errors and a dead endpoint at start-up do raise.
+fallback is, NaN by default) and is counted in ``judge/parse_failures``; a call that failed (a request past its
+total ``timeout_s``, a refused or reset connection, an HTTP error, a reply that is not HTTP, a body that is not a
+chat completion) is counted in ``judge/call_failures`` and gives ``parsed=False`` with all-NaN scores. How an
+unparsed judgement is scored is the calling algorithm's business (its spec says). Nothing here raises on what a
+model or an endpoint writes; configuration errors, a dead endpoint at start-up and a judge whose every call
+failed for ``max_failed_steps`` steps in a row (:class:`JudgeFailing`) do raise.
 
 Templates are ``str.format`` templates with the fields ``question``, ``response``, ``steps`` (numbered, one
 per line: ``Step 1: ...``), ``num_steps`` and ``reference``; a ``{"system": ..., "user": ...}`` pair makes a
@@ -26,20 +28,27 @@ two-message chat. Named templates + parsers are in :data:`TEMPLATES` (``step_lab
 """
 from __future__ import annotations
 
+import base64
+import functools
+import http.client
 import importlib
 import json
 import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from steprl.utils.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ __all__ = [
     "JudgeRequest",
     "JudgeResult",
     "JudgeUnavailable",
+    "JudgeFailing",
     "ChatBackend",
     "ScriptedBackend",
     "HFChatBackend",
@@ -88,6 +98,11 @@ class JudgeUnavailable(RuntimeError):
     """The judge cannot be used at all (dead endpoint, unknown model): raised at start-up by ``probe``."""
 
 
+class JudgeFailing(JudgeUnavailable):
+    """Every call of the judge failed in ``max_failed_steps`` consecutive steps: training would go on without
+    the judge's signal, so it stops."""
+
+
 # ------------------------------------------------------------------------------------------------ backends
 class ChatBackend:
     """Text in, text out. ``complete`` never raises on a failed call: that reply is ``None`` and counted."""
@@ -95,6 +110,7 @@ class ChatBackend:
     def __init__(self):
         self._lock = threading.Lock()
         self.counts = {"calls": 0, "failures": 0, "retries": 0, "timeouts": 0}
+        self.last_error = ""  # why the latest failed call failed (secrets redacted), for console warnings
 
     def complete(self, prompts: Sequence[str | list[dict]]) -> list[str | None]:
         raise NotImplementedError
@@ -108,6 +124,10 @@ class ChatBackend:
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
+
+    def describe(self) -> str:
+        """What the judge is, for error messages (no secrets)."""
+        return type(self).__name__
 
 
 def as_messages(prompt: str | list[dict]) -> list[dict]:
@@ -139,6 +159,7 @@ class ScriptedBackend(ChatBackend):
                 out.append(None if reply is None else str(reply))
             except Exception as e:  # noqa: BLE001 - a scripted responder failing is a failed call
                 log.debug("scripted judge failed: %s", e)
+                self.last_error = redact_text(f"{type(e).__name__}: {e}")[:300]
                 out.append(None)
             if out[-1] is None:
                 self._count("failures")
@@ -201,37 +222,135 @@ class HFChatBackend(ChatBackend):
                 out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
             except Exception as e:  # noqa: BLE001 - e.g. out of memory on one batch: those calls fail
                 log.warning("hf judge: generation failed for %d prompts: %s", len(chunk), e)
+                self.last_error = f"{type(e).__name__}: {e}"[:300]
                 self._count("failures", len(chunk))
                 out.extend([None] * len(chunk))
         return out
+
+
+_MAX_REPLY_BYTES = 64 << 20  # a reply body larger than this is not a chat completion: a failed call
+
+
+class _Deadline:
+    """The total time of one request: when it runs out, the request's sockets are shut down, so a read that is
+    waiting (or a server trickling bytes, which resets every per-read socket timeout) ends at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.expired = float(seconds), False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError, AttributeError):  # already closed / detached (wrapped by TLS)
+        pass
+
+
+def _watched(base: type) -> type:
+    """An http.client connection class whose sockets (the TCP one and, for HTTPS, its TLS wrapper) are handed to
+    the request's :class:`_Deadline`."""
+
+    class Watched(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, deadline: _Deadline, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._deadline, create = deadline, self._create_connection
+
+            def create_and_watch(*a, **kw):
+                sock = create(*a, **kw)
+                deadline.attach(sock)
+                return sock
+
+            self._create_connection = create_and_watch
+
+        def connect(self):
+            super().connect()
+            self._deadline.attach(self.sock)
+
+    Watched.__name__ = f"Watched{base.__name__}"
+    return Watched
+
+
+_WatchedHTTP, _WatchedHTTPS = _watched(http.client.HTTPConnection), _watched(http.client.HTTPSConnection)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_WatchedHTTP, deadline=self._deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req):
+        kw = {"context": self._context}
+        if hasattr(self, "_check_hostname"):  # Python < 3.12
+            kw["check_hostname"] = self._check_hostname
+        return self.do_open(functools.partial(_WatchedHTTPS, deadline=self._deadline), req, **kw)
 
 
 class OpenAIChatBackend(ChatBackend):
     """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, SGLang, TGI, OpenAI, ...).
 
     ``base_url`` includes the version prefix (``http://host:8000/v1``); ``api_key_env`` names the environment
-    variable holding the key (unset is fine for a local server: no Authorization header is sent). Each prompt
-    is one request; up to ``max_concurrency`` run at once in a thread pool. A request that times out
-    (``timeout_s``), is refused, returns HTTP 429/5xx or a body that is not a chat completion is retried up to
-    ``retries`` times with exponential backoff (``backoff_s · 2^k``, at most ``max_backoff_s``); then its
-    reply is ``None`` (counted in ``counts["failures"]``). HTTP 4xx other than 408/429 is not retried.
+    variable holding the key (unset is fine for a local server: no Authorization header is sent). Credentials in
+    the URL (``http://user:pass@host/v1``) are taken out of it and sent as HTTP basic auth; messages show the
+    URL without them. Each prompt is one request; up to ``max_concurrency`` run at once in a thread pool.
+
+    ``timeout_s`` bounds the TOTAL time of one request (connect, send, wait, read), not each socket read: at the
+    deadline the request's socket is shut down. A request that fails in any way -- timeout, refused or reset
+    connection, a reply that is not HTTP (``http.client.BadStatusLine``, ``IncompleteRead``, ``LineTooLong``),
+    HTTP 429/5xx, a body that is not a chat completion -- is retried up to ``retries`` times with exponential
+    backoff (``backoff_s · 2^k``, at most ``max_backoff_s``); then its reply is ``None`` (counted in
+    ``counts["failures"]``). HTTP 4xx other than 408/429 is not retried. Nothing the endpoint does raises.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 timeout_s: float = 120.0, retries: int = 1, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  max_concurrency: int = 16, temperature: float = 0.0, max_tokens: int | None = 1024,
                  probe_timeout_s: float = 10.0, extra_body: Mapping[str, Any] | None = None):
         super().__init__()
         if not base_url or not isinstance(base_url, str):
             raise ValueError("judge.openai.base_url must be set, e.g. http://127.0.0.1:8000/v1")
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"judge.openai.base_url={base_url!r} must start with http:// or https://")
+            raise ValueError(f"judge.openai.base_url={redact_text(base_url)!r} must start with http:// or https://")
         if not model:
             raise ValueError("judge.openai.model must name the served model (vLLM: --served-model-name)")
-        if int(max_concurrency) < 1 or int(retries) < 0 or float(timeout_s) <= 0:
+        if int(max_concurrency) < 1 or int(retries) < 0 or not float(timeout_s) > 0:
             raise ValueError(f"judge.openai: max_concurrency={max_concurrency} must be >= 1, retries={retries} "
                              f">= 0 and timeout_s={timeout_s} > 0")
-        self.base_url, self.model = base_url.rstrip("/"), model
+        self.base_url, self._basic_auth = _split_userinfo(base_url.rstrip("/"))
+        self.model = model
         self.api_key_env = api_key_env
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.max_backoff_s, self.max_concurrency = float(max_backoff_s), int(max_concurrency)
@@ -239,19 +358,43 @@ class OpenAIChatBackend(ChatBackend):
         self.probe_timeout_s, self.extra_body = float(probe_timeout_s), dict(extra_body or {})
         self._pool: ThreadPoolExecutor | None = None
 
+    def describe(self) -> str:
+        return f"judge endpoint {self.base_url} (judge.openai.base_url)"
+
     # ----- http
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             h["Authorization"] = f"Bearer {key}"
+        elif self._basic_auth:
+            h["Authorization"] = f"Basic {self._basic_auth}"
         return h
 
     def _request(self, method: str, path: str, body: dict | None, timeout: float) -> Any:
+        """One HTTP exchange that takes at most ``timeout`` seconds in all (:class:`TimeoutError` after that).
+        HTTP errors raise :class:`urllib.error.HTTPError` with their body (up to 2 kB) in ``e.text``."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=self._headers())
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the user's endpoint
-            return json.loads(resp.read().decode("utf-8"))
+        with _Deadline(timeout) as deadline:
+            opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+            try:
+                try:
+                    with opener.open(req, timeout=timeout) as resp:
+                        if resp.length is not None and resp.length > _MAX_REPLY_BYTES:
+                            raise ValueError(f"reply body of {resp.length} bytes (Content-Length) is too large")
+                        # with a Content-Length, read() raises IncompleteRead on a short body (read(n) would not)
+                        raw = resp.read() if resp.length is not None else resp.read(_MAX_REPLY_BYTES + 1)
+                except urllib.error.HTTPError as e:
+                    e.text = _safe_body(e)
+                    raise
+                if len(raw) > _MAX_REPLY_BYTES:
+                    raise ValueError(f"reply body larger than {_MAX_REPLY_BYTES >> 20} MiB")
+                return json.loads(raw.decode("utf-8"))
+            except Exception as e:
+                if deadline.expired and not isinstance(e, urllib.error.HTTPError):
+                    raise TimeoutError(f"no complete reply within {timeout:g}s ({type(e).__name__})") from e
+                raise
 
     def _one(self, prompt) -> str | None:
         body = {"model": self.model, "messages": as_messages(prompt), "temperature": self.temperature,
@@ -268,17 +411,17 @@ class OpenAIChatBackend(ChatBackend):
                     raise ValueError(f"message.content is {type(content).__name__}, not a string")
                 return content
             except urllib.error.HTTPError as e:
+                self.last_error = f"HTTP {e.code}: {redact_text(getattr(e, 'text', ''))[:200]}"
                 if e.code not in (408, 429) and e.code < 500:
-                    log.warning("judge endpoint %s: HTTP %d (not retried): %s", self.base_url, e.code,
-                                _safe_body(e))
+                    log.warning("%s: HTTP %d (not retried): %s", self.describe(), e.code, self.last_error)
                     break
                 log.debug("judge endpoint: HTTP %d, attempt %d", e.code, attempt + 1)
-            except (TimeoutError, OSError) as e:  # socket timeouts, refused connections (URLError is an OSError)
+            except Exception as e:  # noqa: BLE001 - timeouts, refused/reset connections, replies that are not
+                # HTTP (http.client.HTTPException), bodies that are not a chat completion: all a failed attempt
                 if _is_timeout(e):
                     self._count("timeouts")
-                log.debug("judge endpoint: %s, attempt %d", e, attempt + 1)
-            except (ValueError, KeyError, IndexError, TypeError) as e:  # a body that is not a chat completion
-                log.debug("judge endpoint: malformed reply (%s), attempt %d", e, attempt + 1)
+                self.last_error = redact_text(f"{type(e).__name__}: {e}")[:300]
+                log.debug("judge endpoint: %s, attempt %d", self.last_error, attempt + 1)
         self._count("failures")
         return None
 
@@ -292,17 +435,18 @@ class OpenAIChatBackend(ChatBackend):
     def probe(self) -> None:
         """Fail fast: the endpoint must answer ``GET /models`` (or, where that route is missing, a one-token
         chat completion) within ``probe_timeout_s``, and serve ``model`` when it lists its models."""
-        where = f"judge endpoint {self.base_url} (judge.openai.base_url)"
+        where = self.describe()
         try:
             listing = self._request("GET", "/models", None, self.probe_timeout_s)
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):
                 raise JudgeUnavailable(f"{where} refused the API key (HTTP {e.code}); set the key in the "
-                                       f"environment variable {self.api_key_env!r} (judge.openai.api_key_env)") from e
+                                       f"environment variable {self.api_key_env!r} (judge.openai.api_key_env)") from None
             listing = None  # no /models route: try a real request below
-        except (OSError, ValueError) as e:
-            raise JudgeUnavailable(f"{where} is not reachable within {self.probe_timeout_s:g}s: {e}. Start the "
-                                   f"server first (e.g. `vllm serve <model> --port 8000`) or fix the URL") from e
+        except Exception as e:  # noqa: BLE001 - whatever the endpoint did, it cannot be used
+            raise JudgeUnavailable(f"{where} is not reachable within {self.probe_timeout_s:g}s: "
+                                   f"{redact_text(f'{type(e).__name__}: {e}')}. Start the server first (e.g. "
+                                   f"`vllm serve <model> --port 8000`) or fix the URL") from None
         if listing is not None:
             ids = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)] if isinstance(listing, dict) else []
             if ids and self.model not in ids:
@@ -314,7 +458,7 @@ class OpenAIChatBackend(ChatBackend):
         try:
             if self._one("ping") is None:
                 raise JudgeUnavailable(f"{where} did not answer a one-token chat completion for model "
-                                       f"{self.model!r}")
+                                       f"{self.model!r}: {self.last_error}")
         finally:
             self.retries, self.timeout_s, self.max_tokens = saved
 
@@ -322,6 +466,17 @@ class OpenAIChatBackend(ChatBackend):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``http://user:pass@host/v1`` -> (``http://host/v1``, base64 ``user:pass`` for basic auth)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=hostport)), base64.b64encode(token.encode()).decode()
 
 
 def _is_timeout(e: BaseException) -> bool:
@@ -333,7 +488,7 @@ def _is_timeout(e: BaseException) -> bool:
 
 def _safe_body(e: urllib.error.HTTPError) -> str:
     try:
-        return e.read().decode("utf-8", "replace")[:200]
+        return e.read(2000).decode("utf-8", "replace")[:200]
     except Exception:  # noqa: BLE001
         return ""
 
@@ -419,11 +574,24 @@ class PromptedJudge(StepJudge):
     ``template``: a format string, or a mapping ``{"system": str, "user": str}`` (both formatted). The
     parser returns a :class:`JudgeResult` (``parsed=False`` when the reply does not parse); a parser that
     raises counts as a parse failure with NaN scores.
+
+    Health: each :meth:`score` call is one judged batch (one per training step for TP-GRPO, PPR and DRM). When
+    more than ``warn_failure_rate`` of a batch's calls fail, a warning goes to the console (the first such batch,
+    then every 10th in a row) with the last failure's reason; after ``max_failed_steps`` batches in a row in
+    which every call failed, :class:`JudgeFailing` stops the run (``0`` / ``None``: never).
     """
 
-    def __init__(self, backend: ChatBackend, template: str | Mapping[str, str], parser: Parser):
+    def __init__(self, backend: ChatBackend, template: str | Mapping[str, str], parser: Parser,
+                 warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3):
         super().__init__()
+        if warn_failure_rate is not None and not 0.0 <= float(warn_failure_rate) <= 1.0:
+            raise ValueError(f"judge.warn_failure_rate={warn_failure_rate} must lie in [0, 1] (or be null)")
+        if max_failed_steps is not None and int(max_failed_steps) < 0:
+            raise ValueError(f"judge.max_failed_steps={max_failed_steps} must be >= 0 (0 or null: never stop)")
         self.backend, self.template, self.parser = backend, template, parser
+        self.warn_failure_rate = None if warn_failure_rate is None else float(warn_failure_rate)
+        self.max_failed_steps = int(max_failed_steps or 0)
+        self._bad_streak = self._all_failed_streak = 0
 
     def render(self, req: JudgeRequest) -> str | list[dict]:
         fields = {"question": req.question, "response": req.response, "steps": format_steps(req.steps),
@@ -457,7 +625,29 @@ class PromptedJudge(StepJudge):
             if not res.parsed:
                 self._count("parse_failures")
             out.append(res)
+        self._check_health(len(replies), sum(r is None for r in replies))
         return out
+
+    def _check_health(self, calls: int, failed: int) -> None:
+        if not calls:
+            return
+        self._all_failed_streak = self._all_failed_streak + 1 if failed == calls else 0
+        why = getattr(self.backend, "last_error", "") or "no reason recorded"
+        if self.max_failed_steps and self._all_failed_streak >= self.max_failed_steps:
+            raise JudgeFailing(
+                f"{self.backend.describe()}: every call failed in {self._all_failed_streak} judged batches in a "
+                f"row ({calls} calls in the last one; last failure: {why}). Training would go on without the "
+                f"judge's signal, so it stops here. Fix or restart the judge and resume from the last checkpoint; "
+                f"judge.max_failed_steps=0 trains on regardless")
+        rate = failed / calls
+        if self.warn_failure_rate is not None and failed and rate > self.warn_failure_rate:
+            self._bad_streak += 1
+            if self._bad_streak % 10 == 1:
+                log.warning("judge: %d of %d calls failed in this batch (%.0f%% > judge.warn_failure_rate=%.0f%%; "
+                            "%d such batches in a row; last failure: %s); failed calls give no step scores",
+                            failed, calls, 100 * rate, 100 * self.warn_failure_rate, self._bad_streak, why)
+        else:
+            self._bad_streak = 0
 
     def probe(self) -> None:
         self.backend.probe()
@@ -625,7 +815,8 @@ def build_judge(cfg: Mapping[str, Any] | None, task=None, template=None, parser=
         if not opts.get("fn"):
             raise ValueError("judge.scripted.fn must be a dotted path to a function prompt -> reply")
         backend = ScriptedBackend(opts["fn"])
-    judge = PromptedJudge(backend, template, parser)
+    health = {k: cfg[k] for k in ("warn_failure_rate", "max_failed_steps") if k in cfg}
+    judge = PromptedJudge(backend, template, parser, **health)
     if cfg.get("probe", True):
         judge.probe()
     return judge

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from steprl.rewards.pool import TIMEOUT, BoundedPool, ItemResult
+from steprl.rewards.pool import TIMEOUT, BoundedPool, ItemResult, reporting_timeouts
 
 if TYPE_CHECKING:
     import torch
@@ -64,10 +64,14 @@ def _as_score(value: Any) -> float:
 
 
 def _score_call(outcome_fn: OutcomeFn, step_fn: StepFn | None, which: int, sample: Any, response: str):
-    """One component call, run inside a worker: the score(s), validated, as plain floats."""
+    """One component call, run inside a worker: the score(s), validated, as plain floats. A component that
+    raises :class:`~steprl.rewards.pool.ScoreTimeout` (its own time limit, e.g. the math grader's) is counted
+    in ``timeouts``."""
     if which == _OUTCOME:
-        return _as_score(outcome_fn(sample, response))
-    scores = step_fn(sample, response)  # type: ignore[misc]
+        with reporting_timeouts():
+            return _as_score(outcome_fn(sample, response))
+    with reporting_timeouts():
+        scores = step_fn(sample, response)  # type: ignore[misc]
     if scores is None:
         return None
     if isinstance(scores, (str, bytes)) or not hasattr(scores, "__iter__"):

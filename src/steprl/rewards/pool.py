@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import contextvars
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util  # noqa: F401  (registers its atexit hook before ours: ours then runs first)
@@ -58,7 +60,8 @@ import traceback
 import weakref
 from typing import Any, Callable, NamedTuple, Sequence
 
-__all__ = ["BoundedPool", "ItemResult", "format_exception"]
+__all__ = ["BoundedPool", "ItemResult", "ScoreTimeout", "format_exception", "reporting_timeouts",
+           "timeouts_reported"]
 
 OK, ERROR, TIMEOUT = "ok", "error", "timeout"
 _READY = -1  # message index a worker sends once it has started
@@ -66,6 +69,30 @@ _FLUSH_S = 0.005  # a worker sends finished results at least this often while wo
 _LOAD_GRACE_S = 60.0  # extra time for unpickling fn and args in a worker (imports), before the budget starts
 _START_TIMEOUT_S = 300.0  # a worker that has not started by then is killed and counted as a failed start
 _MAX_START_FAILURES = 3  # failed starts in a row (no worker came up in between) before map() gives up
+
+
+class ScoreTimeout(BaseException):
+    """A component's own time limit ran out (e.g. the math grader's CPU-time limit): the pool counts the item as
+    a timeout (``"timeout"``), not an error. A BaseException, so a verifier's ``except Exception`` does not
+    swallow it. Components raise it only inside :func:`reporting_timeouts` (the reward pipeline's calls);
+    called directly, they score such an item 0 as before."""
+
+
+_REPORT_TIMEOUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("steprl_report_timeouts", default=False)
+
+
+def timeouts_reported() -> bool:
+    """True inside :func:`reporting_timeouts`: a component should raise :class:`ScoreTimeout` on its timeout."""
+    return _REPORT_TIMEOUTS.get()
+
+
+@contextlib.contextmanager
+def reporting_timeouts():
+    token = _REPORT_TIMEOUTS.set(True)
+    try:
+        yield
+    finally:
+        _REPORT_TIMEOUTS.reset(token)
 
 
 class ItemResult(NamedTuple):
@@ -161,7 +188,8 @@ def _worker_main(conn, clock, slot: int, ppid: int, death_signal: bool) -> None:
                     value = fn(*args)
                     ok, status = True, OK
                 except BaseException as exc:  # noqa: BLE001 - SystemExit from a verifier is an error too
-                    ok, status, value = False, ERROR, format_exception(exc)
+                    ok, value = False, format_exception(exc)
+                    status = TIMEOUT if isinstance(exc, ScoreTimeout) else ERROR
                 clock[start_at] = 0.0
                 try:
                     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -418,7 +446,7 @@ class BoundedPool:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001
-            return ItemResult(False, format_exception(exc), ERROR)
+            return ItemResult(False, format_exception(exc), TIMEOUT if isinstance(exc, ScoreTimeout) else ERROR)
 
     def _timeout_message(self) -> str:
         return f"timeout after {self.timeout_s:g}s"

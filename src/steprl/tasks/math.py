@@ -16,13 +16,16 @@ Files: ``.jsonl``, ``.jsonl.gz``, ``.json`` (a list of objects) and ``.parquet``
 
 Grading: the prediction is the content of the response's last ``\\boxed{...}`` (or ``\\fbox{...}``), or the text
 after its last ``####`` (GSM8K style), whichever comes later in the response. Both it and the reference are
-wrapped as ``\\boxed{...}`` and compared with ``math_verify.parse`` / ``math_verify.verify``. Grading never raises.
-math-verify's timeouts use ``signal.alarm`` and only work in the main thread; elsewhere they are disabled (the
-reward worker pool's wall-clock kill is then the only guard), and in the main thread an ``ITIMER_REAL`` alarm the
-caller had armed is re-armed afterwards (math-verify cancels it otherwise).
+wrapped as ``\\boxed{...}`` and compared with ``math_verify.parse`` / ``math_verify.verify``; a trailing percent
+sign is dropped from both first. ``timeout_s`` bounds the CPU time (not the wall time) of one grading with an
+``ITIMER_PROF`` timer, so a verdict does not depend on machine load; math-verify's own wall-clock
+``signal.alarm`` timeouts are disabled. The timer works in the main thread only (elsewhere the reward worker
+pool's wall-clock kill is the only guard). A grading past its limit grades 0 and, inside the reward pipeline,
+is counted in ``reward/timeouts`` (:class:`GradingTimeout`); nothing else raises.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -37,6 +40,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from steprl.rewards.pool import ScoreTimeout, timeouts_reported
 from steprl.rollout.types import Sample
 from steprl.tasks.base import SampleListDataset, Task, read_jsonl_rows
 
@@ -48,6 +52,8 @@ __all__ = [
     "DEFAULT_PROMPT",
     "GSM8K_PROMPT",
     "grade_answer",
+    "strip_percent",
+    "GradingTimeout",
     "last_boxed",
     "extract_math_answer",
 ]
@@ -130,71 +136,107 @@ def extract_math_answer(response: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # grading with math-verify
 # ---------------------------------------------------------------------------------------------------------------
+class GradingTimeout(ScoreTimeout):
+    """Grading ran past its CPU-time limit (raised inside the reward pipeline, which counts it in
+    ``reward/timeouts``; elsewhere such an answer grades False)."""
+
+
+class _CpuLimit(BaseException):
+    """Raised by the SIGPROF handler; a BaseException so math-verify's ``except Exception`` cannot swallow it."""
+
+
+_TIMEOUT_WARNINGS_SILENCED = False
 _NO_TIMEOUT_NOTED = False
 
 
-def _effective_timeout(timeout_s: int | None) -> int | None:
-    # math-verify's timeout is signal.alarm based: it only works in the main thread of the main interpreter.
-    global _NO_TIMEOUT_NOTED
-    if timeout_s is not None and threading.current_thread() is threading.main_thread():
-        return max(1, int(round(timeout_s)))
-    if not _NO_TIMEOUT_NOTED:
-        _NO_TIMEOUT_NOTED = True
-        log.info("math-verify grading without its signal-based timeout (not in the main thread or timeout_s=None)")
-        try:  # we disable it on purpose: silence math-verify's one-off "Timeout is disabled" warnings
-            import math_verify.grader
-            import math_verify.parser
-
-            math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-            math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-        except Exception:  # noqa: BLE001
-            pass
-    return None
-
-
-def _call_preserving_alarm(fn, timeout: int | None):
-    """Run ``fn()``; if it is going to use SIGALRM, re-arm any ITIMER_REAL timer the caller had pending."""
-    if timeout is None:
-        return fn()
-    delay, interval = signal.getitimer(signal.ITIMER_REAL)
-    t0 = time.monotonic()
+def _silence_math_verify_timeout_warnings() -> None:
+    # math-verify's own timeouts are signal.alarm based (wall clock, main thread only); we pass None to disable
+    # them and bound the whole grading by CPU time instead: silence its one-off "Timeout is disabled" warnings
+    global _TIMEOUT_WARNINGS_SILENCED
+    if _TIMEOUT_WARNINGS_SILENCED:
+        return
+    _TIMEOUT_WARNINGS_SILENCED = True
     try:
-        return fn()
+        import math_verify.grader
+        import math_verify.parser
+
+        math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+        math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@contextlib.contextmanager
+def _cpu_time_limit(seconds: float | None):
+    """Raise :class:`_CpuLimit` once this process has used ``seconds`` of CPU time (``ITIMER_PROF``: user +
+    system time, so other work on the machine does not count). Yields a dict whose ``"fired"`` says whether the
+    limit was reached (also when the code under it swallowed the exception). Only in the main thread (signals);
+    elsewhere, or with ``seconds=None``, there is no limit (the reward pool's wall-clock kill still applies)."""
+    global _NO_TIMEOUT_NOTED
+    state = {"fired": False}
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        if not _NO_TIMEOUT_NOTED:
+            _NO_TIMEOUT_NOTED = True
+            log.info("math grading without a CPU-time limit (not in the main thread, or timeout_s=None)")
+        yield state
+        return
+
+    def on_prof(signum, frame):
+        state["fired"] = True
+        raise _CpuLimit
+
+    old_handler = signal.signal(signal.SIGPROF, on_prof)
+    t0 = time.process_time()
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_PROF, float(seconds))
+    try:
+        yield state
     finally:
-        if delay > 0:
-            remaining = delay - (time.monotonic() - t0)
-            signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3), interval)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old_handler)
+        if outer_delay > 0:  # someone else's CPU timer was running: give it back what is left of it
+            signal.setitimer(signal.ITIMER_PROF, max(1e-3, outer_delay - (time.process_time() - t0)), outer_interval)
 
 
 def _wrap(answer: str) -> str:
     return "\\boxed{" + answer + "}"
 
 
-def _mv_parse(text: str, timeout: int | None) -> list:
+def _mv_parse(text: str) -> list:
     from math_verify import parse
-    from math_verify.errors import TimeoutException
 
     try:
-        return _call_preserving_alarm(lambda: parse(text, parsing_timeout=timeout), timeout)
-    except (Exception, TimeoutException):  # noqa: BLE001
+        return parse(text, parsing_timeout=None)
+    except Exception:  # noqa: BLE001
         log.debug("math-verify parse failed on %r", text[:200], exc_info=True)
         return []
 
 
 @functools.lru_cache(maxsize=65536)
-def _parse_gold_cached(gold: str, timeout: int | None) -> tuple:
-    return tuple(_mv_parse(_wrap(gold), timeout))
+def _parse_gold_cached(gold: str) -> tuple:
+    return tuple(_mv_parse(_wrap(gold)))
 
 
 def _norm_str(s: str) -> str:
     return re.sub(r"\s+", "", s).strip("$").replace("\\!", "").replace("\\,", "")
 
 
-def grade_answer(pred: str | None, gold: Any, timeout_s: int | None = 5) -> bool:
+# a trailing percent sign, with the spaces LaTeX writes before it: 50\%, 50 \%, 50\,\%, 50%, 50\text{\%}, 50 percent
+_PERCENT_RE = re.compile(r"(?:\s|\\[,;:! ]|~)*(?:\\%|%|\\(?:text|mbox|mathrm)\{\s*\\?%\s*\}|\\?\s*percent)\s*$")
+
+
+def strip_percent(answer: str) -> str:
+    """``50\\%`` -> ``50``: a percentage is graded as its number (``\\boxed{50\\%}`` matches a reference ``50``)."""
+    out = _PERCENT_RE.sub("", answer)
+    return out if out.strip() else answer
+
+
+def grade_answer(pred: str | None, gold: Any, timeout_s: float | None = 5) -> bool:
     """True iff the predicted final answer ``pred`` (e.g. a ``\\boxed{}`` content) equals the reference ``gold``.
 
-    Never raises. ``timeout_s`` bounds each math-verify parse / comparison where a timeout is possible (main
-    thread); ``None`` disables it.
+    A trailing percent sign is dropped from both (``50\\%`` == ``50`` == ``50 \\%``). ``timeout_s`` bounds the
+    CPU time of the whole grading (parsing both answers and comparing them), so a verdict does not depend on the
+    load of the machine; ``None`` disables it. Past it the answer grades False, or, inside the reward pipeline,
+    :class:`GradingTimeout` is raised and counted in ``reward/timeouts``. Nothing else raises.
     """
     try:
         if pred is None or gold is None:
@@ -203,29 +245,41 @@ def grade_answer(pred: str | None, gold: Any, timeout_s: int | None = 5) -> bool
         gold = _answer_to_str(gold)
         if not pred or not gold or len(pred) > MAX_ANSWER_CHARS:
             return False
-        timeout = _effective_timeout(timeout_s)
-        gold_parsed = _parse_gold_cached(gold, timeout)
-        pred_parsed = _mv_parse(_wrap(pred), timeout)
-        if not gold_parsed or not pred_parsed:
-            return _norm_str(pred) == _norm_str(gold)
-        from math_verify import verify
-        from math_verify.errors import TimeoutException
-
+        pred, gold = strip_percent(pred), strip_percent(gold)
+        _silence_math_verify_timeout_warnings()
         try:
-            ok = _call_preserving_alarm(
-                lambda: verify(list(gold_parsed), pred_parsed, timeout_seconds=timeout), timeout
-            )
-        except (Exception, TimeoutException):  # noqa: BLE001
-            log.debug("math-verify verify failed", exc_info=True)
+            with _cpu_time_limit(timeout_s) as limit:
+                ok = _grade(pred, gold)
+        except _CpuLimit:
+            limit = {"fired": True}
+        if limit["fired"]:
+            if timeouts_reported():
+                raise GradingTimeout(f"math grading ran past {timeout_s:g}s of CPU time (task.timeout_s)")
             return False
-        return bool(ok)
+        return ok
     except Exception:  # noqa: BLE001 - never raise
         log.debug("grade_answer failed", exc_info=True)
         return False
+    except GradingTimeout:
+        raise
     except BaseException as e:  # math-verify's TimeoutException derives from BaseException
         if type(e).__module__.startswith("math_verify"):
             return False
         raise
+
+
+def _grade(pred: str, gold: str) -> bool:
+    gold_parsed = _parse_gold_cached(gold)
+    pred_parsed = _mv_parse(_wrap(pred))
+    if not gold_parsed or not pred_parsed:
+        return _norm_str(pred) == _norm_str(gold)
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(gold_parsed), pred_parsed, timeout_seconds=None))
+    except Exception:  # noqa: BLE001
+        log.debug("math-verify verify failed", exc_info=True)
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,7 +364,7 @@ class MathTask(Task):
         seed: seed of the held-out split.
         name: task name (``Sample.source``, uid prefix).
         splitter: step splitter kind / spec (default paragraphs, ``"double_newline"``).
-        timeout_s: math-verify timeout per parse / comparison (main thread only; see the module docstring).
+        timeout_s: CPU seconds per grading (main thread only; see the module docstring); None: no limit.
     """
 
     name = "math"
@@ -332,7 +386,7 @@ class MathTask(Task):
         solution_key: str | None = None,
         hf_val_split: str | None = None,
         splitter: Any = "double_newline",
-        timeout_s: int | None = 5,
+        timeout_s: float | None = 5,
     ):
         super().__init__(name=name, splitter=splitter)
         if path is not None and hf_name is not None:
@@ -549,7 +603,7 @@ class GSM8KTask(MathTask):
         solution_key: str | None = None,
         hf_val_split: str | None = None,
         splitter: Any = "newline",
-        timeout_s: int | None = 5,
+        timeout_s: float | None = 5,
     ):
         if hf_name is not None and hf_config is None and hf_name.rstrip("/").endswith("gsm8k"):
             hf_config = "main"

@@ -3,11 +3,18 @@
 ``ChatServer(respond)`` serves ``GET /v1/models`` and ``POST /v1/chat/completions``; ``respond(messages)``
 (a scripted function, or ``ChatBackend.complete`` of a tiny model) writes the reply. ``plan`` is a queue of
 behaviours for the next requests: ``"ok"``, ``"slow"`` (sleep ``slow_s`` before answering), ``"bad_json"``
-(a body that is not JSON), ``"no_choices"`` (JSON without ``choices``), ``"500"``, ``"400"``.
+(a body that is not JSON), ``"no_choices"`` (JSON without ``choices``), ``"500"``, ``"400"``, and replies
+that are not HTTP: ``"bad_status"`` (a garbage status line: ``BadStatusLine``), ``"incomplete"`` (a body shorter
+than its Content-Length: ``IncompleteRead``), ``"long_line"`` (a 70 kB header line: ``LineTooLong``),
+``"reset"`` (the connection reset without a reply), ``"trickle"`` (a valid reply sent one byte every
+``trickle_s`` seconds, for at most ``trickle_total_s``: every socket read gets a byte in time, the whole reply
+takes minutes).
 """
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -15,8 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    def __init__(self, respond, model: str = "judge", slow_s: float = 1.0, models_route: bool = True):
+    def __init__(self, respond, model: str = "judge", slow_s: float = 1.0, models_route: bool = True,
+                 trickle_s: float = 0.3, trickle_total_s: float = 8.0):
         self.respond, self.model, self.slow_s, self.models_route = respond, model, slow_s, models_route
+        self.trickle_s, self.trickle_total_s = trickle_s, trickle_total_s
         self.plan: deque[str] = deque()
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
@@ -37,6 +46,33 @@ class ChatServer:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
 
+            def _raw(self, action: str):
+                """Replies that are not (complete) HTTP, written straight to the socket."""
+                ok = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Step 1: correct"}}]})
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(ok)}\r\n"
+                self.close_connection = True
+                try:
+                    if action == "reset":  # SO_LINGER 0: close() sends RST
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        self.connection.close()
+                    elif action == "bad_status":
+                        self.wfile.write(b"this is not http\r\n\r\n")
+                    elif action == "incomplete":
+                        self.wfile.write((head + "\r\n" + ok[:10]).encode())
+                    elif action == "long_line":
+                        self.wfile.write((head + "X-Junk: " + "a" * 70000 + "\r\n\r\n" + ok).encode())
+                    elif action == "trickle":
+                        t0 = time.monotonic()
+                        for byte in (head + "\r\n" + ok).encode():
+                            if time.monotonic() - t0 > server.trickle_total_s:
+                                break
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(server.trickle_s)
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    pass
+
             def do_GET(self):
                 if self.path == "/v1/models" and server.models_route:
                     self._send(200, json.dumps({"object": "list", "data": [{"id": server.model}]}).encode())
@@ -53,6 +89,8 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
+                    if action in ("bad_status", "incomplete", "long_line", "reset", "trickle"):
+                        return self._raw(action)
                     if action == "slow":
                         time.sleep(server.slow_s)
                     if action in ("500", "400"):

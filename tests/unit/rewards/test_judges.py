@@ -14,6 +14,7 @@ import yaml
 
 from steprl.rewards.judges import (
     HFChatBackend,
+    JudgeFailing,
     JudgeRequest,
     JudgeUnavailable,
     OpenAIChatBackend,
@@ -181,6 +182,118 @@ def test_malformed_replies_are_retried_or_counted():
         assert len(srv.requests) == n + 1 and not res.parsed
         backend.close()
     assert judge.metrics() == {"judge/requests": 2.0, "judge/parse_failures": 1.0, "judge/call_failures": 1.0}
+
+
+@pytest.mark.parametrize("fault,error", [("bad_status", "BadStatusLine"), ("incomplete", "IncompleteRead"),
+                                         ("long_line", "LineTooLong"), ("reset", "Connection"),
+                                         ("bad_json", "JSONDecodeError")])
+def test_a_reply_that_is_not_http_is_a_counted_failure_not_a_crash(fault, error):
+    """BadStatusLine, IncompleteRead and LineTooLong are http.client.HTTPException, not OSError: they used to
+    escape the backend and crash training at step 0."""
+    with ChatServer(_labels_reply) as srv:
+        backend = _backend(srv, retries=1)
+        judge = PromptedJudge(backend, "{steps}", parse_step_labels)
+        srv.plan.extend([fault, fault])         # the retry meets it too: the call fails
+        res = judge.score([JudgeRequest("q", "r", ["ok"])])[0]
+        why = backend.last_error
+        srv.plan.extend([fault])                # a retry past one bad reply succeeds
+        again = judge.score([JudgeRequest("q", "r", ["ok"])])[0]
+        backend.close()
+    assert not res.parsed and _nan_eq(res.step_scores, [math.nan]) and error in why
+    assert again.parsed and again.step_scores == [1.0]
+    assert backend.counts["failures"] == 1 and backend.counts["retries"] == 2
+    assert judge.metrics()["judge/call_failures"] == 1.0
+
+
+def test_timeout_bounds_the_whole_request_not_each_read():
+    """The server sends a valid reply one byte every 0.3 s: each read is faster than the 1 s timeout, so a
+    per-read timeout never fires and the request took the server's whole 8 s trickle."""
+    with ChatServer(_labels_reply, trickle_s=0.3, trickle_total_s=8.0) as srv:
+        backend = _backend(srv, timeout_s=1.0, retries=0)
+        judge = PromptedJudge(backend, "{steps}", parse_step_labels)
+        srv.plan.extend(["trickle"])
+        t0 = time.perf_counter()
+        res = judge.score([JudgeRequest("q", "r", ["ok"])])[0]
+        took = time.perf_counter() - t0
+        backend.close()
+    assert took < 2.0, f"a 1 s request took {took:.1f}s"
+    assert not res.parsed and backend.counts["timeouts"] == 1 and backend.counts["failures"] == 1
+    assert "within 1s" in backend.last_error
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown():
+    with ChatServer(_labels_reply) as srv:
+        url = srv.base_url.replace("http://", "http://alice:hunter2@")
+        backend = OpenAIChatBackend(url, "judge", api_key_env=None, timeout_s=5.0, retries=0)
+        backend.probe()
+        assert backend.complete(["Step 1: ok"]) == ["Step 1: correct"]
+        assert srv.requests[-1]["auth"] == "Basic YWxpY2U6aHVudGVyMg=="  # base64("alice:hunter2")
+        assert "hunter2" not in backend.describe()
+        backend.close()
+    dead = OpenAIChatBackend(f"http://alice:hunter2@127.0.0.1:{_dead_port()}/v1", "judge", probe_timeout_s=1.0)
+    with pytest.raises(JudgeUnavailable) as err:
+        dead.probe()
+    assert "hunter2" not in str(err.value) and "alice" not in str(err.value)
+    with pytest.raises(ValueError) as err:
+        OpenAIChatBackend("ftp://bob:pw123456@host/v1", "judge")
+    assert "pw123456" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- judge health
+def _always_fails(prompt):
+    raise ConnectionRefusedError("judge down")
+
+
+def test_a_judge_that_always_fails_warns_then_stops(caplog):
+    judge = PromptedJudge(ScriptedBackend(_always_fails), "{steps}", parse_step_labels,
+                          warn_failure_rate=0.25, max_failed_steps=3)
+    with caplog.at_level("WARNING", logger="steprl.rewards.judges"):
+        judge.score([_req(1)] * 4)
+        judge.score([_req(1)] * 4)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "4 of 4 calls failed" in warnings[0] and "judge down" in warnings[0]
+    with pytest.raises(JudgeFailing, match=r"every call failed in 3 judged batches in a row.*judge down"):
+        judge.score([_req(1)] * 4)
+
+
+def test_failure_streak_resets_and_a_low_rate_does_not_warn(caplog):
+    answers = iter([None, None, "Step 1: correct", None] + [None] * 4 + ["Step 1: correct"] * 3 + [None] + [None] * 2)
+    judge = PromptedJudge(ScriptedBackend(lambda p: next(answers)), "{steps}", parse_step_labels,
+                          warn_failure_rate=0.5, max_failed_steps=2)
+    with caplog.at_level("WARNING", logger="steprl.rewards.judges"):
+        judge.score([_req(1)] * 4)   # 3/4 failed: warns
+        judge.score([_req(1)] * 4)   # 4/4 failed: all-failed streak 1; the 2nd bad batch in a row: no new warning
+        assert len(caplog.records) == 1 and "3 of 4 calls failed" in caplog.records[0].getMessage()
+        judge.score([_req(1)] * 4)   # 1/4 failed (25% <= 50%): no warning, both streaks reset
+        judge.score([_req(1)] * 0)   # nothing judged: no change
+        assert len(caplog.records) == 1
+        judge.score([_req(1)] * 2)   # 2/2 failed: a new bad streak warns again; all-failed streak 1 < 2
+    assert len(caplog.records) == 2 and "2 of 2 calls failed" in caplog.records[1].getMessage()
+
+
+def test_health_keys_come_from_the_config_and_are_checked():
+    cfg = _judge_cfg("scripted", scripted={"fn": f"{__name__}._always_fails"})
+    assert cfg["max_failed_steps"] >= 1 and 0 < cfg["warn_failure_rate"] < 1
+    j = build_judge({**cfg, "max_failed_steps": 1})
+    with pytest.raises(JudgeFailing, match="judge.max_failed_steps=0"):
+        j.score([_req(1)])
+    never = build_judge({**cfg, "max_failed_steps": 0})
+    for _ in range(5):
+        assert not never.score([_req(1)])[0].parsed
+    with pytest.raises(ValueError, match="warn_failure_rate"):
+        build_judge({**cfg, "warn_failure_rate": 2.0})
+    with pytest.raises(ValueError, match="max_failed_steps"):
+        build_judge({**cfg, "max_failed_steps": -1})
+
+
+def test_shipped_openai_defaults_bound_a_hanging_judge():
+    """A judge that never answers costs at most (retries + 1) * timeout_s + the backoffs per batch (the calls run
+    in parallel), and the run stops after max_failed_steps such batches: under 15 minutes in all."""
+    cfg = _judge_cfg("openai")
+    o = cfg["openai"]
+    per_batch = (o["retries"] + 1) * o["timeout_s"] + sum(min(o["max_backoff_s"], o["backoff_s"] * 2 ** k)
+                                                           for k in range(o["retries"]))
+    assert per_batch <= 300 and per_batch * cfg["max_failed_steps"] <= 15 * 60
 
 
 def _dead_port() -> int:

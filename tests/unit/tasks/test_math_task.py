@@ -346,3 +346,64 @@ def test_grading_in_a_thread_and_outer_alarm_kept():
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
         assert not fired
+
+
+# ----- percentages, grader timeouts counted, CPU-time (not wall-time) limit ------------------------------------
+@pytest.mark.parametrize("pred, gold, same", [
+    ("50\\%", "50", True), ("50 \\%", "50\\%", True), ("50", "50\\%", True), ("50%", "50", True),
+    ("50\\,\\%", "50", True), ("50\\text{\\%}", "50", True), ("12.5\\%", "12.5", True), ("50 percent", "50", True),
+    ("51\\%", "50", False), ("50\\%", "51\\%", False), ("0.5", "50\\%", False),
+])
+def test_a_percentage_grades_as_its_number(pred, gold, same):
+    assert grade_answer(pred, gold) is same
+
+
+_SLOW_PRED, _SLOW_GOLD = "\\sum_{n=1}^{\\infty} 1/n^2", "\\pi^2/6"  # ~1 s of sympy on this machine
+
+
+def test_grading_past_its_cpu_limit_is_counted_in_reward_timeouts(tmp_path):
+    from steprl.rewards import RewardPipeline
+    from steprl.tasks.math import GradingTimeout
+    from steprl.rewards.pool import reporting_timeouts
+
+    assert grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=None) is True
+    assert grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=0.05) is False  # called directly: graded 0, no raise
+    with reporting_timeouts(), pytest.raises(GradingTimeout, match="CPU time"):
+        grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=0.05)
+    task = MathTask(path=write_jsonl(tmp_path / "t.jsonl", [{"problem": "p", "answer": _SLOW_GOLD},
+                                                            {"problem": "q", "answer": "7"}]),
+                    num_val=0, timeout_s=0.05)
+    s1, s2 = sorted(task.train_dataset(), key=lambda s: s.answer)
+    assert task.verify(s2, f"\\boxed{{{_SLOW_PRED}}}") == 0.0  # direct calls still never raise
+    with RewardPipeline(task.verify, num_workers=0, timeout_s=60.0) as pipe:
+        res = pipe([s2, s1], [f"\\boxed{{{_SLOW_PRED}}}", "\\boxed{7}"])
+    assert res.timeouts == 1 and res.errors == 0 and res.outcome.tolist() == [0.0, 1.0]
+    assert RewardPipeline.metrics(res)["reward/timeouts"] == 1.0
+
+
+def test_grading_limit_is_cpu_time_so_load_does_not_change_the_verdict():
+    """Three busy processes share this process's CPU: a ~1 s comparison takes ~4 s of wall time but still ~1 s
+    of CPU time, inside a 3 s limit. With a wall-clock limit (math-verify's signal.alarm) it was graded 0."""
+    import os
+    import subprocess
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs os.sched_setaffinity (Linux)")
+    assert grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=None)  # warm the imports and caches
+    saved = os.sched_getaffinity(0)
+    cpu = min(saved)
+    hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+            for _ in range(3)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.2)
+        t0, c0 = time.monotonic(), time.process_time()
+        verdict = grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=3)
+        wall, cpu_s = time.monotonic() - t0, time.process_time() - c0
+    finally:
+        os.sched_setaffinity(0, saved)
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert wall > 3.0, f"the load did not slow grading down (wall {wall:.1f}s, cpu {cpu_s:.1f}s): test not valid"
+    assert cpu_s < 3.0 and verdict is True
