@@ -1,8 +1,10 @@
-"""Compose the real Hydra configs for tests (no mocks: the same tree `src/train.py` uses)."""
+"""Compose the real Hydra configs for tests (no mocks: the same tree `src/train.py` uses); compare fp32 results
+of two computation paths with a tolerance that follows from the arithmetic."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,3 +26,49 @@ def compose_train(overrides: list[str], out_dir: Path | None = None, config_name
             cfg.paths.root_output = str(out_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+# ------------------------------------------------------------------------------------------ float comparisons
+FP32_EPS = torch.finfo(torch.float32).eps  # 2^-23 = 2u, u the unit roundoff of float32
+
+
+def fp32_tol(terms: int) -> float:
+    """Relative gap allowed between two float32 computations of one value that differ only in rounding
+    (summation order, blocking, fused kernels, thread count, CPU vector width).
+
+    A sum of n float32 terms is within (n - 1) u of the exact sum, relative to the sum of the terms' magnitudes
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §3.1 and §4.2); along a chain of sums (a
+    norm, a projection, a softmax, ..., layer after layer) the lengths add; two computations, each within that
+    bound, differ by at most twice it: ``terms * 2u = terms * eps``, with ``terms`` the summed lengths along
+    the longest chain. A bound on rounding, not on bugs: a wrong mask, sign or constant moves the result by far
+    more.
+    """
+    if terms < 1:
+        raise ValueError(f"terms must be >= 1, got {terms}")
+    return terms * FP32_EPS
+
+
+def assert_close_fp32(actual, expected, *, terms: int, scale: float | None = None, msg=None) -> None:
+    """``actual`` equals ``expected`` up to float32 rounding over ``terms`` summed terms (:func:`fp32_tol`),
+    measured against ``scale``, the magnitude of the summed terms (default: the largest ``|expected|``; entries
+    near 0 come out of cancellations of terms that large, so the bound is absolute, the same for every entry)."""
+    if scale is None:
+        scale = float(torch.as_tensor(expected).detach().abs().max())
+    atol = fp32_tol(terms) * scale
+    note = (lambda default: f"{msg}: {default}") if isinstance(msg, str) else msg  # keep the default's numbers
+    torch.testing.assert_close(actual, expected, rtol=0.0, atol=atol, msg=note)
+
+
+def decoder_terms(config, length: int, vocab: bool = False) -> int:
+    """The summed lengths of the sums along one token's path through a Qwen2/Llama-style decoder (``config``
+    its HF config) attending ``length`` positions, for :func:`fp32_tol`: per layer the RMSNorm (hidden d), the
+    q/k/v projections (d), the attention scores (head dim), the softmax normaliser and the weighted values
+    (``length`` each), the output projection (d), the second RMSNorm (d), gate/up (d) and the down projection
+    (intermediate); then the final RMSNorm and the LM head (d each); ``vocab``: a log-softmax over the
+    vocabulary on top (its normaliser sums ``vocab_size`` terms). The few elementwise roundings per layer
+    (rotary, activation, residual adds; u each) are small next to these lengths."""
+    c = getattr(config, "text_config", None) or config
+    d, i = c.hidden_size, c.intermediate_size
+    head = getattr(c, "head_dim", None) or d // c.num_attention_heads
+    layer = 5 * d + head + 2 * length + i
+    return c.num_hidden_layers * layer + 2 * d + (c.vocab_size if vocab else 0)

@@ -15,6 +15,7 @@ from steprl.core import (
     prm_dpo_loss,
     prm_pairwise_acc,
 )
+from tests.helpers import assert_close_fp32
 
 
 def approx(xs, tol=1e-4):
@@ -129,7 +130,8 @@ def test_prm_ce_loss_hand_value_and_gradient_only_through_phi():
     # micro-batch split with the global row count sums to the same loss
     halves = sum(prm_ce_loss((logp_phi - logp_ref)[i:i + 2], mask[i:i + 2], ACC[i:i + 2], 0.05, num_seqs=4)
                  for i in (0, 2))
-    assert float(halves) == pytest.approx(float(loss), abs=1e-7)
+    # two orders of the same float32 sums: over the 4 rows, over each row's 2 tokens, and the BCE's log / exp
+    assert_close_fp32(float(halves), float(loss), terms=4 + 2 + 2)
 
 
 def test_prm_dpo_loss_hand_value():
