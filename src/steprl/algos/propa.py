@@ -29,7 +29,7 @@ import torch
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.policy import Timer
-from steprl.algos.propa_parts import EngineStepPolicy, PRMHead
+from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
 from steprl.config import ConfigError
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
@@ -41,7 +41,8 @@ INFERENCE_MODES = ("greedy", "prm_best_of_k")
 
 class PROPA(RLModule):
     """``mcts``: iterations, c, uct_factor (2 = code, 1 = paper), max_depth, simulate_all, expand_temperature /
-    top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex, step_format
+    top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex (null: the
+    task's own final step, ``propa_parts.final_step_test``; a regex overrides it), step_format
     (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr, epochs, micro_batch_size. ``prm``: enabled,
     lr, epochs, micro_batch_size. ``inference``: mode (greedy | prm_best_of_k), k, max_steps, temperature."""
 
@@ -51,7 +52,7 @@ class PROPA(RLModule):
         self.mcts_cfg = {"iterations": 20, "c": 1.0, "uct_factor": 2.0, "max_depth": 8, "simulate_all": False,
                          "expand_temperature": 1.2, "expand_top_k": 50, "expand_top_p": 0.95, "step_stop": ["\n"],
                          "step_max_tokens": 128, "simulate_greedy": True, "simulate_max_tokens": 512,
-                         "terminal_regex": r"(?i)the final answer is", "step_format": "continue", "boost_a": 10.0,
+                         "terminal_regex": None, "step_format": "continue", "boost_a": 10.0,
                          "min_label_range": 0.1, **(mcts or {})}
         self.sft_cfg = {"enabled": True, "lr": 1e-4, "epochs": 1, "micro_batch_size": 8, **(sft or {})}
         self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
@@ -65,7 +66,12 @@ class PROPA(RLModule):
         for key in ("iterations", "max_depth", "step_max_tokens", "simulate_max_tokens"):
             if int(self.mcts_cfg[key]) < 1:
                 raise ValueError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
-        re.compile(self.mcts_cfg["terminal_regex"])
+        override = self.mcts_cfg["terminal_regex"] or None
+        try:
+            self.is_final_step = final_step_test(self.task, override)
+        except re.error as e:
+            raise ConfigError(f"algo.mcts.terminal_regex={override!r} is not a valid regular expression: {e}") from e
+        check_final_step(self.task, self.task.splitter, self.is_final_step, override)
         if self.batch_cfg["samples_per_prompt"] < 2:
             raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
                              " and must be >= 2")
@@ -153,6 +159,7 @@ class PROPA(RLModule):
             "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
             "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
             "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
+            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
             "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])}
         self._unfiltered = (ro, rw)
         return ro, rw, {}
