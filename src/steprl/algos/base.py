@@ -19,6 +19,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.config import ConfigError
 from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
 from steprl.models.shared_prefix import shared_prompt_logits
@@ -78,12 +79,15 @@ class RLModule(PolicyModule):
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
     seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef.
-    ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward.
+    ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward, clamp (k3's verl clamps; false: plain k3).
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
     """
 
     behaviour_logp_from_rollout: bool = False
+    # whether this algorithm's advantages can take the KL in the reward (they go through RLModule.advantages, or
+    # handle it themselves); with False, ``algo.kl.in_reward=true`` and ``algo.kl.coef > 0`` stop at start-up
+    kl_in_reward_supported: bool = True
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
@@ -94,10 +98,11 @@ class RLModule(PolicyModule):
         self.advantage_fn = advantage or GroupAdvantage()
         self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
                          "norm_len": None, "entropy_coef": 0.0, **(loss or {})}
-        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, **(kl or {})}
+        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, "clamp": True, **(kl or {})}
         self.filter_cfg = {"zero_variance": False, "acc_band": None, "drop_truncated": False, "max_refill_rounds": 0,
                            **(filters or {})}
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
+        self.check_kl_in_reward()
         self.log_samples = log_samples
         self.ref_policy = None
         if self.kl_cfg["coef"] > 0 and not self.adapter_reference:
@@ -115,6 +120,21 @@ class RLModule(PolicyModule):
         if self.rewards_fn is not None:
             self.rewards_fn.close()
             self.rewards_fn = None
+
+    def check_kl_in_reward(self) -> None:
+        """Refuse the KL in the reward where the algorithm or its advantage estimator would drop it."""
+        kc = self.kl_cfg
+        if not (kc["in_reward"] and kc["coef"] > 0):
+            return
+        est = type(self.advantage_fn).__name__
+        if not self.kl_in_reward_supported:
+            why = f"{type(self).__name__} computes its own advantages and has no KL reward"
+        elif not getattr(self.advantage_fn, "takes_kl_reward", False):
+            why = f"the advantage estimator {est} cannot take a KL reward"
+        else:
+            return
+        raise ConfigError(f"algo.kl.in_reward=true with algo.kl.coef={kc['coef']}: {why}; set algo.kl.in_reward=false "
+                          f"(the KL as a loss term) or algo.kl.coef=0")
 
     @property
     def adapter_reference(self) -> bool:
@@ -154,11 +174,16 @@ class RLModule(PolicyModule):
 
     def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
         token = rewards.token if rewards.token is not None else torch.zeros_like(ro.loss_mask, dtype=torch.float)
-        if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"]:
-            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])
-            token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
         return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values,
-                                                 self.batch_reduce(), self.real_rows(ro)))
+                                                 self.batch_reduce(), self.real_rows(ro), self.kl_rewards(ro)))
+
+    def kl_rewards(self, ro: Rollouts) -> torch.Tensor | None:
+        """``-coef * kl`` [N, T] on the loss tokens when the KL is in the reward (verl), else None."""
+        kc = self.kl_cfg
+        if not (kc["coef"] > 0 and kc["in_reward"]):
+            return None
+        kl = core.kl_penalty(ro.old_logp, ro.ref_logp, kc["estimator"], kc["clamp"])
+        return -kc["coef"] * kl * ro.loss_mask
 
     def batch_reduce(self):
         """What batch statistics (whitening, batch norms) reduce over ranks with: ``dist.all_reduce`` when
@@ -428,7 +453,7 @@ class RLModule(PolicyModule):
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask),
                 "train/clip_frac": core.masked_sum(clipped.float(), mask), "tokens": mask.sum()}
         if mb.ref_logp is not None:
-            kl = core.kl_penalty(logp, mb.ref_logp, kc["estimator"])
+            kl = core.kl_penalty(logp, mb.ref_logp, kc["estimator"], kc["clamp"])
             if kc["coef"] > 0 and not kc["in_reward"]:
                 tok_loss = tok_loss + kc["coef"] * kl
             sums["train/kl"] = core.masked_sum(kl.detach(), mask)

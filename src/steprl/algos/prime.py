@@ -38,8 +38,10 @@ class PrimeAdvantage:
     ``estimator``: ``rloo`` (PRIME, Eq. 5), ``grpo`` (GRPO with PRIME, Eq. 7), ``reinforce`` (REINFORCE
     with PRIME, Eq. 8). ``form`` (rloo): ``code`` (both reference codes: r·K/(K-1) - S/(K-1)) or ``paper``
     (r - mean of the others' average rewards). ``whiten``: the reference code whitens the summed returns
-    over the batch (not in the paper)."""
+    over the batch (not in the paper). PRIME sets the KL to 0 and its reference code has no KL reward: a KL in
+    the reward is refused at start-up (``takes_kl_reward``)."""
 
+    takes_kl_reward = False
     estimator: str = "rloo"
     form: str = "code"
     whiten: bool = True
