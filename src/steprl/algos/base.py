@@ -92,8 +92,9 @@ class RLModule(PolicyModule):
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
                  reward: dict | None = None, seed: int = 0, val: dict | None = None,
-                 total_steps: int | None = None, log_samples: int = 4):
-        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps)
+                 total_steps: int | None = None, log_samples: int = 4, max_consecutive_skips: int | None = 10):
+        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps,
+                         max_consecutive_skips=max_consecutive_skips)
         self.batch_cfg = dict(batch)
         self.advantage_fn = advantage or GroupAdvantage()
         self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
@@ -508,6 +509,8 @@ class RLModule(PolicyModule):
                 norm, ok = self.clip_and_step(last=done == n_updates)
                 self._acc(sums, "train/loss", loss_total)
                 self._acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
+                for name, v in list(self.last_grad_norms.items())[1:]:  # e.g. PPO's critic, clipped on its own
+                    self._acc(sums, f"train/{name}_grad_norm", v if math.isfinite(v) else 0.0)
                 self._acc(sums, "train/nonfinite_skips", float(not ok))
         if world > 1:  # token-weighted means over the global batch
             keys = [k for k in ("train/entropy", "train/clip_frac", "train/kl", "tokens") if k in sums]
@@ -517,6 +520,8 @@ class RLModule(PolicyModule):
         out = {k: sums[k] / tokens for k in ("train/entropy", "train/clip_frac", "train/kl") if k in sums}
         out["train/loss"] = sums["train/loss"] / n_updates
         out["train/grad_norm"] = sums["train/grad_norm"] / n_updates
+        for k in [k for k in sums if k.endswith("_grad_norm") and k != "train/grad_norm"]:
+            out[k] = sums[k] / n_updates
         out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
         out["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return out
