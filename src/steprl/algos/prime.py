@@ -2,7 +2,7 @@
 
     π_θ, π_φ (implicit PRM), π_ref <- the same starting checkpoint
     each step: K samples per prompt; r_o from the verifier
-               keep groups with 0.2 <= acc <= 0.8 and no truncated response (refill from fresh prompts)
+               keep groups with 0.2 <= mean r_o <= 0.8 and no truncated response (refill from fresh prompts)
                q_t = log π_φ(y_t|y_<t) - log π_ref(y_t|y_<t)       (π_ref frozen, or the policy's old log-probs)
                update π_φ on BCE(σ(β Σ_t q_t), r_o)                 (after: rewards from the same forward;
                                                                      before: update, then recompute; none)
