@@ -78,7 +78,8 @@ class RLModule(PolicyModule):
     ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
-    seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef.
+    seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef, logprob_temperature (the temperature
+    of the loss's log-probs; None: the rollout engine's, as verl and TRL).
     ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward, clamp (k3's verl clamps; false: plain k3).
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
@@ -98,7 +99,13 @@ class RLModule(PolicyModule):
         self.batch_cfg = dict(batch)
         self.advantage_fn = advantage or GroupAdvantage()
         self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
-                         "norm_len": None, "entropy_coef": 0.0, **(loss or {})}
+                         "norm_len": None, "entropy_coef": 0.0, "logprob_temperature": None, **(loss or {})}
+        t = self.loss_cfg["logprob_temperature"]
+        if t is not None and not float(t) > 0:
+            raise ConfigError(f"algo.loss.logprob_temperature must be > 0 or null (the rollout's), got {t}")
+        if t is not None and getattr(rollout, "tis_cap", None) is not None and float(t) != rollout.temperature:
+            raise ConfigError(f"rollout.tis_cap corrects the engine's log-probs, sampled at rollout.temperature="
+                              f"{rollout.temperature}, but algo.loss.logprob_temperature={t}: set them equal (or null)")
         self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, "clamp": True, **(kl or {})}
         self.filter_cfg = {"zero_variance": False, "acc_band": None, "drop_truncated": False, "max_refill_rounds": 0,
                            **(filters or {})}
@@ -332,8 +339,8 @@ class RLModule(PolicyModule):
 
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
-        their longest prompt and response; logits are divided by ``temperature`` (default: the rollout
-        engine's sampling temperature). ``entropy="detached"``: entropies without gradient (a metric only)."""
+        their longest prompt and response; logits are divided by ``temperature`` (default:
+        :meth:`logprob_temperature`). ``entropy="detached"``: entropies without gradient (a metric only)."""
         p_keep = mb.prompt_mask.bool().any(0)
         p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
@@ -357,7 +364,7 @@ class RLModule(PolicyModule):
             logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
                            position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1]
         logits = logits.float()
-        logits = logits / (self.engine.temperature if temperature is None else temperature)
+        logits = logits / (self.logprob_temperature() if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         if entropy == "detached":  # a metric only: no autograd graph through the softmax
             with torch.no_grad():
@@ -367,6 +374,11 @@ class RLModule(PolicyModule):
         T = mb.response_ids.shape[1]
         pad = lambda x: torch.nn.functional.pad(x, (0, T - t_len)) if x is not None else None  # noqa: E731
         return pad(logp), pad(ent)
+
+    def logprob_temperature(self) -> float:
+        """``algo.loss.logprob_temperature``, or the rollout engine's sampling temperature when it is None."""
+        t = getattr(self, "loss_cfg", {}).get("logprob_temperature")
+        return self.engine.temperature if t is None else float(t)
 
     @torch.no_grad()
     def logp_pass(self, model, ro: Rollouts, temperature: float | None = None) -> torch.Tensor:
@@ -406,7 +418,8 @@ class RLModule(PolicyModule):
                 ro.ref_logp = self.reference_logp(ro)
             if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
                 ro.old_logp = self.logp_pass(self.policy, ro)
-            if ro.engine_logp is not None:  # engine / trainer mismatch: logged every step, corrected by TIS
+            if ro.engine_logp is not None and self.logprob_temperature() == self.engine.temperature:
+                # engine / trainer mismatch: logged every step, corrected by TIS (same temperature only)
                 if ro.old_logp is None:
                     ro.old_logp = self.logp_pass(self.policy, ro)
                 metrics["rollout/logprob_diff"] = float(core.logprob_diff(ro.old_logp, ro.engine_logp, ro.loss_mask))
@@ -430,7 +443,8 @@ class RLModule(PolicyModule):
             return None
         prompt = getattr(self.engine, "probe_prompt", self.PROBE_PROMPT)
         ro = self.generate([prompt], n=2).to(self.device)
-        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro), ro.engine_logp, ro.loss_mask))
+        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro, temperature=self.engine.temperature),
+                                       ro.engine_logp, ro.loss_mask))
         if not diff <= tol:
             raise RuntimeError(f"rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.4f} on a fixed "
                                f"prompt exceeds rollout.probe_tol={tol} (weights not synced, or a dtype / tokenizer "
