@@ -149,7 +149,7 @@ def test_prime_prm_update_timing(update, loss, tmp_path):
     """after: rewards from the PRM before its step (single forward); before: from the updated PRM;
     none: the PRM never changes. ref_type=policy uses the policy's own log-probs as π_ref."""
     cfg = compose_train([*COMMON, "experiment=prime_tiny", f"algo.prm.update={update}", f"algo.prm.loss={loss}",
-                         "algo.prm.lr=1e-2", "algo.prm.mini_batch_size=null"], tmp_path)
+                         "algo.prm.lr=1e-2", "algo.prm.mini_batch_size=null", "algo.prm.updates_per_step=1"], tmp_path)
     module, _, _ = build(cfg)
     module.aux = module.make_aux_optimizers()
     ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)

@@ -1,8 +1,14 @@
 """Advantage estimators (the ``advantage=`` config group): thin callables over ``steprl.core``.
 
 Each takes the per-sequence score ``scores`` [N], the dense per-token rewards ``token_rewards`` [N, T]
-(KL-in-reward, process rewards; zeros when none), the loss mask, the group ids and, for GAE, the critic's
-values, and returns ``(advantages [N, T], returns [N, T] | None)``.
+(process rewards; zeros when none), the loss mask, the group ids, for GAE the critic's values, and
+``kl_rewards`` [N, T] (``-coef * kl`` per token when the KL is in the reward, else None), and returns
+``(advantages [N, T], returns [N, T] | None)``.
+
+KL in the reward follows verl: an outcome estimator's sequence reward is ``score + Σ_t kl_rewards_t`` (i.e.
+``score - coef Σ_t kl_t``) *before* its group baseline; a token-level one (REINFORCE++, GAE) adds ``kl_rewards``
+to its per-token rewards. An estimator that cannot take it sets ``takes_kl_reward = False`` and the run refuses
+``algo.kl.in_reward`` at start-up.
 
 Batch statistics (whitening, GRPO's batch std) are global under data parallelism: ``reduce`` is
 ``steprl.utils.dist.all_reduce`` when several ranks train (None in one process, which keeps the one-process
@@ -27,6 +33,17 @@ class AdvantageInputs:
     values: torch.Tensor | None = None
     reduce: Callable | None = None
     rows: torch.Tensor | None = None
+    kl_rewards: torch.Tensor | None = None
+
+    def sequence_scores(self) -> torch.Tensor:
+        """``scores`` plus each response's summed KL reward (verl: ``token_level_rewards.sum(-1)``)."""
+        if self.kl_rewards is None:
+            return self.scores
+        return self.scores + (self.kl_rewards * self.mask).sum(-1).to(self.scores.dtype)
+
+    def dense_rewards(self) -> torch.Tensor:
+        """``token_rewards`` plus the per-token KL rewards."""
+        return self.token_rewards if self.kl_rewards is None else self.token_rewards + self.kl_rewards * self.mask
 
 
 def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -36,9 +53,11 @@ def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @dataclass
 class GroupAdvantage:
     """Outcome advantages against the group: ``grpo`` ((r - mean_g) / (std + eps), std from ``std_scale``),
-    ``rloo`` (leave-one-out mean), ``drgrpo`` (r - mean_g). Dense token rewards are added as returns-to-go
-    when ``use_token_rewards`` (e.g. KL in the reward)."""
+    ``rloo`` (leave-one-out mean), ``drgrpo`` (r - mean_g), of the sequence reward (score minus the summed KL
+    when the KL is in the reward). Dense process rewards are added as returns-to-go when
+    ``use_token_rewards``."""
 
+    takes_kl_reward = True
     kind: str = "grpo"
     std_scale: str = "group"
     eps: float = 1e-4
@@ -50,12 +69,13 @@ class GroupAdvantage:
             raise ValueError(f"advantage.kind={self.kind!r} is not one of {list(kinds)}")
 
     def __call__(self, x: AdvantageInputs):
+        scores = x.sequence_scores()
         if self.kind == "grpo":
-            adv = core.grpo_advantage(x.scores, x.group_ids, self.std_scale, self.eps, x.reduce, x.rows)
+            adv = core.grpo_advantage(scores, x.group_ids, self.std_scale, self.eps, x.reduce, x.rows)
         elif self.kind == "rloo":
-            adv = core.rloo_advantage(x.scores, x.group_ids)
+            adv = core.rloo_advantage(scores, x.group_ids)
         else:
-            adv = core.drgrpo_advantage(x.scores, x.group_ids)
+            adv = core.drgrpo_advantage(scores, x.group_ids)
         out = _broadcast(adv, x.mask)
         if self.use_token_rewards:
             out = out + core.discounted_returns(x.token_rewards, x.mask)
@@ -67,13 +87,14 @@ class ReinforcePP:
     """REINFORCE++: outcome on the last token plus dense rewards, returns-to-go, whitened over the batch;
     ``baseline=True`` is REINFORCE++-baseline (group-mean baseline, then batch whitening)."""
 
+    takes_kl_reward = True
     gamma: float = 1.0
     baseline: bool = False
 
     def __call__(self, x: AdvantageInputs):
         if self.baseline:
-            return core.reinforce_pp_baseline_advantage(x.scores, x.group_ids, x.mask, x.reduce), None
-        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
+            return core.reinforce_pp_baseline_advantage(x.sequence_scores(), x.group_ids, x.mask, x.reduce), None
+        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.dense_rewards()
         return core.reinforce_pp_advantage(rewards, x.mask, self.gamma, x.reduce), None
 
 
@@ -81,6 +102,7 @@ class ReinforcePP:
 class GAE:
     """PPO's generalised advantage estimation with a critic; advantages whitened over the batch."""
 
+    takes_kl_reward = True
     gamma: float = 1.0
     lam: float = 0.95
     whiten: bool = True
@@ -88,6 +110,6 @@ class GAE:
     def __call__(self, x: AdvantageInputs):
         if x.values is None:
             raise ValueError("advantage=gae needs a critic: use algo=ppo (or an algorithm with a value model)")
-        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.token_rewards
+        rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.dense_rewards()
         adv, ret = core.gae(rewards, x.values, x.mask, self.gamma, self.lam)
         return (core.masked_whiten(adv, x.mask, reduce=x.reduce) if self.whiten else adv), ret

@@ -19,6 +19,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
+from steprl.config import ConfigError
 from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
 from steprl.models.shared_prefix import shared_prompt_logits
@@ -77,27 +78,39 @@ class RLModule(PolicyModule):
     ``batch``: prompts_per_step, samples_per_prompt (G), minibatch_size (sequences per optimiser update),
     micro_batch_size (sequences per forward), ppo_epochs.
     ``loss``: clip_eps_low, clip_eps_high, dual_clip, agg (token-mean | seq-mean-token-mean |
-    seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef.
-    ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward.
+    seq-mean-token-sum | seq-mean-token-sum-norm), norm_len, entropy_coef, logprob_temperature (the temperature
+    of the loss's log-probs; None: the rollout engine's, as verl and TRL).
+    ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward, clamp (k3's verl clamps; false: plain k3).
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
     ``reward``: num_workers, timeout_s, mp_context.
     """
 
     behaviour_logp_from_rollout: bool = False
+    # whether this algorithm's advantages can take the KL in the reward (they go through RLModule.advantages, or
+    # handle it themselves); with False, ``algo.kl.in_reward=true`` and ``algo.kl.coef > 0`` stop at start-up
+    kl_in_reward_supported: bool = True
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
                  reward: dict | None = None, seed: int = 0, val: dict | None = None,
-                 total_steps: int | None = None, log_samples: int = 4):
-        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps)
+                 total_steps: int | None = None, log_samples: int = 4, max_consecutive_skips: int | None = 10):
+        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps,
+                         max_consecutive_skips=max_consecutive_skips)
         self.batch_cfg = dict(batch)
         self.advantage_fn = advantage or GroupAdvantage()
         self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
-                         "norm_len": None, "entropy_coef": 0.0, **(loss or {})}
-        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, **(kl or {})}
+                         "norm_len": None, "entropy_coef": 0.0, "logprob_temperature": None, **(loss or {})}
+        t = self.loss_cfg["logprob_temperature"]
+        if t is not None and not float(t) > 0:
+            raise ConfigError(f"algo.loss.logprob_temperature must be > 0 or null (the rollout's), got {t}")
+        if t is not None and getattr(rollout, "tis_cap", None) is not None and float(t) != rollout.temperature:
+            raise ConfigError(f"rollout.tis_cap corrects the engine's log-probs, sampled at rollout.temperature="
+                              f"{rollout.temperature}, but algo.loss.logprob_temperature={t}: set them equal (or null)")
+        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, "clamp": True, **(kl or {})}
         self.filter_cfg = {"zero_variance": False, "acc_band": None, "drop_truncated": False, "max_refill_rounds": 0,
                            **(filters or {})}
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
+        self.check_kl_in_reward()
         self.log_samples = log_samples
         self.ref_policy = None
         if self.kl_cfg["coef"] > 0 and not self.adapter_reference:
@@ -115,6 +128,21 @@ class RLModule(PolicyModule):
         if self.rewards_fn is not None:
             self.rewards_fn.close()
             self.rewards_fn = None
+
+    def check_kl_in_reward(self) -> None:
+        """Refuse the KL in the reward where the algorithm or its advantage estimator would drop it."""
+        kc = self.kl_cfg
+        if not (kc["in_reward"] and kc["coef"] > 0):
+            return
+        est = type(self.advantage_fn).__name__
+        if not self.kl_in_reward_supported:
+            why = f"{type(self).__name__} computes its own advantages and has no KL reward"
+        elif not getattr(self.advantage_fn, "takes_kl_reward", False):
+            why = f"the advantage estimator {est} cannot take a KL reward"
+        else:
+            return
+        raise ConfigError(f"algo.kl.in_reward=true with algo.kl.coef={kc['coef']}: {why}; set algo.kl.in_reward=false "
+                          f"(the KL as a loss term) or algo.kl.coef=0")
 
     @property
     def adapter_reference(self) -> bool:
@@ -154,11 +182,16 @@ class RLModule(PolicyModule):
 
     def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
         token = rewards.token if rewards.token is not None else torch.zeros_like(ro.loss_mask, dtype=torch.float)
-        if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"]:
-            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])
-            token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
         return self.advantage_fn(AdvantageInputs(rewards.outcome, token, ro.loss_mask.float(), ro.group_ids, values,
-                                                 self.batch_reduce(), self.real_rows(ro)))
+                                                 self.batch_reduce(), self.real_rows(ro), self.kl_rewards(ro)))
+
+    def kl_rewards(self, ro: Rollouts) -> torch.Tensor | None:
+        """``-coef * kl`` [N, T] on the loss tokens when the KL is in the reward (verl), else None."""
+        kc = self.kl_cfg
+        if not (kc["coef"] > 0 and kc["in_reward"]):
+            return None
+        kl = core.kl_penalty(ro.old_logp, ro.ref_logp, kc["estimator"], kc["clamp"])
+        return -kc["coef"] * kl * ro.loss_mask
 
     def batch_reduce(self):
         """What batch statistics (whitening, batch norms) reduce over ranks with: ``dist.all_reduce`` when
@@ -306,8 +339,8 @@ class RLModule(PolicyModule):
 
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
-        their longest prompt and response; logits are divided by ``temperature`` (default: the rollout
-        engine's sampling temperature). ``entropy="detached"``: entropies without gradient (a metric only)."""
+        their longest prompt and response; logits are divided by ``temperature`` (default:
+        :meth:`logprob_temperature`). ``entropy="detached"``: entropies without gradient (a metric only)."""
         p_keep = mb.prompt_mask.bool().any(0)
         p0 = int(torch.nonzero(p_keep)[0]) if bool(p_keep.any()) else mb.prompt_mask.shape[1] - 1
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
@@ -331,7 +364,7 @@ class RLModule(PolicyModule):
             logits = model(input_ids=vis.pop("input_ids", ids), attention_mask=None if no_pad else att,
                            position_ids=pos, use_cache=False, logits_to_keep=t_len + 1, **vis).logits[:, :-1]
         logits = logits.float()
-        logits = logits / (self.engine.temperature if temperature is None else temperature)
+        logits = logits / (self.logprob_temperature() if temperature is None else temperature)
         logp = core.logprobs_from_logits(logits, mb.response_ids[:, :t_len])
         if entropy == "detached":  # a metric only: no autograd graph through the softmax
             with torch.no_grad():
@@ -341,6 +374,11 @@ class RLModule(PolicyModule):
         T = mb.response_ids.shape[1]
         pad = lambda x: torch.nn.functional.pad(x, (0, T - t_len)) if x is not None else None  # noqa: E731
         return pad(logp), pad(ent)
+
+    def logprob_temperature(self) -> float:
+        """``algo.loss.logprob_temperature``, or the rollout engine's sampling temperature when it is None."""
+        t = getattr(self, "loss_cfg", {}).get("logprob_temperature")
+        return self.engine.temperature if t is None else float(t)
 
     @torch.no_grad()
     def logp_pass(self, model, ro: Rollouts, temperature: float | None = None) -> torch.Tensor:
@@ -380,7 +418,8 @@ class RLModule(PolicyModule):
                 ro.ref_logp = self.reference_logp(ro)
             if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
                 ro.old_logp = self.logp_pass(self.policy, ro)
-            if ro.engine_logp is not None:  # engine / trainer mismatch: logged every step, corrected by TIS
+            if ro.engine_logp is not None and self.logprob_temperature() == self.engine.temperature:
+                # engine / trainer mismatch: logged every step, corrected by TIS (same temperature only)
                 if ro.old_logp is None:
                     ro.old_logp = self.logp_pass(self.policy, ro)
                 metrics["rollout/logprob_diff"] = float(core.logprob_diff(ro.old_logp, ro.engine_logp, ro.loss_mask))
@@ -404,7 +443,8 @@ class RLModule(PolicyModule):
             return None
         prompt = getattr(self.engine, "probe_prompt", self.PROBE_PROMPT)
         ro = self.generate([prompt], n=2).to(self.device)
-        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro), ro.engine_logp, ro.loss_mask))
+        diff = float(core.logprob_diff(self.logp_pass(self.policy, ro, temperature=self.engine.temperature),
+                                       ro.engine_logp, ro.loss_mask))
         if not diff <= tol:
             raise RuntimeError(f"rollout engine probe: mean |logp_trainer - logp_engine| = {diff:.4f} on a fixed "
                                f"prompt exceeds rollout.probe_tol={tol} (weights not synced, or a dtype / tokenizer "
@@ -428,7 +468,7 @@ class RLModule(PolicyModule):
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask),
                 "train/clip_frac": core.masked_sum(clipped.float(), mask), "tokens": mask.sum()}
         if mb.ref_logp is not None:
-            kl = core.kl_penalty(logp, mb.ref_logp, kc["estimator"])
+            kl = core.kl_penalty(logp, mb.ref_logp, kc["estimator"], kc["clamp"])
             if kc["coef"] > 0 and not kc["in_reward"]:
                 tok_loss = tok_loss + kc["coef"] * kl
             sums["train/kl"] = core.masked_sum(kl.detach(), mask)
@@ -483,6 +523,8 @@ class RLModule(PolicyModule):
                 norm, ok = self.clip_and_step(last=done == n_updates)
                 self._acc(sums, "train/loss", loss_total)
                 self._acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
+                for name, v in list(self.last_grad_norms.items())[1:]:  # e.g. PPO's critic, clipped on its own
+                    self._acc(sums, f"train/{name}_grad_norm", v if math.isfinite(v) else 0.0)
                 self._acc(sums, "train/nonfinite_skips", float(not ok))
         if world > 1:  # token-weighted means over the global batch
             keys = [k for k in ("train/entropy", "train/clip_frac", "train/kl", "tokens") if k in sums]
@@ -492,6 +534,8 @@ class RLModule(PolicyModule):
         out = {k: sums[k] / tokens for k in ("train/entropy", "train/clip_frac", "train/kl") if k in sums}
         out["train/loss"] = sums["train/loss"] / n_updates
         out["train/grad_norm"] = sums["train/grad_norm"] / n_updates
+        for k in [k for k in sums if k.endswith("_grad_norm") and k != "train/grad_norm"]:
+            out[k] = sums[k] / n_updates
         out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
         out["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return out

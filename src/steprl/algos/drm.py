@@ -63,6 +63,8 @@ def reasoning_answer_spans(text: str, mode: str, splitter=None, think=("<think>"
 
 
 class DRM(RLModule):
+    kl_in_reward_supported = False  # its advantages are its own: a KL reward would be dropped
+
     def __init__(self, *args, drm: dict | None = None, relevance: dict | None = None,
                  coherence: dict | None = None, judge: dict | None = None, **kwargs):
         d = {"weights": [1 / 3, 1 / 3, 1 / 3], "norm": "zscore", "eps": 1e-6, "use_answer": True,

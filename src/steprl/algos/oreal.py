@@ -52,6 +52,8 @@ RM_DEFAULTS = {"enabled": True, "lr": 2e-6, "weight_decay": 0.01, "betas": (0.9,
 
 
 class OREAL(AuxOptimizers, RLModule):
+    kl_in_reward_supported = False  # its advantages are its own: a KL reward would be dropped
+
     def __init__(self, *args, oreal: dict | None = None, token_rm: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         for name, given, defaults in (("oreal", oreal, OREAL_DEFAULTS), ("token_rm", token_rm, RM_DEFAULTS)):
@@ -155,13 +157,14 @@ class OREAL(AuxOptimizers, RLModule):
         loss, parts = core.oreal_policy_loss(
             logp, adv, extras["positive"], mask, extras["w_pos"], extras["w_neg"], extras["n_pos"], extras["n_neg"],
             extras["n_all"], ref_logp=ref, eta=o["eta"], pos_factor=o["pos_factor"], pos_mult_adv=o["pos_mult_adv"],
-            kl_coef=self.kl_cfg["coef"], kl_kind=self.kl_cfg["estimator"])
+            kl_coef=self.kl_cfg["coef"], kl_kind=self.kl_cfg["estimator"], kl_clamp=self.kl_cfg["clamp"])
         for k, v in parts.items():
             self._oreal_metrics[f"oreal/loss_{k}"] = self._oreal_metrics.get(f"oreal/loss_{k}", 0.0) + float(v)
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask), "train/clip_frac": torch.zeros(()),
                 "tokens": mask.sum()}
         if ref is not None:
-            sums["train/kl"] = core.masked_sum(core.kl_penalty(logp.detach(), ref, self.kl_cfg["estimator"]), mask)
+            sums["train/kl"] = core.masked_sum(core.kl_penalty(logp.detach(), ref, self.kl_cfg["estimator"],
+                                                                           self.kl_cfg["clamp"]), mask)
         return loss, {k: float(v) for k, v in sums.items()}
 
     # ------------------------------------------------------------------------------------ token RM

@@ -34,6 +34,9 @@ class PCGRPO(RLModule):
     """``curriculum``: enabled, lam, gamma. ``care``: enabled, coef, conf_cap, margin, acc_floor, ema_decay,
     ema_every. ``scale_by_std``: divide the centred rewards by the group std (+1e-4)."""
 
+    kl_in_reward_supported = False  # its advantages are its own: a KL reward would be dropped
+
+
     def __init__(self, *args, curriculum: dict | None = None, care: dict | None = None,
                  scale_by_std: bool = False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from typing import Any
 
@@ -17,17 +18,26 @@ from steprl.rollout.hf import HFEngine
 from steprl.utils import dist as D
 
 
+class DivergenceError(RuntimeError):
+    """Training diverged: too many consecutive optimiser updates had a non-finite gradient."""
+
+
 class PolicyModule(L.LightningModule):
     """Holds the policy and its tokenizer, the task and the rollout engine.
 
     ``optim``: name (adamw | adamw8bit | paged_adamw8bit), lr, weight_decay, betas, eps, warmup_steps,
     scheduler (constant | cosine | linear), min_lr_ratio, max_grad_norm. ``val``: max_new_tokens (None: the
-    engine's), log_samples.
+    engine's), log_samples. ``max_consecutive_skips``: stop with :class:`DivergenceError` after this many
+    consecutive updates skipped for a non-finite gradient (None: never).
     """
 
     def __init__(self, model: dict, task, rollout: HFEngine, optim: dict, seed: int = 0,
-                 val: dict | None = None, total_steps: int | None = None):
+                 val: dict | None = None, total_steps: int | None = None, max_consecutive_skips: int | None = 10):
         super().__init__()
+        if max_consecutive_skips is not None and int(max_consecutive_skips) < 1:
+            raise ValueError(f"algo.max_consecutive_skips must be >= 1 or null (never stop), got {max_consecutive_skips}")
+        self.max_consecutive_skips = max_consecutive_skips
+        self._skips = self._skips_total = 0
         self.model_cfg = dict(model)
         self.policy, self.tokenizer = load_model(**self.model_cfg)
         self.processor = load_processor(**self.model_cfg)  # images -> pixel rows (None for a text model)
@@ -79,8 +89,43 @@ class PolicyModule(L.LightningModule):
         """Optimiser updates over the whole run (for schedules)."""
         return self.total_steps or 1
 
+    def note_skip(self, ok: bool) -> None:
+        """Divergence guard: warn on the console at the first update skipped for a non-finite gradient, and stop
+        the run with :class:`DivergenceError` after ``algo.max_consecutive_skips`` skipped updates in a row."""
+        if ok:
+            self._skips = 0
+            return
+        self._skips += 1
+        self._skips_total += 1
+        limit = self.max_consecutive_skips
+        if self._skips_total == 1 and D.rank() == 0:
+            print(f"[steprl] WARNING: non-finite gradient at RL step {self.global_step}: optimiser update skipped "
+                  f"(the run stops after {limit} such updates in a row: algo.max_consecutive_skips)",
+                  file=sys.stderr, flush=True)
+        if limit is not None and self._skips >= int(limit):
+            raise DivergenceError(
+                f"training diverged: {self._skips} consecutive optimiser updates had a non-finite gradient and were "
+                f"skipped (RL step {self.global_step}, optim.lr={self.optim_cfg.get('lr')}); lower optim.lr or raise "
+                f"algo.max_consecutive_skips")
+
+    def grad_clip_groups(self, params: list) -> list[tuple[str, list, float | None]]:
+        """``(name, parameters, max norm)`` of each model whose gradients are clipped on their own (verl /
+        OpenRLHF clip each model separately). Default: all of the optimiser's parameters, ``optim.max_grad_norm``."""
+        return [("policy", params, self.optim_cfg.get("max_grad_norm"))]
+
+    def clip_grad_groups(self, params: list) -> dict[str, float]:
+        """Clip each group of :meth:`grad_clip_groups` to its own max norm; their norms before clipping."""
+        norms = {}
+        for name, group, max_norm in self.grad_clip_groups(params):
+            norm = torch.nn.utils.clip_grad_norm_(group, max_norm or float("inf"))
+            if hasattr(norm, "full_tensor"):  # FSDP2: DTensor gradients give the norm as a (replicated) DTensor
+                norm = norm.full_tensor()
+            norms[name] = float(norm)
+        return norms
+
     def clip_and_step(self, last: bool) -> tuple[float, bool]:
-        """Clip, then step the optimiser and scheduler unless the gradient is non-finite.
+        """Clip, then step the optimiser and scheduler unless a gradient is non-finite. Returns the first clip
+        group's (the policy's) norm before clipping; the others' are in ``self.last_grad_norms``.
 
         Only the ``last`` update of a training step goes through Lightning's optimiser wrapper, so
         ``global_step`` (and ``trainer.max_steps``, checkpoint and validation intervals) counts training steps,
@@ -89,11 +134,10 @@ class PolicyModule(L.LightningModule):
         opt = self.optimizers()
         raw = opt.optimizer if hasattr(opt, "optimizer") else opt
         params = [p for g in raw.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
-        if hasattr(norm, "full_tensor"):  # FSDP2: DTensor gradients give the norm as a (replicated) DTensor
-            norm = norm.full_tensor()
+        self.last_grad_norms = self.clip_grad_groups(params)
+        norm = next(iter(self.last_grad_norms.values()))
         # every rank must take the same decision (a rank whose loss was non-finite poisoned only its gradient)
-        ok = D.all_ranks(bool(torch.isfinite(norm)))
+        ok = D.all_ranks(all(math.isfinite(v) for v in self.last_grad_norms.values()))
         if ok:
             (opt if last else raw).step()
             self.lr_schedulers().step()
@@ -102,6 +146,7 @@ class PolicyModule(L.LightningModule):
             raw.zero_grad(set_to_none=True)
             opt.step()
         raw.zero_grad(set_to_none=True)
+        self.note_skip(ok)
         return float(norm), ok
 
     # ----------------------------------------------------------------------------------------- parallelism

@@ -5,7 +5,9 @@
     loss    = PPO clip(A) + vf_coef * clipped value loss(V, V_old, R)
 
 The critic has its own parameter group (learning rate ``critic_lr``) in the policy's optimiser; its loss
-is aggregated with the same global token counts as the policy loss.
+is aggregated with the same global token counts as the policy loss. The policy's and the critic's gradients are
+clipped separately, each to its own max norm (``optim.max_grad_norm``, ``critic.grad_clip``), as verl and
+OpenRLHF do: a large value loss does not shrink the policy's step.
 """
 from __future__ import annotations
 
@@ -33,13 +35,23 @@ class Critic(torch.nn.Module):
 
 class PPO(RLModule):
     def __init__(self, *args, critic_lr: float = 1e-4, vf_coef: float = 0.5, value_clip: float | None = 0.2,
-                 **kwargs):
+                 critic: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.critic = Critic(self.policy)
         self.critic_lr, self.vf_coef, self.value_clip = critic_lr, vf_coef, value_clip
+        self.critic_cfg = {"grad_clip": 1.0, **(critic or {})}
+        unknown = set(self.critic_cfg) - {"grad_clip"}
+        if unknown:
+            raise ValueError(f"algo.critic has unknown keys {sorted(unknown)}; valid: ['grad_clip']")
 
     def param_groups(self):
         return super().param_groups() + [{"params": list(self.critic.parameters()), "lr": self.critic_lr}]
+
+    def grad_clip_groups(self, params):
+        """The policy's gradients to ``optim.max_grad_norm``, the critic's to ``algo.critic.grad_clip``."""
+        ids = {id(p) for p in self.critic.parameters()}
+        return [("policy", [p for p in params if id(p) not in ids], self.optim_cfg.get("max_grad_norm")),
+                ("critic", [p for p in params if id(p) in ids], self.critic_cfg["grad_clip"])]
 
     def values(self, mb) -> torch.Tensor:
         """V(s_t) for each response token t: the critic read at the position that predicts token t."""

@@ -142,7 +142,7 @@ class _PrincipleRewards:
         # rebuilt from the per-row step and outcome scores, which survive group filters and refills
         token = self.renorm_tokens(ro, rewards.step, rewards.outcome).to(ro.response_mask.device)
         if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"] and ro.ref_logp is not None:
-            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"])  # k1 in the reference code
+            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"], self.kl_cfg["clamp"])  # k1 in the code
             token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
         return token
 
@@ -172,6 +172,8 @@ class PPR(_PrincipleRewards, PPO):
 
 class PPRGRPO(_PrincipleRewards, RLModule):
     """Critic-free PPR: ReNorm turn rewards normalised per group, summed over the turns at or after a token."""
+
+    kl_in_reward_supported = False  # the turn rewards are group-normalised: no per-token KL reward
 
     def __init__(self, *args, judge: dict | None = None, ppr: dict | None = None, eps: float = 1e-6, **kwargs):
         super().__init__(*args, **kwargs)

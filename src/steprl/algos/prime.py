@@ -2,7 +2,7 @@
 
     π_θ, π_φ (implicit PRM), π_ref <- the same starting checkpoint
     each step: K samples per prompt; r_o from the verifier
-               keep groups with 0.2 <= acc <= 0.8 and no truncated response (refill from fresh prompts)
+               keep groups with 0.2 <= mean r_o <= 0.8 and no truncated response (refill from fresh prompts)
                q_t = log π_φ(y_t|y_<t) - log π_ref(y_t|y_<t)       (π_ref frozen, or the policy's old log-probs)
                update π_φ on BCE(σ(β Σ_t q_t), r_o)                 (after: rewards from the same forward;
                                                                      before: update, then recompute; none)
@@ -10,12 +10,15 @@
                A = RLOO(process) and RLOO(outcome), returns per source, summed (whitened: reference code)
                PPO clip update of π_θ, KL 0
 
-The implicit PRM (``self.prm``, a full causal LM) has its own AdamW (``algo.prm.lr``; constant LR, grad clip
-``algo.prm.max_grad_norm``) and takes ``ceil(N / algo.prm.mini_batch_size)`` optimiser steps per RL step.
+The implicit PRM (``self.prm``, a full causal LM) has its own AdamW (``algo.prm.lr``, by default
+``algo.prm.lr_ratio`` = 2 x the policy's lr, the paper's 1e-6 : 5e-7; constant LR, grad clip
+``algo.prm.max_grad_norm``) and takes ``ceil(N / algo.prm.mini_batch_size)`` optimiser steps per RL step, or
+``algo.prm.updates_per_step`` (4, the paper's 1024 rollouts in PRM mini-batches of 256) when it is null.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +41,10 @@ class PrimeAdvantage:
     ``estimator``: ``rloo`` (PRIME, Eq. 5), ``grpo`` (GRPO with PRIME, Eq. 7), ``reinforce`` (REINFORCE
     with PRIME, Eq. 8). ``form`` (rloo): ``code`` (both reference codes: r·K/(K-1) - S/(K-1)) or ``paper``
     (r - mean of the others' average rewards). ``whiten``: the reference code whitens the summed returns
-    over the batch (not in the paper)."""
+    over the batch (not in the paper). PRIME sets the KL to 0 and its reference code has no KL reward: a KL in
+    the reward is refused at start-up (``takes_kl_reward``)."""
 
+    takes_kl_reward = False
     estimator: str = "rloo"
     form: str = "code"
     whiten: bool = True
@@ -67,8 +72,8 @@ class PrimeAdvantage:
                                             x.reduce)
 
 
-PRM_DEFAULTS = {"beta": 0.05, "lr": 1e-6, "weight_decay": 0.0, "betas": (0.9, 0.999), "max_grad_norm": 10.0,
-                "mini_batch_size": None, "loss": "ce", "update": "after", "ref_type": "freeze",
+PRM_DEFAULTS = {"beta": 0.05, "lr": None, "lr_ratio": 2.0, "weight_decay": 0.0, "betas": (0.9, 0.999),
+                "max_grad_norm": 10.0, "mini_batch_size": None, "updates_per_step": 4, "loss": "ce", "update": "after", "ref_type": "freeze",
                 "granularity": "token", "norm": "batch_norm"}
 PRM_CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "ref_type": ("freeze", "policy"),
                "granularity": core.PRIME_GRANULARITIES, "norm": ("batch_norm", "none")}
@@ -86,9 +91,14 @@ class PRIME(AuxOptimizers, RLModule):
                 raise ConfigError(f"algo.prm.{key}={self.prm_cfg[key]!r} is not one of {list(choices)}")
         if self.batch_cfg["samples_per_prompt"] < 2:
             raise ConfigError("batch.samples_per_prompt must be >= 2 for PRIME's leave-one-out baselines")
-        mbs = self.prm_cfg["mini_batch_size"]
+        mbs, ups = self.prm_cfg["mini_batch_size"], self.prm_cfg["updates_per_step"]
         if mbs is not None and (not isinstance(mbs, int) or mbs < 1):
             raise ConfigError(f"algo.prm.mini_batch_size must be a positive integer or null, got {mbs!r}")
+        if mbs is None and (not isinstance(ups, int) or ups < 1):
+            raise ConfigError(f"algo.prm.updates_per_step must be a positive integer (used when algo.prm.mini_batch_size "
+                              f"is null), got {ups!r}")
+        if self.prm_cfg["lr"] is None and not float(self.prm_cfg["lr_ratio"]) > 0:
+            raise ConfigError(f"algo.prm.lr_ratio must be > 0 when algo.prm.lr is null, got {self.prm_cfg['lr_ratio']!r}")
         self.prm = copy.deepcopy(self.policy).train()          # π_φ, from the policy's starting checkpoint
         self.prm_ref = None                                    # π_ref (frozen) unless ref_type=policy
         if self.prm_cfg["ref_type"] == "freeze":
@@ -99,10 +109,24 @@ class PRIME(AuxOptimizers, RLModule):
     def aux_modules(self) -> list[str]:
         return ["prm"]
 
+    @property
+    def prm_lr(self) -> float:
+        """``algo.prm.lr``, or ``algo.prm.lr_ratio`` x ``optim.lr`` when it is null (the paper: 1e-6 = 2 x 5e-7)."""
+        c = self.prm_cfg
+        return float(c["lr"]) if c["lr"] is not None else float(c["lr_ratio"]) * float(self.optim_cfg.get("lr", 1e-5))
+
+    def prm_mini_batch(self, n: int) -> int:
+        """Rows per PRM optimiser step on this rank: ``algo.prm.mini_batch_size`` (global), else the step's rows
+        split into ``algo.prm.updates_per_step`` mini-batches (the paper: 4 PRM updates per RL step)."""
+        c = self.prm_cfg
+        if c["mini_batch_size"]:
+            return max(1, c["mini_batch_size"] // D.world_size())
+        return max(1, math.ceil(n / int(c["updates_per_step"])))
+
     def make_aux_optimizers(self):
         c = self.prm_cfg
-        return {"prm_optimizer": torch.optim.AdamW(self.prm.parameters(), lr=c["lr"], weight_decay=c["weight_decay"],
-                                                   betas=tuple(c["betas"]))}
+        return {"prm_optimizer": torch.optim.AdamW(self.prm.parameters(), lr=self.prm_lr,
+                                                   weight_decay=c["weight_decay"], betas=tuple(c["betas"]))}
 
     # ------------------------------------------------------------------------------------ the paper's step
     def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
@@ -152,7 +176,7 @@ class PRIME(AuxOptimizers, RLModule):
         mini-batch's optimiser step, and metrics."""
         c, micro = self.prm_cfg, self.batch_cfg["micro_batch_size"]
         opt, N = self.aux["prm_optimizer"], len(ro)
-        mbs = max(1, c["mini_batch_size"] // D.world_size()) if c["mini_batch_size"] else N
+        mbs = self.prm_mini_batch(N)
         group_q = group_o = None
         if c["loss"] == "dpo":
             group_q, group_o = _group_members((q_pre * ro.loss_mask).sum(-1), outcome, ro.group_ids)

@@ -21,7 +21,9 @@ and the PRM's trunk is the policy's whole multimodal model, so it reads the imag
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import re
 
 import torch
@@ -29,7 +31,7 @@ import torch
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.policy import Timer
-from steprl.algos.propa_parts import EngineStepPolicy, PRMHead
+from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
 from steprl.config import ConfigError
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
@@ -37,12 +39,21 @@ from steprl.rollout.types import Rollouts, Sample
 from steprl.utils import dist as D
 
 STEP_FORMATS = ("continue", "propa")
+# The SFT phase as the paper trains it (LoRA r 8, alpha 32 at 1e-4, 5 % warm-up, cosine decay, weight decay 0.1);
+# lr None: 1e-4 with the adapter, 1e-5 on full weights (the full-weight default of the library PROPA used).
+SFT_DEFAULTS = {"enabled": True, "lr": None, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
+                "scheduler": "cosine", "weight_decay": 0.1,
+                "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}}
+SFT_LR = {"lora": 1e-4, "full": 1e-5}
 INFERENCE_MODES = ("greedy", "prm_best_of_k")
 
 class PROPA(RLModule):
     """``mcts``: iterations, c, uct_factor (2 = code, 1 = paper), max_depth, simulate_all, expand_temperature /
-    top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex, step_format
-    (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr, epochs, micro_batch_size. ``prm``: enabled,
+    top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex (null: the
+    task's own final step, ``propa_parts.final_step_test``; a regex overrides it), step_format
+    (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr (None: 1e-4 with the adapter, 1e-5 on full
+    weights), epochs, micro_batch_size, warmup_ratio, scheduler (cosine | constant), weight_decay, lora (r, alpha,
+    dropout, target_modules; null or r 0: full weights). ``prm``: enabled,
     lr, epochs, micro_batch_size. ``inference``: mode (greedy | prm_best_of_k), k, max_steps, temperature."""
 
     def __init__(self, *args, mcts: dict | None = None, sft: dict | None = None, prm: dict | None = None,
@@ -51,9 +62,17 @@ class PROPA(RLModule):
         self.mcts_cfg = {"iterations": 20, "c": 1.0, "uct_factor": 2.0, "max_depth": 8, "simulate_all": False,
                          "expand_temperature": 1.2, "expand_top_k": 50, "expand_top_p": 0.95, "step_stop": ["\n"],
                          "step_max_tokens": 128, "simulate_greedy": True, "simulate_max_tokens": 512,
-                         "terminal_regex": r"(?i)the final answer is", "step_format": "continue", "boost_a": 10.0,
+                         "terminal_regex": None, "step_format": "continue", "boost_a": 10.0,
                          "min_label_range": 0.1, **(mcts or {})}
-        self.sft_cfg = {"enabled": True, "lr": 1e-4, "epochs": 1, "micro_batch_size": 8, **(sft or {})}
+        self.sft_cfg = {**SFT_DEFAULTS, **(sft or {})}
+        unknown = set(self.sft_cfg) - set(SFT_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"algo.sft has unknown keys {sorted(unknown)}; valid: {sorted(SFT_DEFAULTS)}")
+        lora = self.sft_cfg["lora"]
+        if lora is not None and set(lora) - {"r", "alpha", "dropout", "target_modules"}:
+            raise ConfigError(f"algo.sft.lora has unknown keys {sorted(set(lora) - {'r', 'alpha', 'dropout', 'target_modules'})}")
+        if self.sft_cfg["scheduler"] not in ("cosine", "constant"):
+            raise ConfigError(f"algo.sft.scheduler={self.sft_cfg['scheduler']!r} is not one of ['cosine', 'constant']")
         self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
         self.inf_cfg = {"mode": "greedy", "k": 4, "max_steps": 20, "temperature": 1.0, **(inference or {})}
         if self.mcts_cfg["step_format"] not in STEP_FORMATS:
@@ -65,7 +84,12 @@ class PROPA(RLModule):
         for key in ("iterations", "max_depth", "step_max_tokens", "simulate_max_tokens"):
             if int(self.mcts_cfg[key]) < 1:
                 raise ValueError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
-        re.compile(self.mcts_cfg["terminal_regex"])
+        override = self.mcts_cfg["terminal_regex"] or None
+        try:
+            self.is_final_step = final_step_test(self.task, override)
+        except re.error as e:
+            raise ConfigError(f"algo.mcts.terminal_regex={override!r} is not a valid regular expression: {e}") from e
+        check_final_step(self.task, self.task.splitter, self.is_final_step, override)
         if self.batch_cfg["samples_per_prompt"] < 2:
             raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
                              " and must be >= 2")
@@ -153,6 +177,7 @@ class PROPA(RLModule):
             "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
             "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
             "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
+            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
             "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])}
         self._unfiltered = (ro, rw)
         return ro, rw, {}
@@ -206,9 +231,10 @@ class PROPA(RLModule):
             metrics.update(self.prm_phase())
         self.log_metrics(metrics)
 
-    def _fresh_adamw(self, params, lr):
+    def _fresh_adamw(self, params, lr, weight_decay: float | None = None):
         o = self.optim_cfg
-        return torch.optim.AdamW(params, lr=lr, weight_decay=o.get("weight_decay", 0.0),
+        wd = o.get("weight_decay", 0.0) if weight_decay is None else weight_decay
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd,
                                  betas=tuple(o.get("betas", (0.9, 0.999))), eps=o.get("eps", 1e-8))
 
     def sft_examples(self, samples: list[Sample]) -> tuple[list[str], list[str], list[bool]]:
@@ -230,38 +256,79 @@ class PROPA(RLModule):
                 images.append(s.images)
         return prompts, comps, eos, images
 
+    def sft_uses_lora(self) -> bool:
+        lora = self.sft_cfg["lora"]
+        return bool(lora) and int(lora.get("r") or 0) > 0
+
+    def sft_lr(self) -> float:
+        lr = self.sft_cfg["lr"]
+        return float(lr) if lr is not None else SFT_LR["lora" if self.sft_uses_lora() else "full"]
+
     def sft_phase(self, failed: list[Sample]) -> dict[str, float]:
-        """Supervised steps on the gold solutions of the questions the search did not solve, with a fresh AdamW
-        (each SFT phase of the official loop is a new run from the current checkpoint)."""
+        """Supervised steps on the gold solutions of the questions the search did not solve. Each SFT phase of
+        the official loop is a new fine-tuning run from the current checkpoint: by default (``algo.sft.lora``) a
+        fresh LoRA adapter (r 8, alpha 32) on the policy, trained with a fresh AdamW (weight decay 0.1) at 1e-4
+        with 5 % linear warm-up and cosine decay over the phase, then merged into the weights; with the adapter
+        off (``algo.sft.lora=null``) the full weights at 1e-5 by default."""
         prompts, comps, eos, images = self.sft_rows(failed)
         out = {"propa/sft_questions": float(len(failed)), "propa/sft_examples": float(len(prompts))}
         if not prompts:
             return out
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = self._fresh_adamw(params, float(self.sft_cfg["lr"]))
         pid, pm, rid, rm, pix, grids = self.encode_pairs(prompts, comps, eos, images)
         ro = Rollouts(prompt_ids=pid, prompt_mask=pm, response_ids=rid, response_mask=rm, loss_mask=rm,
                       step_ids=torch.zeros_like(rid), group_ids=torch.zeros(len(prompts), dtype=torch.long),
                       sample_idx=torch.zeros(len(prompts), dtype=torch.long), texts=comps,
                       finish_reason=["stop"] * len(prompts), pixel_values=pix, image_grid_thw=grids)
-        mbs, losses = int(self.sft_cfg["micro_batch_size"]), []
-        self.policy.train()
-        for _ in range(int(self.sft_cfg["epochs"])):
-            order = torch.randperm(len(ro), generator=self.shuffler)
-            for i in range(0, len(ro), mbs):
-                mb = ro.select(order[i:i + mbs])
-                logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
-                mask = mb.loss_mask.float()
-                loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if torch.isfinite(loss):
-                    torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
-                    opt.step()
-                losses.append(float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
+        mbs, epochs, c = int(self.sft_cfg["micro_batch_size"]), int(self.sft_cfg["epochs"]), self.sft_cfg
+        total = epochs * math.ceil(len(ro) / mbs)
+        warm = core.warmup_steps(total, float(c["warmup_ratio"]))
+        lr = self.sft_lr()
+        with self._sft_weights() as params:
+            opt = self._fresh_adamw(params, lr, weight_decay=float(c["weight_decay"]))
+            losses, step = [], 0
+            self.policy.train()
+            for _ in range(epochs):
+                order = torch.randperm(len(ro), generator=self.shuffler)
+                for i in range(0, len(ro), mbs):
+                    factor = core.warmup_cosine(step, total, warm) if c["scheduler"] == "cosine" else 1.0
+                    for g in opt.param_groups:
+                        g["lr"] = lr * factor
+                    mb = ro.select(order[i:i + mbs])
+                    logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
+                    mask = mb.loss_mask.float()
+                    loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if torch.isfinite(loss):
+                        torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
+                        opt.step()
+                    losses.append(float(loss.detach()))
+                    step += 1
+            opt.zero_grad(set_to_none=True)
         out["propa/sft_loss"] = sum(losses) / len(losses)
+        out["propa/sft_lr"] = lr
         return out
+
+    @contextlib.contextmanager
+    def _sft_weights(self):
+        """The parameters the SFT phase trains: a fresh LoRA adapter on the policy (merged into its weights on exit,
+        the policy's parameters staying the same tensors) or, with ``algo.sft.lora`` off or a policy that already
+        carries adapters, the policy's trainable parameters."""
+        base = [p for p in self.policy.parameters() if p.requires_grad]
+        if not self.sft_uses_lora() or hasattr(self.policy, "peft_config"):
+            yield base
+            return
+        from steprl.models.lora import apply_lora
+
+        lora = self.sft_cfg["lora"]
+        peft_model = apply_lora(self.policy, int(lora["r"]), float(lora.get("alpha", 16)),
+                                float(lora.get("dropout", 0.0)), lora.get("target_modules", "all-linear"))
+        try:
+            yield [p for p in peft_model.parameters() if p.requires_grad]
+        finally:
+            peft_model.merge_and_unload()  # W += (alpha / r) B A, in place; the LoRA layers are removed
+            for p in base:
+                p.requires_grad_(True)
 
     def prm_text(self, sample: Sample, steps: list[str]) -> str:
         return self.step_prompt(sample, steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -17,6 +17,58 @@ if TYPE_CHECKING:
     from steprl.algos.propa import PROPA
 
 _VISION_TEXT = re.compile("|".join(re.escape(t) for t in VISION_TOKENS))
+
+
+# What a final step looks like, per task (issue: the final step must come from the task, not from one regex for
+# all): a task may expose its own ``final_step_regex``; else its class's entry here; else a step is final when the
+# task can read an answer out of it (``task.extract_answer``).
+TASK_FINAL_STEPS = {
+    "ArithTask": r"^\s*####",                                           # "#### 13"
+    "MathTask": r"\\boxed\{|^\s*####|(?i:the final answer is)",            # \boxed{..}, GSM8K "####", PROPA's phrase
+    "PuzzleTask": r"<answer>",                                         # "<answer>2</answer>"
+    "SearchQATask": r"<answer>",
+}
+
+
+def task_final_step_regex(task) -> str | None:
+    """The task's own pattern of a final step (see ``TASK_FINAL_STEPS``), or None."""
+    own = getattr(task, "final_step_regex", None)
+    if isinstance(own, str):
+        return own
+    for cls in type(task).__mro__:
+        if cls.__name__ in TASK_FINAL_STEPS:
+            return TASK_FINAL_STEPS[cls.__name__]
+    return None
+
+
+def final_step_test(task, override: str | None) -> Callable[[str], bool]:
+    """``step -> bool``: whether a step ends the solution. ``override`` (``algo.mcts.terminal_regex``) replaces
+    the task's own test."""
+    pattern = override if override else task_final_step_regex(task)
+    if pattern is not None:
+        rx = re.compile(pattern)
+        return lambda step: rx.search(step) is not None
+    return lambda step: task.extract_answer(step) is not None
+
+
+def check_final_step(task, splitter, test: Callable[[str], bool], override: str | None, n: int = 16) -> None:
+    """Start-up check: the final-step test must recognise a step of at least one of the task's own worked
+    solutions (its first ``n`` training samples with one); a task without worked solutions is not checked."""
+    from steprl.config import ConfigError
+
+    try:
+        data = task.train_dataset()
+        sols = [s.solution for s in (data[i] for i in range(min(n, len(data)))) if s.solution]
+    except (NotImplementedError, TypeError):
+        return
+    if not sols:
+        return
+    if any(test(step) for sol in sols for step in splitter.split_text(sol)):
+        return
+    what = (f"algo.mcts.terminal_regex={override!r}" if override else
+            f"the final-step test of task {type(task).__name__} (set algo.mcts.terminal_regex)")
+    raise ConfigError(f"{what} matches no step of the task's own worked solutions (e.g. the last step "
+                      f"{splitter.split_text(sols[0])[-1:]!r}): no simulation could ever reach a final answer")
 
 
 def clean_step(text: str) -> str:
@@ -59,7 +111,7 @@ class EngineStepPolicy:
         self.m, self.samples = module, samples
         self.prompts = self.image_prompts = 0  # prompts sent to the engine, and how many of them showed images
         c = module.mcts_cfg
-        self.terminal = re.compile(c["terminal_regex"])
+        self.final = module.is_final_step
         base = module.engine
         self.expander = dataclasses.replace(base, stop=tuple(c["step_stop"]), max_new_tokens=c["step_max_tokens"],
                                             temperature=c["expand_temperature"], top_k=c["expand_top_k"],
@@ -107,13 +159,13 @@ class EngineStepPolicy:
             steps = []
             for step in self.m.task.splitter.split_text(clean_step(t))[:b]:
                 steps.append(step)
-                if self.terminal.search(step):
+                if self.final(step):
                     break
             out.append(steps)
         return out
 
     def is_terminal(self, step: str, eos: bool) -> bool:
-        return eos or not step or self.terminal.search(step) is not None
+        return eos or not step or self.final(step)
 
     def is_correct(self, tree: int, steps: list[str]) -> bool:
         return self.m.task.verify(self.samples[tree], "\n".join(steps)) >= 1.0 - 1e-6

@@ -15,8 +15,9 @@ from steprl.utils import dist as D
 
 class SFT(PolicyModule):
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, seed: int = 0,
-                 val: dict | None = None, total_steps: int | None = None):
-        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps)
+                 val: dict | None = None, total_steps: int | None = None, max_consecutive_skips: int | None = 10):
+        super().__init__(model, task, rollout, optim, seed=seed, val=val, total_steps=total_steps,
+                         max_consecutive_skips=max_consecutive_skips)
         self.batch_cfg = dict(batch)
 
     def updates_total(self) -> int:

@@ -61,6 +61,8 @@ def step_bad_flags(res: JudgeResult, n_steps: int, correct: bool, answer_from: i
 
 
 class TPGRPO(RLModule):
+    kl_in_reward_supported = False  # its advantages are its own: a KL reward would be dropped
+
     behaviour_logp_from_rollout = True
 
     def __init__(self, *args, judge: dict | None = None, tp_grpo: dict | None = None, **kwargs):

@@ -32,15 +32,23 @@ def _as_float(x: Tensor) -> Tensor:
 
 
 def _group_stats(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-element (group size K, group mean, group unbiased std; 0 for K = 1)."""
+    """Per-element (group size K, group mean, group unbiased std; 0 for K = 1), in the rewards' dtype.
+
+    The sums run in float64, and a group whose values are all equal gets exactly that value as its mean and 0 as
+    its std, so ``r - mean`` is exactly 0 there (in float32 eight rewards of 0.3 sum to a mean of 0.30000001)."""
     r = _as_float(rewards)
+    x = r.double()
     uniq, inv = torch.unique(group_ids, return_inverse=True)
     n_groups = uniq.numel()
-    count = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(0, inv, torch.ones_like(r))
-    mean = torch.zeros_like(count).index_add_(0, inv, r) / count
-    sq = torch.zeros_like(count).index_add_(0, inv, (r - mean[inv]) ** 2)
-    var = torch.where(count > 1, sq / (count - 1).clamp_min(1), torch.zeros_like(sq))
-    return count[inv], mean[inv], var.sqrt()[inv]
+    count = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, inv, torch.ones_like(x))
+    mean = torch.zeros_like(count).index_add_(0, inv, x) / count
+    lo = torch.full_like(count, float("inf")).scatter_reduce(0, inv, x, "amin")
+    hi = torch.full_like(count, float("-inf")).scatter_reduce(0, inv, x, "amax")
+    equal = lo == hi
+    mean = torch.where(equal, lo, mean)
+    sq = torch.zeros_like(count).index_add_(0, inv, (x - mean[inv]) ** 2)
+    var = torch.where((count > 1) & ~equal, sq / (count - 1).clamp_min(1), torch.zeros_like(sq))
+    return count[inv].to(r.dtype), mean[inv].to(r.dtype), var.sqrt()[inv].to(r.dtype)
 
 
 def group_mean_std(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:

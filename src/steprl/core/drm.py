@@ -35,7 +35,7 @@ def group_normalize(x: Tensor, group_ids: Tensor, mode: str = "zscore", eps: flo
     """
     if mode not in NORMS:
         raise ValueError(f"normalisation must be one of {NORMS}, got {mode!r}")
-    x = x.float()
+    x = x.double()
     v = torch.ones_like(x, dtype=torch.bool) if valid is None else valid.bool()
     out = torch.zeros_like(x)
     for g in torch.unique(group_ids):
@@ -43,13 +43,15 @@ def group_normalize(x: Tensor, group_ids: Tensor, mode: str = "zscore", eps: flo
         if not bool(rows.any()):
             continue
         xs = x[rows]
+        if mode != "none" and bool(xs.min() == xs.max()):
+            continue  # an all-equal group: exactly 0
         if mode == "zscore":
             out[rows] = (xs - xs.mean()) / (xs.std(unbiased=False) + eps)
         elif mode == "minmax":
             out[rows] = (xs - xs.min()) / (xs.max() - xs.min() + eps)
         else:
             out[rows] = xs
-    return out
+    return out.float()
 
 
 def drm_combine(dims: Sequence[Tensor], weights: Sequence[float], group_ids: Tensor, norm: str = "zscore",

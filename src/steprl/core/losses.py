@@ -70,12 +70,14 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = 1024) -> Tensor
     return _chunked(h, logits, chunk_size)
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
+def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3", clamp: bool = True) -> Tensor:
     """Per-token KL(π‖π_ref) estimate from sampled-token log-probs; ``δ = ref_logp - logp``.
 
     * ``k1``: ``-δ = logp - ref_logp``
     * ``k2``: ``½ δ²``
-    * ``k3``: ``exp(δ) - δ - 1`` with δ clamped to [-20, 20] and the result to [-10, 10] (verl low_var_kl)
+    * ``k3``: ``exp(δ) - δ - 1``; with ``clamp`` (verl's low_var_kl) δ is clamped to [-20, 20] and the result to
+      [-10, 10], so a token far below the reference gets no pull-back; ``clamp=False`` is the plain estimator
+      (OREAL's reference code)
     * ``abs``: ``|δ|``
     * ``k3+``: value of ``k3``, gradient of ``k2`` (straight-through)
 
@@ -92,8 +94,10 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
     k2 = 0.5 * diff**2
     if kind == "k2":
         return k2
-    d = (-diff).clamp(-20.0, 20.0)
-    k3 = (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)
+    d = (-diff).clamp(-20.0, 20.0) if clamp else -diff
+    k3 = torch.exp(d) - d - 1.0
+    if clamp:
+        k3 = k3.clamp(-10.0, 10.0)
     if kind == "k3":
         return k3
     return k2 + (k3 - k2).detach()

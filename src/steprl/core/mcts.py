@@ -9,8 +9,9 @@ See ``shared/specs/empg-salt-propa-pcgrpo.md`` §3.
                UCT = Q + c sqrt(factor · ln N_parent / N_child), N_child = 0 -> +inf (first such child wins);
                factor = 2 in the official code, 1 in the paper's formula
     EXPAND     k candidate next steps from the current policy
-    SIMULATE   the first child only (code quirk) unless a child is terminal, then all children: a terminal child
-               scores its own reward, another one a (greedy) rollout to a final answer within the depth cap
+    SIMULATE   the first child only (code quirk) unless a child is a final step, then all children: a terminal child
+               scores its own reward, another one a (greedy) rollout to a final answer within the depth cap; a
+               child at the depth cap that is not final is a dead end (reward 0) and does not trigger simulate-all
     BACKUP     N += 1, W += r on the path child .. root
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Node:
     W: float = 0.0             # value sum
     reward: float = 0.0        # 1 iff terminal and correct
     terminal: bool = False
+    dead_end: bool = False     # terminal only because it reached the depth cap without a final step (reward 0)
     completion: str = ""       # the generated text (with its stop string) the step was sampled as
     eos: bool = False          # the generation ended with EOS (the model finished its solution)
 
@@ -167,9 +169,10 @@ def mcts(roots: list[Node], policy: StepPolicy, iterations: int, k: int, max_dep
          factor: float = 2.0, simulate_all: bool = False) -> dict[str, float]:
     """Run ``iterations`` MCTS iterations on every tree in lockstep (one batched expansion and one batched
     simulation per iteration). A node at ``max_depth`` that is not a final answer is a dead end (terminal,
-    reward 0). ``simulate_all``: simulate every new child, not only the first (the paper's wording).
-    Returns counts for metrics."""
-    stats = {"expansions": 0, "simulations": 0, "terminal_hits": 0}
+    reward 0); unlike a final step it does not make its siblings simulated too. ``simulate_all``: simulate every
+    new child, not only the first (the paper's wording). Returns counts for metrics; ``sim_final``: simulations
+    that ended on a final step (a final child, or a rollout whose last step is final)."""
+    stats = {"expansions": 0, "simulations": 0, "terminal_hits": 0, "sim_final": 0}
     for _ in range(iterations):
         leaves = [select_leaf(r, c, factor) for r in roots]
         grow = [i for i, leaf in enumerate(leaves) if not leaf.terminal]
@@ -189,10 +192,10 @@ def mcts(roots: list[Node], policy: StepPolicy, iterations: int, k: int, max_dep
                 if done:
                     node.terminal, node.reward = True, float(policy.is_correct(i, node.steps()))
                 elif node.depth >= max_depth:
-                    node.terminal = True
+                    node.terminal = node.dead_end = True
             stats["expansions"] += 1
             new = leaf.children[-len(kids):]
-            chosen = new if (simulate_all or any(n.terminal for n in new)) else new[:1]
+            chosen = new if (simulate_all or any(n.terminal and not n.dead_end for n in new)) else new[:1]
             sims += [(i, n) for n in chosen]
         rollout = [(i, n) for i, n in sims if not n.terminal]
         outs = policy.simulate([(i, n.steps()) for i, n in rollout], [max_depth - n.depth for _, n in rollout]) \
@@ -200,11 +203,12 @@ def mcts(roots: list[Node], policy: StepPolicy, iterations: int, k: int, max_dep
         results = {id(n): (i, n.steps() + steps) for (i, n), steps in zip(rollout, outs)}
         for i, n in sims:
             if n.terminal:
-                r = n.reward
+                r, final = n.reward, not n.dead_end
             else:
                 _, full = results[id(n)]
-                r = float(bool(full) and len(full) > n.depth and policy.is_terminal(full[-1], False)
-                          and policy.is_correct(i, full))
+                final = bool(full) and len(full) > n.depth and policy.is_terminal(full[-1], False)
+                r = float(final and policy.is_correct(i, full))
             backup(n, r)
+            stats["sim_final"] += int(final)
             stats["simulations"] += 1
     return stats

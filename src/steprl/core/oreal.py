@@ -82,7 +82,8 @@ def oreal_rm_loss(token_logits: Tensor, mask: Tensor, labels: Tensor, num_seqs: 
 def oreal_policy_loss(logp: Tensor, adv: Tensor, positive: Tensor, mask: Tensor, w_pos: Tensor, w_neg: Tensor,
                       n_pos: float, n_neg: float, n_all: float, ref_logp: Tensor | None = None,
                       eta: float = 0.5, pos_factor: float = 1.0, pos_mult_adv: bool = True,
-                      kl_coef: float = 0.01, kl_kind: str = "k3") -> tuple[Tensor, dict[str, Tensor]]:
+                      kl_coef: float = 0.01, kl_kind: str = "k3", kl_clamp: bool = False
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
     """OREAL's objective on a (micro-)batch, with the *global* token counts of positive, negative and all
     trajectories (so micro-batch / rank splits sum to the same value and gradient):
 
@@ -104,7 +105,7 @@ def oreal_policy_loss(logp: Tensor, adv: Tensor, positive: Tensor, mask: Tensor,
     loss = l_pos + l_neg
     parts = {"pos": l_pos.detach(), "neg": l_neg.detach()}
     if ref_logp is not None and kl_coef > 0:
-        kl = kl_penalty(logp, ref_logp, kl_kind)
+        kl = kl_penalty(logp, ref_logp, kl_kind, kl_clamp)
         l_kl = kl_coef * (kl * m).sum() / max(n_all, 1.0)
         loss = loss + l_kl
         parts["kl"] = l_kl.detach()

@@ -78,8 +78,8 @@ def test_sft_examples_and_phase(m):
     assert prompts == ["3+4-2=\n", "3+4-2=\n3+4-2=7-2\n", "3+4-2=\n3+4-2=7-2\n7-2=5\n"]
     assert comps == ["3+4-2=7-2\n", "7-2=5\n", "#### 5"] and eos == [False, False, True]
     before = [p.detach().clone() for p in m.policy.parameters()]
-    out = m.sft_phase([Q, Q])
-    assert out["propa/sft_examples"] == 6 and out["propa/sft_loss"] > 0
+    out = m.sft_phase([Q, Q, Q])  # 9 examples, micro-batch 8: 2 steps (the first, warm-up, at lr 0)
+    assert out["propa/sft_examples"] == 9 and out["propa/sft_loss"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, m.policy.parameters()))
     assert all(p.grad is None for p in m.policy.parameters())
     with torch.no_grad():

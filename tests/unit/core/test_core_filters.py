@@ -36,3 +36,14 @@ def test_truncation_drops_the_whole_group_of_a_truncated_response():
     keep = group_filter(correct, correct, gids, acc_band=(0.2, 0.8), truncated=truncated)
     assert keep.tolist() == [True] * 4 + [False] * 4 + [True] * 4
     assert group_filter(correct, correct, gids, truncated=torch.zeros(12, dtype=torch.bool)).all()
+
+
+def test_acc_band_uses_the_mean_outcome():
+    """Issue 15 item 5: PRIME's band is on the group's mean outcome (the reference), not on the fully-correct
+    flag. Group 0: four code rewards of 0.5 (no response fully correct): mean 0.5 -> kept; group 1: (1, 1, 1, 0.9)
+    mean 0.975 -> dropped; group 2: (0.1, 0, 0, 0.3) mean 0.1 -> dropped; group 3: (1, 0, 0.5, 0) mean 0.375 -> kept."""
+    outcome = torch.tensor([0.5] * 4 + [1, 1, 1, 0.9] + [0.1, 0, 0, 0.3] + [1, 0, 0.5, 0])
+    correct = (outcome >= 1).float()
+    gids = torch.arange(4).repeat_interleave(4)
+    keep = group_filter(outcome, correct, gids, acc_band=(0.2, 0.8))
+    assert keep.tolist() == [True] * 4 + [False] * 8 + [True] * 4

@@ -162,3 +162,28 @@ def test_prm_examples_n0_rule():
     data = dict((" ".join(s), v) for s, v in prm_examples(root))
     assert data == pytest.approx({"a": log_boost(0.5), "b": 0.0, "a a1": 1.0, "a a2": 0.0, "b b1": 0.0})
     assert "b b2" not in data  # unvisited, and every sibling has value 0: skipped
+
+
+def test_dead_end_at_depth_cap_does_not_simulate_its_siblings():
+    """Issue 15 item 8: children created at max_depth that are not final are dead ends (terminal, reward 0), but
+    they do not switch on simulate-all as a real final step does: only the first new child is backed up.
+    Depth cap 1, k = 3, one iteration: the root's 3 children are dead ends; the first alone is backed up with 0."""
+    root = Node()
+    pol = Scripted([])
+    stats = mcts([root], pol, iterations=1, k=3, max_depth=1)
+    assert [c.N for c in root.children] == [1, 0, 0]
+    assert all(c.terminal and c.dead_end and c.reward == 0.0 for c in root.children)
+    assert (root.N, root.W) == (1, 0.0) and stats["simulations"] == 1 and pol.simulated == []
+    assert stats["sim_final"] == 0  # a dead end is not a final step
+
+
+def test_sim_final_counts_simulations_ending_on_a_final_step():
+    """Depth cap 3. Iteration 1: the root's child c0.0 (depth 1, budget 2) simulates to ["more", "FINAL right"]:
+    final. Iteration 2 expands c0.1; its child c1.0 (depth 2, budget 1) simulates to ["more"] only: not final."""
+    root = Node()
+    pol = Scripted([True, True])
+    stats = mcts([root], pol, iterations=1, k=2, max_depth=3)
+    assert (stats["simulations"], stats["sim_final"]) == (1, 1)
+    stats = mcts([root], pol, iterations=1, k=2, max_depth=3)
+    assert pol.simulated[-1] == ["c0.1", "c1.0"]
+    assert (stats["simulations"], stats["sim_final"]) == (1, 0)

@@ -150,3 +150,29 @@ def test_loss_is_invariant_to_micro_batch_splits():
     parts, g_parts = run([torch.tensor([0, 1]), torch.tensor([2]), torch.tensor([3, 4, 5])])
     assert parts == pytest.approx(whole, abs=1e-6)
     assert torch.allclose(g_whole, g_parts, atol=1e-7)
+
+
+def test_oreal_kl_has_no_clamp_by_default():
+    """Issue 15 item 6: a token 3 nats below the reference (d = ref - logp = 3): plain k3 = e^3 - 3 - 1 = 16.0855
+    with gradient d k3 / d logp = -(e^3 - 1) = -19.0855; verl's clamp caps it at 10 with no gradient at all."""
+    logp = torch.tensor([[-3.0]], requires_grad=True)
+    ref = torch.zeros(1, 1)
+    k = kl_penalty(logp, ref, "k3", clamp=False)
+    k.sum().backward()
+    assert float(k) == pytest.approx(16.085537, rel=1e-6) and float(logp.grad) == pytest.approx(-19.085537, rel=1e-6)
+    logp.grad = None
+    kc = kl_penalty(logp, ref, "k3")
+    kc.sum().backward()
+    assert float(kc) == 10.0 and float(logp.grad) == 0.0
+    # OREAL's loss: kl_coef * sum k3 / N_all, unclamped unless asked
+    _, parts = oreal_policy_loss(logp.detach(), torch.zeros(1), torch.tensor([True]), torch.ones(1, 1),
+                                 torch.zeros(1, 1), torch.zeros(1, 1), 1, 0, 1, ref_logp=ref, kl_coef=0.01)
+    assert float(parts["kl"]) == pytest.approx(0.01 * 16.085537, rel=1e-6)
+
+
+def test_algo_oreal_defaults_to_the_plain_k3(tmp_path):
+    from tests.helpers import compose_train
+
+    cfg = compose_train(["algo=oreal", "logger=none"], tmp_path)
+    assert cfg.algo.kl.clamp is False and cfg.algo.kl.estimator == "k3"
+    assert compose_train(["algo=grpo", "logger=none"], tmp_path).algo.kl.clamp is True
