@@ -99,11 +99,11 @@ def train(cfg: DictConfig) -> float | None:
     console = ConsoleLog.open(cfg)
     try:
         quiet()
+        prepare_mlflow_store(cfg)  # before the logger is built: building it opens (and may create) the store
         module, data, trainer = build(cfg)
         for cb in trainer.callbacks:
             if isinstance(cb, RunLifecycle):
                 cb.stop = stop
-        prepare_mlflow_store(cfg)
         log_config(trainer, cfg)
         try:
             trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
