@@ -36,7 +36,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, RolloutDataModule, L.Trai
                   total_steps=cfg.trainer.max_steps)
     data = RolloutDataModule(task, cfg.batch.prompts_per_step, cfg.val.batch_size, seed=cfg.seed)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(RunLifecycle(cfg))  # validate at the last step, run config in checkpoints, clean stop
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     # a resumed run has measured its warm start already: no second full validation pass before training
     sanity = 0 if cfg.get("ckpt_path") else cfg.trainer.get("num_sanity_val_steps", 2)
@@ -101,9 +100,7 @@ def train(cfg: DictConfig) -> float | None:
         quiet()
         prepare_mlflow_store(cfg)  # before the logger is built: building it opens (and may create) the store
         module, data, trainer = build(cfg)
-        for cb in trainer.callbacks:
-            if isinstance(cb, RunLifecycle):
-                cb.stop = stop
+        trainer.callbacks.append(RunLifecycle(cfg, stop))  # last-step validation, run config in checkpoints, stop
         log_config(trainer, cfg)
         try:
             trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))

@@ -108,8 +108,15 @@ class RunLifecycle(L.Callback):
         pl_module.print(f"[steprl] resume: learning rate {float(old):g} -> {float(new):g} (optim.lr)")
 
     # ------------------------------------------------------------------------------ last step, stop
+    def stop_requested(self, trainer) -> bool:
+        """A stop signal reached this process, or (several ranks) any rank: all ranks stop at the same step."""
+        requested = self.stop is not None and self.stop.signum is not None
+        if trainer.world_size > 1:
+            requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
+        return requested
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.stop is not None and self.stop.signum is not None:
+        if self.stop_requested(trainer):
             self.interrupt(trainer)
         if trainer.global_step >= self.max_steps:
             vci = trainer.val_check_interval
@@ -118,12 +125,13 @@ class RunLifecycle(L.Callback):
                 trainer.should_stop = True  # Lightning validates when a run stops early: here, at its last step
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if self.stop is not None and self.stop.signum is not None:
+        if self.stop_requested(trainer):
             self.interrupt(trainer, save=not trainer.sanity_checking)
 
     def interrupt(self, trainer, save: bool = True) -> None:
         saved = self.save_last(trainer) if save and trainer.global_step > 0 else None
-        raise RunInterrupted(self.stop.signum, trainer.global_step, saved)
+        signum = self.stop.signum if self.stop is not None and self.stop.signum else signal.SIGTERM
+        raise RunInterrupted(signum, trainer.global_step, saved)
 
     def on_train_end(self, trainer, pl_module) -> None:
         """The last step's validation ran after that step's checkpoint: write ``last.ckpt`` again so it holds it."""
