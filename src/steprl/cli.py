@@ -33,7 +33,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ config shape
-def check_shape(cfg: DictConfig, overrides: list[str] = ()) -> None:
+def check_shape(cfg: DictConfig) -> None:
     """Nodes that a ``node=value`` override turned into a string, and mandatory keys left at ``???``."""
     groups = sorted(p.name for p in CONF.iterdir() if p.is_dir())
     for node in NODES:
@@ -47,7 +47,7 @@ def check_shape(cfg: DictConfig, overrides: list[str] = ()) -> None:
     for key in OmegaConf.missing_keys(cfg):
         if key.startswith("hydra."):
             continue
-        example = _example(cfg, key)
+        example = _example(key)
         group = key.split(".")[0]
         choice = _choice(group)
         raise ConfigError(f"{key} is required{f' with {group}={choice}' if choice else ''}: give it on the command "
@@ -67,7 +67,7 @@ def _choice(group: str) -> str | None:
         return None
 
 
-def _example(cfg: DictConfig, key: str) -> str | None:
+def _example(key: str) -> str | None:
     """``key=...`` from an ``Example: key=...`` comment of the chosen group's yaml file."""
     group = key.split(".")[0]
     choice = _choice(group)
@@ -223,7 +223,7 @@ def preflight(cfg: DictConfig) -> DictConfig:
     """All checks in order; on resume the merged config. Exits with a one-line error on a ConfigError."""
     try:
         overrides = _task_overrides()
-        check_shape(cfg, overrides)
+        check_shape(cfg)
         if cfg.get("ckpt_path"):
             from steprl.resume import resume_config
 

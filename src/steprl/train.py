@@ -159,7 +159,9 @@ class ConsoleLog:
         self.saved = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
         self.handlers = []
-        for name in (None, "lightning.pytorch", "lightning.fabric", "steprl"):
+        # Lightning's handlers hold the streams they were made with; the root logger's records already reach
+        # train.log through Hydra's file handler (conf/hydra: job_logging)
+        for name in ("lightning.pytorch", "lightning.fabric"):
             for h in logging.getLogger(name).handlers:
                 if type(h) is logging.StreamHandler and h.stream in self.saved:
                     self.handlers.append((h, h.stream))
