@@ -221,13 +221,14 @@ def check_model_source(cfg: DictConfig, key: str = "model.path") -> None:
 # ------------------------------------------------------------------------------------------------ entry
 def preflight(cfg: DictConfig) -> DictConfig:
     """All checks in order; on resume the merged config. Exits with a one-line error on a ConfigError."""
+    from steprl import resume
+
+    resume.effective_overrides = resume.effective_choices = None  # one Hydra job after another (multirun)
     try:
         overrides = _task_overrides()
         check_shape(cfg)
         if cfg.get("ckpt_path"):
-            from steprl.resume import resume_config
-
-            cfg = resume_config(cfg, overrides)
+            cfg = resume.resume_config(cfg, overrides)
         check_config(cfg)
         check_tracking_uri(cfg)
         check_model_source(cfg)

@@ -109,17 +109,15 @@ def merge(saved: dict, saved_overrides: list[str], now_overrides: list[str]) -> 
     base, mine = flatten(plain(compose("train", overrides=before))), flatten(plain(compose("train",
                                                                                             overrides=before + now)))
     merged = flatten(saved)
-    for key in set(base) | set(mine):
-        old, new = base.get(key, _MISSING), mine.get(key, _MISSING)
-        if old == new:
-            continue
+    changed = [k for k in set(base) | set(mine) if base.get(k, _MISSING) != mine.get(k, _MISSING)]
+    for key in changed:  # first what the command line removes, then what it sets
+        if key not in mine:
+            merged.pop(key, None)
+    for key in sorted(k for k in changed if k in mine):
         # a node that became a leaf (logger=none) or the other way round: drop what was under / above it
         for k in [k for k in merged if k.startswith(key + ".") or key.startswith(k + ".")]:
             del merged[k]
-        if new is _MISSING:
-            merged.pop(key, None)
-        else:
-            merged[key] = new
+        merged[key] = mine[key]
     return merged, before + now
 
 
