@@ -7,15 +7,16 @@ import os
 import hydra
 from omegaconf import DictConfig
 
+from steprl.config import register_resolvers
+
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
+register_resolvers()  # before Hydra composes (the run dir and the artifact location use them)
 
 
 @hydra.main(config_path=CONF, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from steprl.config import register_resolvers
     from steprl.eval import evaluate
 
-    register_resolvers()
     report = evaluate(cfg)
     print(f"accuracy={report['accuracy']:.6f}", flush=True)
     return report["accuracy"]

@@ -11,8 +11,32 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
+    """``${abspath:p}`` and ``${unique_dir:p}``; registered before Hydra composes (``--cfg job --resolve`` too)."""
     if not OmegaConf.has_resolver("abspath"):
         OmegaConf.register_new_resolver("abspath", lambda p: str(Path(p).resolve()))
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir)
+
+
+_CLAIMED: dict[str, str] = {}
+
+
+def unique_dir(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that this call creates itself (``mkdir`` is atomic, so
+    two runs started in the same second get two directories). One process resolves one path to one directory."""
+    if path in _CLAIMED:
+        return _CLAIMED[path]
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        _CLAIMED[path] = str(candidate)
+        return str(candidate)
+    raise ConfigError(f"hydra.run.dir: no free directory name next to {path}")
 
 
 def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:

@@ -239,7 +239,10 @@ def _log_mlflow(cfg, metrics: dict, out_json: Path, preds: Path, run_name: str) 
 
     client = MlflowClient(tracking_uri=m.tracking_uri)
     exp = client.get_experiment_by_name(m.experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(m.experiment)
+    # artifacts next to the store (outputs/mlartifacts), not in ./mlruns of whatever directory eval runs from
+    location = m.get("artifact_location")
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+        m.experiment, artifact_location=str(location) if location else None)
     run = client.create_run(exp_id, run_name=run_name, tags={"kind": "eval", "task": str(cfg.task.get("name") or ""),
                                                              "predictions": str(cfg.get("predictions") or "")})
     rid = run.info.run_id

@@ -1,11 +1,14 @@
 """Learning curves from the MLflow store.
 
-    python -m steprl.plot --out docs/default_run.png                  # the latest run of experiment `steprl`
+    python -m steprl.plot --out docs/default_run.png        # the newest run of experiment `steprl` with val/acc
     python -m steprl.plot --run-id <id> --metrics val/acc train/reward --out curve.png
+    python -m steprl.plot --run-name grpo-arith-seed1 --out curve.png   # the newest run of that name
+    python -m steprl.plot --sweep outputs/multirun/<date>/<time> --out sweep.png   # every run of a sweep
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+DEFAULT_URI = f"sqlite:///{os.environ.get('STEPRL_OUTPUTS', 'outputs')}/mlflow.db"  # where src/train.py logs
 
 
 def metric_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:
@@ -29,14 +32,20 @@ def metric_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[in
     return steps, values
 
 
-def latest_run(client: MlflowClient, experiment: str) -> str:
+def latest_run(client: MlflowClient, experiment: str, metric: str = "val/acc", run_name: str | None = None) -> str:
+    """The newest run of ``experiment`` that has logged ``metric`` (optionally: named ``run_name``). Runs that
+    logged nothing yet (just started, or failed at start-up) are passed over."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"no MLflow experiment named {experiment!r} in this store")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise SystemExit(f"experiment {experiment!r} has no runs")
-    return runs[0].info.run_id
+    where = f"attributes.run_name = '{run_name}'" if run_name else ""
+    runs = client.search_runs([exp.experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
+                              max_results=1000)
+    for run in runs:
+        if metric in run.data.metrics:
+            return run.info.run_id
+    which = f"named {run_name!r} " if run_name else ""
+    raise SystemExit(f"no run {which}of experiment {experiment!r} has logged {metric} ({len(runs)} runs looked at)")
 
 
 def plot_run(client: MlflowClient, run_id: str, out: Path, metrics=("val/acc", "train/acc"),
@@ -74,12 +83,27 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default=DEFAULT_URI)
     ap.add_argument("--experiment", default="steprl")
     ap.add_argument("--run-id", default=None)
+    ap.add_argument("--run-name", default=None, help="the newest run with this name (e.g. grpo-arith-seed0)")
+    ap.add_argument("--sweep", default=None, help="a multirun directory: the curves of all its runs")
     ap.add_argument("--metrics", nargs="+", default=["val/acc", "train/acc"])
     ap.add_argument("--title", default=None)
     ap.add_argument("--out", default="outputs/curve.png")
     a = ap.parse_args()
+    db = a.tracking_uri[len("sqlite:///"):] if a.tracking_uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():
+        raise SystemExit(f"no MLflow store at {a.tracking_uri} (run from the project root after a training run, or "
+                         f"pass --tracking-uri)")
     client = MlflowClient(tracking_uri=a.tracking_uri)
-    run_id = a.run_id or latest_run(client, a.experiment)
+    if a.sweep:
+        from steprl.report import find_runs, load_curves, plot_curves
+
+        curves = load_curves(client, find_runs(client, a.experiment, a.sweep), a.metrics[0])
+        if not curves:
+            raise SystemExit(f"no run of sweep {a.sweep} has logged {a.metrics[0]}")
+        print(plot_curves(curves, Path(a.out), a.metrics[0], a.title))
+        return
+    run_id = a.run_id or latest_run(client, a.experiment, a.metrics[0], a.run_name)
+    print(f"run {run_id} ({client.get_run(run_id).info.run_name})")
     print(plot_run(client, run_id, Path(a.out), a.metrics, a.title))
 
 
