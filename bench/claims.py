@@ -189,7 +189,7 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
 
 @dataclass
 class Budget:
-    steps: int = 60
+    steps: int = 100         # the default run's 100 RL steps
     val_every: int = 10
     num_val: int = 256
     prompts: int = 4          # the *_tiny recipes' rollout shape: 4 prompts x G = 4 a step
@@ -515,6 +515,12 @@ def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str)
             f = mean_std([curve(r, "val/acc")[-1][1] for r in rs])
             secs = mean_std([r["seconds"] for r in rs])[0]
             L.append(f"| `{arm}` | {w[0]:.3f} | {f[0]:.3f} ± {f[1]:.3f} | {secs:.0f} |")
+        below = [arm for arm in claim.arms if final_gain(rows, arm) < 0]
+        if len(below) == len(claim.arms):
+            L += ["", "**Every arm ends below its warm start** at this budget: the recipes do not learn here, so the "
+                  "test compares degrading runs and says little about the regime the paper reports on."]
+        elif below:
+            L += ["", f"Ending below the warm start: {', '.join(f'`{a}`' for a in below)}."]
         if res.get("reach"):
             L += [""] + [f"Descriptive (mean curves, no interval): {s}" for s in res["reach"]]
         L += ["", f"![{claim.key}]({fig})", ""]
@@ -526,6 +532,12 @@ def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str)
         L += ["Not yet run." + (f" Needs {', '.join(f'`{m}`' for m in miss)} (not on this branch yet)." if miss
                                 else ""), ""]
     return L
+
+
+def final_gain(rows: list[dict], arm: str) -> float:
+    """Mean over the arm's seeds of final minus warm-start val/acc."""
+    rs = [r for r in rows if r["arm"] == arm]
+    return mean_std([curve(r, "val/acc")[-1][1] - curve(r, "val/acc")[0][1] for r in rs])[0]
 
 
 HEADER = """# The papers' claims in miniature

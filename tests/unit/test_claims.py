@@ -230,3 +230,20 @@ def test_two_step_claim_through_the_command_line(tmp_path):
     assert "incomplete" in doc and "not yet run" in doc   # 1 seed of 5: no numbers
     again = subprocess.run(args + ["--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == ""   # both runs have their row: nothing left to do
+
+
+def test_docs_from_csvs(tmp_path):
+    """A complete claim gets its interval, verdict and figure; the others say 'not yet run' with their command."""
+    b = cl.Budget(steps=4, val_every=4, num_val=8)
+    key = cl.budget_key(cl.CLAIMS["drm"], b, [])
+    for arm, accs in (("drm", [0.50, 0.52, 0.48, 0.55, 0.50]), ("grpo", [0.45, 0.46, 0.47, 0.50, 0.44])):
+        for s, acc in enumerate(accs):
+            cl.append_row(tmp_path / "drm.csv", _row("drm", arm, s, [(0, 0.4), (4, acc)], budget=key))
+    text = cl.write_docs(cl.Budget(), [0, 1, 2, 3, 4], [], data=tmp_path, doc=tmp_path / "docs" / "claims.md")
+    assert (tmp_path / "drm.png").stat().st_size > 0
+    row = next(line for line in text.splitlines() if line.startswith("| DRM"))
+    assert "held-out accuracy: +0.046 [+0.020, +0.072] → reproduced" in row and "[figure](../drm.png)" in row
+    assert "--steps 4 --val-every 4 --num-val 8" in text     # the command that reproduces the stored runs
+    prime = next(line for line in text.splitlines() if line.startswith("| PRIME"))
+    assert "not yet run: `nice -n 10 python bench/claims.py --claims prime --seeds 0,1,2,3,4 --steps 100" in prime
+    assert "Every arm ends below" not in text                  # both arms gained over the warm start (0.4)
