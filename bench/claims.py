@@ -82,7 +82,8 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     Claim("prime", "PRIME — Process Reinforcement through Implicit Rewards (Cui et al., 2025)",
           "dense rewards also offer an appealing choice for the reinforcement learning (RL) of LLMs since their "
           "fine-grained rewards have the potential to address some inherent issues of outcome rewards, such as "
-          "training efficiency and credit assignment",
+          "training efficiency and credit assignment ... our resulting model, Eurus-2-7B-PRIME, surpasses "
+          "Qwen2.5-Math-7B-Instruct on seven reasoning benchmarks with 10% of its training data",
           "implicit process rewards make RL more sample-efficient than outcome-only RLOO (paper: about 2.5x)",
           ARITH, {"prime": ("experiment=prime_tiny",), "rloo": ("experiment=rloo_tiny",)},
           (Compare("prime", "rloo", "mean held-out accuracy over the rollout budget", stat="auc"),),
@@ -468,10 +469,14 @@ def run_cmd(claim: Claim, seeds: list[int], budget: Budget, extra: list[str]) ->
     return " ".join(parts + ([shlex.join(["--", *extra])] if extra else []))
 
 
-def doc_row(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str) -> str:
-    exp = (f"{' vs '.join(f'`{a}`' for a in claim.arms)} on `{' '.join(claim.setting)}`")
+def doc_row(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str, budget: Budget) -> str:
+    exp = (f"{' vs '.join(f'`{a}`' for a in claim.arms)} on `{' '.join(claim.setting)}`; {budget.steps} RL steps "
+           f"× {budget.prompts}×{budget.samples} rollouts, greedy val on {budget.num_val}")
     if not rows:
-        return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | not yet run: `{cmd}` | — | — |")
+        miss = missing_configs(claim)
+        needs = f" (needs {', '.join(f'`{m}`' for m in miss)}, not in conf/ yet)" if miss else ""
+        return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | not yet run{needs}: `{cmd}` "
+                f"| — | — |")
     if not res["complete"]:
         have = ", ".join(f"{a} {n}" for a, n in res["counts"].items())
         return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | incomplete ({have} of {MIN_SEEDS} "
@@ -546,9 +551,12 @@ Each seed paper makes one headline claim about process or dense rewards. `bench/
 miniature: every arm of a claim starts from the same warm start, on the same task, with the same rollout budget
 (4 prompts × G = 4 rollouts a step, the `*_tiny` recipes' shape), for at least 5 seeds (seed s of every arm shares
 its data order and initial sampling seed, so differences are paired per seed). Each arm is a list of Hydra
-overrides — the algorithm's `experiment=<algo>_tiny` recipe (its paper's defaults, scaled down by the rule those
-recipes follow) plus, for an ablation, the one switch the ablation is about; no arm is tuned alone. The baseline is
-the method the paper compares against.
+overrides — the algorithm's `experiment=<algo>_tiny` recipe plus, for an ablation, the one switch the ablation is
+about; no arm is tuned alone. The recipes keep each paper's defaults (`algo=<algo>`) and shrink the batch to
+4 prompts × 4 samples a step and responses to 32 new tokens; beyond that they change only scale-dependent knobs
+(e.g. PRIME's PRM learning rate at twice the policy's, the paper's ratio; OREAL's token-RM learning rate and a
+2-step actor warm-up for its zero-initialised head). The claim's warm start, task and budget are then set on every
+arm alike. The baseline is the method the paper compares against.
 
 **Statistic.** Held-out greedy accuracy (`val/acc`) at the last step, unless the claim is about sample efficiency:
 then the mean of the accuracy curve over the rollouts every run consumed (area under the curve against rollouts,
@@ -580,7 +588,7 @@ def write_docs(budget: Budget, seeds: list[int], extra: list[str], data: Path = 
         if rows:   # the command that continues / reproduces the stored runs
             b, ex = budget_from_row(rows[0])
         cmd = run_cmd(claim, seeds, b, ex)
-        rows_md.append(doc_row(claim, rows, res, cmd, fig))
+        rows_md.append(doc_row(claim, rows, res, cmd, fig, b))
         details += detail(claim, rows, res, cmd, fig)
         if rows:
             figure(claim, rows, data / f"{claim.key}.png")

@@ -140,7 +140,7 @@ def test_incomplete_claims_show_no_numbers(tmp_path):
     rows = [_row("drm", arm, s, [(0, 0.4), (4, 0.5)]) for arm in ("drm", "grpo") for s in range(4)]
     res = cl.analyse(cl.CLAIMS["drm"], rows)
     assert not res["complete"] and res["compares"] == []
-    line = cl.doc_row(cl.CLAIMS["drm"], rows, res, "CMD", "fig.png")
+    line = cl.doc_row(cl.CLAIMS["drm"], rows, res, "CMD", "fig.png", cl.Budget())
     assert "incomplete" in line and "not a result" in line and "CMD" in line and "0.5" not in line
 
 
