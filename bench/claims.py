@@ -392,13 +392,15 @@ def analyse(claim: Claim, rows: list[dict]) -> dict:
 
 def mean_curve(runs: list[dict], metric: str, x: str) -> list[tuple[float, float, float, float]]:
     """[(x, mean, ci_lo, ci_hi)] over the runs: on x = step at the logged steps; on x = rollouts at the union of the
-    runs' points, each run linearly interpolated, using the runs whose range covers the point."""
+    runs' points up to the fewest rollouts any of them consumed (every run covers every point), each run linearly
+    interpolated."""
     cs = [curve(r, metric, x) for r in runs]
     xs = sorted({p[0] for c in cs for p in c})
+    if x == "rollouts":
+        xs = [xv for xv in xs if xv <= min(c[-1][0] for c in cs)]
     out = []
     for xv in xs:
-        vals = [interp(c, xv) for c in cs if c[0][0] <= xv <= c[-1][0]] if x == "rollouts" else \
-            [dict(c)[xv] for c in cs if xv in dict(c)]
+        vals = [interp(c, xv) for c in cs] if x == "rollouts" else [dict(c)[xv] for c in cs if xv in dict(c)]
         if not vals:
             continue
         if len(vals) >= 2:
@@ -452,11 +454,16 @@ def figure(claim: Claim, rows: list[dict], path: Path) -> None:
             xs = [p[0] for p in pts]
             (line,) = ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=f"{arm} ({len(runs)} seeds)")
             ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.15)
+        if x == "rollouts" and any(c.stat == "auc" and c.metric == metric for c in claim.compares):
+            ax.axvline(min(r["rollouts"] for r in rows), color="grey", ls=":", lw=1,
+                       label="the tests compare up to here")
         ax.set_xlabel("rollouts consumed" if x == "rollouts" else "RL step")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{claim.key}: mean over seeds, band = 95% t-interval", fontsize=10)
+    fig.suptitle(f"{claim.key}: mean over seeds, band = 95% t-interval"
+                 + ("\n(each arm up to the fewest rollouts one of its seeds drew)" if x == "rollouts" else ""),
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
