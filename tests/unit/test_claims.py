@@ -71,19 +71,20 @@ def test_rollouts_to_reach_interpolates():
 
 # ---------------------------------------------------------------------------------------------------- verdicts
 
-@pytest.mark.parametrize("lo,hi,direction,expect,want", [
-    (0.01, 0.05, 1, "better", "reproduced"),
-    (-0.05, -0.01, 1, "better", "not reproduced"),          # excludes 0 the other way
-    (-0.015, 0.018, 1, "better", "not reproduced"),         # within the +-0.02 margin
-    (-0.03, 0.05, 1, "better", "inconclusive"),
-    (-0.5, -0.1, -1, "better", "reproduced"),               # fewer tool calls is the claim
-    (0.1, 0.5, -1, "better", "not reproduced"),
-    (-0.05, 0.01, 1, "no_gain", "reproduced"),              # 'without ReNorm they do not' beat the baseline
-    (0.01, 0.05, 1, "no_gain", "not reproduced"),
-    (-0.01, 0.05, 1, "no_gain", "inconclusive"),
+@pytest.mark.parametrize("lo,hi,direction,expect,margin,want", [
+    (0.01, 0.05, 1, "better", 0.02, "reproduced"),
+    (-0.05, -0.01, 1, "better", 0.02, "not reproduced"),          # excludes 0 the other way
+    (-0.015, 0.018, 1, "better", 0.02, "not reproduced"),         # within the +-0.02 margin
+    (-0.03, 0.05, 1, "better", 0.02, "inconclusive"),
+    (-0.5, -0.1, -1, "better", 0.02, "reproduced"),               # fewer tool calls is the claim
+    (0.1, 0.5, -1, "better", 0.02, "not reproduced"),
+    (-0.05, 0.01, 1, "no_gain", 0.02, "reproduced"),              # 'without ReNorm they do not' beat the baseline
+    (0.01, 0.05, 1, "no_gain", 0.02, "not reproduced"),
+    (-0.01, 0.05, 1, "no_gain", 0.02, "inconclusive"),
+    (0.01, 0.08, 1, "no_gain", 0.1, "reproduced"),               # SALT: slower, but by less than the 0.1 s margin
 ])
-def test_verdict_rule(lo, hi, direction, expect, want):
-    assert cl.verdict(lo, hi, direction, expect, margin=0.02) == want
+def test_verdict_rule(lo, hi, direction, expect, margin, want):
+    assert cl.verdict(lo, hi, direction, expect, margin) == want
 
 
 def test_verdict_rejects_bad_input():
