@@ -582,9 +582,9 @@ share fewer than 2 seeds): **reproduced** if it excludes 0 in the direction the 
 it excludes 0 in the other direction, or lies within the stated margin (±0.02 accuracy unless said) — no difference
 worth the name; otherwise **inconclusive at this scale**. Where the paper says an arm does *not* beat the baseline
 (PPR without ReNorm) or costs no more than it (SALT's step time): reproduced if the interval's upper end is within the
-margin, not reproduced if the interval excludes 0 upward, else inconclusive. A claim of several tests is reproduced if all are, not
-reproduced if none is and one is not, partly reproduced if some are and some are not. A claim with fewer than 5
-seeds in any arm shows no numbers.
+margin, not reproduced if the interval excludes 0 upward, else inconclusive. A claim of several tests is
+reproduced if all are, not reproduced if none is and one is not, partly reproduced if some are and some are not.
+A claim with fewer than 5 seeds in any arm shows no numbers.
 
 Raw per-run data (one row per run, with the command that made it): `bench/claims/<claim>.csv`. Regenerate this
 page from them with `python bench/claims.py --report`.
