@@ -26,6 +26,9 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import read_metrics_csv  # noqa: E402
 
 KEYS = ("val/acc", "train/acc", "train/reward", "time/step")
 JOB = re.compile(r"^\d+-(?P<algo>.+)-seed(?P<seed>\d+)$")
@@ -39,12 +42,9 @@ def read_sweeps(dirs: list[Path]) -> list[dict]:
             m = JOB.match(f.parent.parent.name)
             if m is None:
                 continue
-            with open(f) as fh:
-                for rec in csv.DictReader(fh):
-                    for k in KEYS:
-                        if rec.get(k) not in (None, ""):
-                            rows.append({"algo": m["algo"], "seed": int(m["seed"]), "step": int(rec["step"]),
-                                         "key": k, "value": float(rec[k])})
+            for k, by_step in read_metrics_csv(f, KEYS).items():
+                rows += [{"algo": m["algo"], "seed": int(m["seed"]), "step": step, "key": k, "value": v}
+                         for step, v in by_step.items()]
     return rows
 
 

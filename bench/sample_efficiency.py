@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import mean_std, rollouts_to_reach  # noqa: E402
 
 ARMS = {
     "grpo": ["algo=grpo"],
@@ -98,11 +100,6 @@ def _run_in_worker(arm: str, seed: int, a, out: Path) -> dict:
     return run_one(arm, seed, a, out, None)
 
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
-
-
 def curves(results: list[dict]) -> dict[str, dict[int, list[float]]]:
     """arm -> rollouts -> val/acc of each seed."""
     out: dict[str, dict[int, list[float]]] = {}
@@ -110,16 +107,6 @@ def curves(results: list[dict]) -> dict[str, dict[int, list[float]]]:
         for _, acc, n in r["val"]:
             out.setdefault(r["arm"], {}).setdefault(int(n), []).append(acc)
     return out
-
-
-def rollouts_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
-    """First rollout count at which the (mean) curve reaches ``target``, linearly interpolated."""
-    for (n0, a0), (n1, a1) in zip(points, points[1:]):
-        if a0 >= target:
-            return float(n0)
-        if a1 >= target:
-            return n0 + (n1 - n0) * (target - a0) / (a1 - a0)
-    return float(points[0][0]) if points and points[0][1] >= target else None
 
 
 def report(results: list[dict], a, out: Path) -> str:

@@ -1,0 +1,738 @@
+"""The ten seed papers' headline claims, each tested in miniature: every arm x several seeds through the real
+``src/train.py``, a 95 % confidence interval of the difference to the baseline arm, and a verdict.
+
+    python bench/claims.py --dry-run                          # the commands, nothing run
+    nice -n 10 python bench/claims.py --claims prime -j 1     # run one claim (resumable), then its figure + docs
+    python bench/claims.py --report                           # redraw figures and docs/claims.md from the CSVs
+
+Each claim's arms are lists of Hydra overrides (mostly ``experiment=<algo>_tiny``, plus the switch an ablation is
+about), run with the claim's shared setting (warm start + task) and the shared budget (rollouts per step, RL steps,
+held-out evaluation). Raw per-run results go to ``bench/claims/<claim>.csv`` (one row per finished run, appended as
+runs finish, with the command that made it; a run whose row exists is skipped), figures to
+``bench/claims/<claim>.png``, the table to ``docs/claims.md``. The verdict rule is in ``verdict`` and docs/claims.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import (interp, mean_over, mean_std, paired_ci, read_metrics_csv, rollouts_to_reach,  # noqa: E402
+                      t_ci, welch_ci)
+
+DATA = ROOT / "bench" / "claims"
+DOC = ROOT / "docs" / "claims.md"
+MIN_SEEDS = 5
+LEVEL = 0.95
+
+# The warm starts and tasks. ARITH is on main; the others come with issue 22 (long-chain arithmetic, the search
+# warm start); a claim whose model or task config is missing refuses to run and says which.
+ARITH = ("model=tiny_arith", "task=arith")
+ARITH_LONG = ("model=tiny_arith_long", "task=arith_long")
+SEARCH = ("model=tiny_search_qa", "task=search_qa_tiny")
+# pc_grpo_tiny brings task=puzzles and the RAC monitor; window 1: RAC per step (not a running mean), so a "tail"
+# statistic reads the end of training
+PUZZLES = ("model=tiny_vl_puzzles", "callbacks.rac_monitor.window=1")
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One test of a claim: ``arm`` against ``baseline`` on ``metric``.
+
+    stat: ``final`` (the metric at the last step), ``auc`` (the mean of the metric's curve over the rollouts every
+    run of the claim consumed: area under the learning curve against rollouts / rollouts — the sample-efficiency
+    statistic), ``tail`` (the mean of a per-step training metric over the last quarter of the steps).
+    direction: +1 the paper claims higher, -1 lower. expect: ``better`` (the arm beats the baseline) or ``no_gain``
+    (the paper says the arm does NOT beat it). margin: differences inside +-margin count as no difference.
+    """
+    arm: str
+    baseline: str
+    label: str
+    metric: str = "val/acc"
+    stat: str = "final"
+    direction: int = 1
+    expect: str = "better"
+    margin: float = 0.02
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    paper: str
+    quote: str                              # the claim in the abstract's words
+    claim: str                              # what is tested here, in one line
+    setting: tuple[str, ...]                # the shared warm start and task (overrides)
+    arms: dict[str, tuple[str, ...]]        # arm -> overrides (the first is the paper's method)
+    compares: tuple[Compare, ...]
+    efficiency: bool = False                # curves against rollouts (the claim is about sample efficiency)
+    note: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+
+CLAIMS: dict[str, Claim] = {c.key: c for c in [
+    Claim("prime", "PRIME — Process Reinforcement through Implicit Rewards (Cui et al., 2025)",
+          "dense rewards also offer an appealing choice for the reinforcement learning (RL) of LLMs since their "
+          "fine-grained rewards have the potential to address some inherent issues of outcome rewards, such as "
+          "training efficiency and credit assignment ... our resulting model, Eurus-2-7B-PRIME, surpasses "
+          "Qwen2.5-Math-7B-Instruct on seven reasoning benchmarks with 10% of its training data",
+          "implicit process rewards make RL more sample-efficient than outcome-only RLOO (paper: about 2.5x)",
+          ARITH, {"prime": ("experiment=prime_tiny",), "rloo": ("experiment=rloo_tiny",)},
+          (Compare("prime", "rloo", "mean held-out accuracy over the rollout budget", stat="auc"),),
+          efficiency=True,
+          note="PRIME refills filtered groups (prime_tiny: one refill round), so it can draw more rollouts a step; "
+               "both arms are compared over the rollouts every run consumed."),
+    Claim("oreal", "OREAL — Exploring the Limit of Outcome Reward for Learning Mathematical Reasoning (Lyu et al., "
+          "2025)",
+          "behavior cloning on positive trajectories from best-of-N (BoN) sampling is sufficient to learn the "
+          "KL-regularized optimal policy ... the rewards of negative samples should be reshaped ... we further "
+          "apply a token-level reward model to sample important tokens in reasoning trajectories for learning",
+          "each rung of the ablation ladder adds to the one before: reshaped policy gradient -> + behaviour "
+          "cloning on positives -> + token-level reward model",
+          ARITH_LONG,
+          {"oreal": ("experiment=oreal_tiny", "algo.oreal.pos_mult_adv=false"),
+           "oreal_bc": ("experiment=oreal_tiny", "algo.oreal.pos_mult_adv=false", "algo.token_rm.enabled=false",
+                        "algo.token_rm.actor_freeze_steps=0"),
+           "oreal_shaped": ("experiment=oreal_tiny", "algo.token_rm.enabled=false",
+                            "algo.token_rm.actor_freeze_steps=0")},
+          (Compare("oreal_bc", "oreal_shaped", "+ behaviour cloning on positives"),
+           Compare("oreal", "oreal_bc", "+ token-level reward model")),
+          note="Rungs of the paper's Table 2 that steprl can switch: the reshaped (leave-one-out) policy gradient "
+               "on both signs (pos_mult_adv=true, no token RM), then plain behaviour cloning on positives "
+               "(pos_mult_adv=false), then the token-level RM weights. The un-shaped REINFORCE rung has no switch."),
+    Claim("e_grpo", "E-GRPO — Repurposing Synthetic Data for Fine-grained Search Agent Supervision (2025)",
+          "E-GRPO consistently and significantly outperforms the GRPO baseline. Furthermore, our analysis reveals "
+          "that E-GRPO not only achieves superior accuracy but also induces more efficient reasoning policies that "
+          "require fewer tool calls",
+          "entity-aware partial credit beats GRPO on search QA and needs fewer tool calls",
+          SEARCH, {"e_grpo": ("experiment=e_grpo_tiny",), "grpo": ("experiment=e_grpo_tiny", "algo=grpo")},
+          (Compare("e_grpo", "grpo", "held-out accuracy"),
+           Compare("e_grpo", "grpo", "tool calls per episode (last quarter of training)", metric="agent/tool_calls",
+                   stat="tail", direction=-1, margin=0.1)),
+          note="GRPO runs inside E-GRPO's recipe (the same search task, turns and lengths) with algo=grpo."),
+    Claim("ppr", "PPR — Hybrid Reward Normalization for Process-supervised Non-verifiable Agentic Tasks (Xu et al., "
+          "2025)",
+          "we ... further introduce a Reward Normalization (ReNorm) strategy to calibrate outcome and process "
+          "rewards. Experiment results show that PPR achieves state-of-the-art performance",
+          "principle process rewards with ReNorm beat outcome-only rewards on search agents; without ReNorm they "
+          "do not",
+          SEARCH, {"ppr": ("experiment=ppr_tiny",), "ppr_no_renorm": ("experiment=ppr_tiny", "algo.ppr.beta=0"),
+                   "ppo": ("experiment=ppo_tiny",)},
+          (Compare("ppr", "ppo", "PPR (ReNorm) vs outcome-only PPO"),
+           Compare("ppr_no_renorm", "ppo", "PPR without ReNorm (beta = 0) vs outcome-only PPO", expect="no_gain")),
+          note="The outcome-only baseline is PPO with its critic (the paper's Search-R1 baseline); "
+               "'without ReNorm' keeps r_p + r_o unshifted (beta = 0)."),
+    Claim("tp_grpo", "TP-GRPO — Good Learners Think Their Thinking: Generative PRM Makes Large Reasoning Model More "
+          "Efficient Math Learner (2025)",
+          "our method achieves higher problem-solving accuracy with significantly fewer training samples than "
+          "outcome-only reward baselines",
+          "thought-level process rewards reach higher accuracy with fewer samples than outcome-only GRPO",
+          ARITH_LONG, {"tp_grpo": ("experiment=tp_grpo_tiny",), "grpo": ("experiment=grpo_tiny",)},
+          (Compare("tp_grpo", "grpo", "mean held-out accuracy over the rollout budget", stat="auc"),),
+          efficiency=True),
+    Claim("drm", "DRM — From <Answer> to <Think>: Multidimensional Supervision of Reasoning Process for LLM "
+          "Optimization (2025)",
+          "DRM provides effective supervision signals, guides the optimization of LLMs and enhances their "
+          "reasoning ability",
+          "confidence, relevance and coherence supervision improves over outcome-only training",
+          ARITH_LONG, {"drm": ("experiment=drm_tiny",), "grpo": ("experiment=grpo_tiny",)},
+          (Compare("drm", "grpo", "held-out accuracy"),),
+          note="Relevance comes from drm_tiny's small encoder built from config (random weights, no download), "
+               "not the paper's trained sentence encoder; confidence and coherence (the rule judge) are real."),
+    Claim("empg", "EMPG — Harnessing Uncertainty: Entropy-Modulated Policy Gradients for Long-Horizon LLM Agents "
+          "(2025)",
+          "EMPG achieves substantial performance gains and significantly outperforms strong policy gradient "
+          "baselines",
+          "entropy-modulated gradients beat GRPO on long-horizon agent tasks",
+          SEARCH, {"empg": ("experiment=empg_tiny",), "grpo": ("experiment=empg_tiny", "algo=grpo")},
+          (Compare("empg", "grpo", "held-out accuracy"),),
+          note="GRPO runs inside EMPG's recipe (the same task, turns and lengths) with algo=grpo."),
+    Claim("salt", "SALT — Step-level Advantage Assignment for Long-horizon Agents via Trajectory Graph (2025)",
+          "SALT is designed as a plug-and-play module ... introducing negligible computational overhead ... SALT "
+          "consistently improves performance",
+          "step-level advantages from the trajectory graph improve GRPO at negligible cost",
+          SEARCH, {"salt": ("experiment=salt_tiny",), "grpo": ("experiment=salt_tiny", "algo=grpo")},
+          (Compare("salt", "grpo", "held-out accuracy"),
+           Compare("salt", "grpo", "extra seconds per RL step (last quarter)", metric="time/step", stat="tail",
+                   expect="no_gain", margin=0.1)),
+          note="GRPO runs inside SALT's recipe with algo=grpo (SALT is a plug-in on GRPO's advantages). "
+               "'Negligible cost': SALT's step time must not exceed GRPO's by more than 0.1 s (the margin); "
+               "times are only comparable between runs on the same machine under the same load."),
+    Claim("propa", "PROPA — Toward Process-level Optimization in Visual Reasoning via Reinforcement Learning (2025)",
+          "PROPA consistently outperforms both SFT- and RLVR-based baselines",
+          "MCTS process rewards with interleaved SFT beat GRPO and SFT alone",
+          ARITH_LONG, {"propa": ("experiment=propa_tiny",), "grpo": ("experiment=grpo_tiny",),
+                       "sft": ("experiment=sft_tiny", "batch.minibatch_size=16")},
+          (Compare("propa", "grpo", "PROPA vs GRPO"), Compare("propa", "sft", "PROPA vs SFT alone")),
+          note="PROPA is a vision-language paper; here its MCTS process rewards and interleaved SFT act on text "
+               "arithmetic chains. SFT alone trains on the task's worked solutions (experiment=sft_tiny, from the same "
+               "warm start)."),
+    Claim("pc_grpo", "PC-GRPO — Puzzle Curriculum GRPO for Vision-Centric Reasoning (2025)",
+          "we introduce a difficulty-aware curriculum that dynamically weights samples and peaks at medium "
+          "difficulty ... our curriculum delays this decline [of reasoning-answer consistency]",
+          "the difficulty curriculum beats flat GRPO on puzzles and keeps reasoning-answer consistency higher",
+          PUZZLES, {"pc_grpo": ("experiment=pc_grpo_tiny",),
+                    "flat": ("experiment=pc_grpo_tiny", "algo.curriculum.enabled=false")},
+          (Compare("pc_grpo", "flat", "held-out puzzle accuracy"),
+           Compare("pc_grpo", "flat", "reasoning-answer consistency (RAC, last quarter)", metric="pc_grpo/rac",
+                   stat="tail")),
+          note="The flat arm is the same recipe with the curriculum weights off (every sample weight 1)."),
+]}
+
+
+@dataclass
+class Budget:
+    steps: int = 100         # the default run's 100 RL steps
+    val_every: int = 10
+    num_val: int = 256
+    prompts: int = 4          # the *_tiny recipes' rollout shape: 4 prompts x G = 4 a step
+    samples: int = 4
+    threads: int = 1
+
+    def overrides(self) -> list[str]:
+        return [f"batch.prompts_per_step={self.prompts}", f"batch.samples_per_prompt={self.samples}",
+                f"trainer.max_steps={self.steps}", f"trainer.val_check_interval={self.val_every}",
+                f"task.num_val={self.num_val}", f"torch_threads={self.threads}"]
+
+
+# what every run adds: csv metrics in its own directory (no shared store to contend for), no checkpoints
+PLUMBING = ["logger=csv", "callbacks.model_checkpoint=null", "callbacks.progress_bar=null",
+            "++trainer.enable_progress_bar=false"]
+
+
+def budget_key(claim: Claim, budget: Budget, extra: list[str]) -> str:
+    """What must be equal for two runs of a claim to be compared: the setting, the budget and extra overrides."""
+    return " ".join([*claim.setting, *budget.overrides(), *extra])
+
+
+def command(claim: Claim, arm: str, seed: int, budget: Budget, extra: list[str], work: Path) -> list[str]:
+    if arm not in claim.arms:
+        raise KeyError(f"claim {claim.key} has no arm {arm!r}; arms: {sorted(claim.arms)}")
+    return ["python", "src/train.py", *claim.arms[arm], *claim.setting, *budget.overrides(), *extra,
+            f"seed={seed}", *PLUMBING, f"hydra.run.dir={_show(run_dir(work, claim.key, arm, seed))}"]
+
+
+def _show(path: Path) -> str:
+    """A path inside the repository relative to it (the commands run from the repository root)."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else str(path)
+
+
+def run_dir(work: Path, claim: str, arm: str, seed: int) -> Path:
+    return work / claim / f"{arm}-seed{seed}"
+
+
+def missing_configs(claim: Claim, extra: list[str] = ()) -> list[str]:
+    """The `group=option` overrides of the claim whose conf/<group>/<option>.yaml does not exist."""
+    out = []
+    for o in [*claim.setting, *extra, *(x for a in claim.arms.values() for x in a)]:
+        k, _, v = o.partition("=")
+        if k in ("model", "task", "experiment", "algo", "judge", "callbacks") and not (ROOT / "conf" / k /
+                                                                                     f"{v}.yaml").exists():
+            out.append(o)
+    return sorted(set(out))
+
+
+# ---------------------------------------------------------------------------------------------------- raw data
+
+FIELDS = ["claim", "arm", "seed", "budget", "steps", "rollouts", "seconds", "curves", "command"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["seed"], r["steps"] = int(r["seed"]), int(r["steps"])
+        r["rollouts"], r["seconds"] = float(r["rollouts"]), float(r["seconds"])
+        r["curves"] = json.loads(r["curves"])
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({**row, "curves": json.dumps(row["curves"], separators=(",", ":"))})
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def collect(claim: Claim, arm: str, seed: int, rdir: Path, budget_str: str, cmd: list[str], seconds: float) -> dict:
+    """A result row from a finished run's csv log: each logged metric's curve [[step, value], ...] and the
+    cumulative rollouts at every step ("rollouts": [[step, n], ...]; `filter/groups` x G where the algorithm logs
+    the groups it generated, refills included, else prompts x G)."""
+    import yaml
+
+    m = read_metrics_csv(rdir / "csv" / "metrics.csv")
+    cfg = yaml.safe_load((rdir / ".hydra" / "config.yaml").read_text())
+    P, G = int(cfg["batch"]["prompts_per_step"]), int(cfg["batch"]["samples_per_prompt"])
+    steps = int(cfg["trainer"]["max_steps"])
+    last = max((s for v in m.values() for s in v), default=0)
+    if "val/acc" not in m or steps not in m["val/acc"] or last < steps:
+        raise RuntimeError(f"{rdir}: the run did not reach step {steps} with a val/acc (last step logged: {last})")
+    groups = m.get("filter/groups", {})
+    cum, roll = 0.0, [[0, 0.0]]
+    for s in range(1, steps + 1):
+        cum += groups.get(s, P) * G
+        roll.append([s, cum])
+    wanted = {c.metric for c in claim.compares} | {"val/acc", "time/step", "train/acc"}
+    curves = {k: sorted([s, v] for s, v in m[k].items()) for k in sorted(wanted) if k in m}
+    curves["rollouts"] = roll
+    return {"claim": claim.key, "arm": arm, "seed": seed, "budget": budget_str, "steps": steps, "rollouts": cum,
+            "seconds": round(seconds, 1), "curves": curves, "command": shlex.join(cmd)}
+
+
+# --------------------------------------------------------------------------------------------------- statistics
+
+def verdict(lo: float, hi: float, direction: int = 1, expect: str = "better", margin: float = 0.02) -> str:
+    """The verdict on a difference (arm - baseline) whose confidence interval is [lo, hi].
+
+    expect=better: ``reproduced`` if the interval excludes 0 on the claimed side; ``not reproduced`` if it excludes
+    0 on the other side, or lies within [-margin, margin] (no difference worth the name); else ``inconclusive``.
+    expect=no_gain (the paper says the arm does not beat the baseline): ``reproduced`` if the interval's claimed-side
+    end is below the margin; ``not reproduced`` if it excludes 0 on the claimed side (the arm does beat it); else
+    ``inconclusive``."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    if lo > hi:
+        raise ValueError(f"confidence interval with lo {lo} > hi {hi}")
+    lo, hi = (lo, hi) if direction == 1 else (-hi, -lo)
+    if expect == "better":
+        if lo > 0:
+            return "reproduced"
+        if hi < 0 or (lo >= -margin and hi <= margin):
+            return "not reproduced"
+        return "inconclusive"
+    if expect == "no_gain":
+        if hi <= margin:
+            return "reproduced"
+        if lo > 0:
+            return "not reproduced"
+        return "inconclusive"
+    raise ValueError(f"expect must be 'better' or 'no_gain', got {expect!r}")
+
+
+def claim_verdict(verdicts: list[str]) -> str:
+    if verdicts and all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    if any(v == "not reproduced" for v in verdicts):
+        return "not reproduced" if not any(v == "reproduced" for v in verdicts) else "partly reproduced"
+    return "inconclusive"
+
+
+def curve(row: dict, metric: str, x: str = "step") -> list[tuple[float, float]]:
+    """The metric's points [(x, value)], x = step or rollouts consumed by that step."""
+    pts = row["curves"].get(metric)
+    if not pts:
+        raise KeyError(f"run {row['arm']} seed {row['seed']} of {row['claim']} logged no {metric!r}")
+    if x == "step":
+        return [(float(s), v) for s, v in pts]
+    roll = dict(row["curves"]["rollouts"])
+    return [(roll[s], v) for s, v in pts]
+
+
+def statistic(row: dict, c: Compare, common_rollouts: float) -> float:
+    if c.stat == "final":
+        pts = curve(row, c.metric)
+        return pts[-1][1]
+    if c.stat == "auc":
+        return mean_over(curve(row, c.metric, "rollouts"), common_rollouts)
+    if c.stat == "tail":
+        pts = curve(row, c.metric)
+        start = row["steps"] - row["steps"] // 4
+        vals = [v for s, v in pts if s > start]
+        if not vals:
+            raise ValueError(f"{row['claim']} {row['arm']} seed {row['seed']}: no {c.metric} after step {start}")
+        return sum(vals) / len(vals)
+    raise ValueError(f"unknown stat {c.stat!r} (final | auc | tail)")
+
+
+def analyse(claim: Claim, rows: list[dict]) -> dict:
+    """Per comparison: the per-seed statistics of both arms, the difference's 95 % CI (paired over shared seeds,
+    else Welch), the verdict; plus whether the claim is complete (every arm with >= MIN_SEEDS seeds)."""
+    by_arm: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+    counts = {a: len(by_arm.get(a, {})) for a in claim.arms}
+    complete = all(n >= MIN_SEEDS for n in counts.values())
+    common = min((r["rollouts"] for r in rows), default=0.0)
+    out = {"complete": complete, "counts": counts, "common_rollouts": common, "compares": []}
+    if not complete:
+        return out
+    for c in claim.compares:
+        a = {s: statistic(r, c, common) for s, r in by_arm[c.arm].items()}
+        b = {s: statistic(r, c, common) for s, r in by_arm[c.baseline].items()}
+        shared = set(a) & set(b)
+        if len(shared) >= 2:
+            d, lo, hi, n = paired_ci(a, b, LEVEL)
+            how = f"paired over {n} seeds"
+        else:
+            d, lo, hi = welch_ci(list(a.values()), list(b.values()), LEVEL)
+            how = "Welch, unpaired"
+        out["compares"].append({"compare": c, "arm": a, "base": b, "diff": d, "lo": lo, "hi": hi, "how": how,
+                                "verdict": verdict(lo, hi, c.direction, c.expect, c.margin)})
+    out["verdict"] = claim_verdict([x["verdict"] for x in out["compares"]])
+    if claim.efficiency:
+        out["reach"] = reach_ratio(claim, by_arm)
+    return out
+
+
+def mean_curve(runs: list[dict], metric: str, x: str) -> list[tuple[float, float, float, float]]:
+    """[(x, mean, ci_lo, ci_hi)] over the runs: on x = step at the logged steps; on x = rollouts at the union of the
+    runs' points up to the fewest rollouts any of them consumed (every run covers every point), each run linearly
+    interpolated."""
+    cs = [curve(r, metric, x) for r in runs]
+    xs = sorted({p[0] for c in cs for p in c})
+    if x == "rollouts":
+        xs = [xv for xv in xs if xv <= min(c[-1][0] for c in cs)]
+    out = []
+    for xv in xs:
+        vals = [interp(c, xv) for c in cs] if x == "rollouts" else [dict(c)[xv] for c in cs if xv in dict(c)]
+        if not vals:
+            continue
+        if len(vals) >= 2:
+            m, lo, hi = t_ci(vals, LEVEL)
+        else:
+            m = lo = hi = vals[0]
+        out.append((xv, m, lo, hi))
+    return out
+
+
+def reach_ratio(claim: Claim, by_arm: dict) -> list[str]:
+    """Descriptive (no CI): rollouts the arm's mean curve needs to reach the baseline's final mean value, against
+    the baseline's rollouts (the paper's 'x times more sample-efficient')."""
+    lines = []
+    for c in claim.compares:
+        if c.stat != "auc":
+            continue
+        arm = [(x, m) for x, m, _, _ in mean_curve(list(by_arm[c.arm].values()), c.metric, "rollouts")]
+        base = [(x, m) for x, m, _, _ in mean_curve(list(by_arm[c.baseline].values()), c.metric, "rollouts")]
+        target, have = base[-1][1], base[-1][0]
+        need = rollouts_to_reach(arm, target)
+        if target <= base[0][1]:
+            lines.append(f"{c.baseline} ended at or below its start ({target:.3f}), so no sample-efficiency ratio "
+                         f"is defined.")
+        elif need is None:
+            lines.append(f"{c.arm}'s mean curve never reached {c.baseline}'s final mean {target:.3f} "
+                         f"({have:.0f} rollouts).")
+        else:
+            lines.append(f"{c.arm}'s mean curve reached {c.baseline}'s final mean {target:.3f} after {need:.0f} "
+                         f"rollouts vs {have:.0f}: {have / max(need, 1):.2f}x.")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- figure and docs
+
+def figure(claim: Claim, rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(c.metric for c in claim.compares))
+    x = "rollouts" if claim.efficiency else "step"
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for arm in claim.arms:
+            runs = [r for r in rows if r["arm"] == arm]
+            if not runs:
+                continue
+            pts = mean_curve(runs, metric, x)
+            xs = [p[0] for p in pts]
+            (line,) = ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=f"{arm} ({len(runs)} seeds)")
+            ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.15)
+        if x == "rollouts" and any(c.stat == "auc" and c.metric == metric for c in claim.compares):
+            ax.axvline(min(r["rollouts"] for r in rows), color="grey", ls=":", lw=1,
+                       label="the tests compare up to here")
+        ax.set_xlabel("rollouts consumed" if x == "rollouts" else "RL step")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{claim.key}: mean over seeds, band = 95% t-interval"
+                 + ("\n(each arm up to the fewest rollouts one of its seeds drew)" if x == "rollouts" else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_cmd(claim: Claim, seeds: list[int], budget: Budget, extra: list[str]) -> str:
+    parts = ["nice -n 10 python bench/claims.py", f"--claims {claim.key}", f"--seeds {','.join(map(str, seeds))}",
+             f"--steps {budget.steps}", f"--val-every {budget.val_every}", f"--num-val {budget.num_val}"]
+    return " ".join(parts + ([shlex.join(["--", *extra])] if extra else []))
+
+
+def doc_row(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str, budget: Budget) -> str:
+    exp = (f"{' vs '.join(f'`{a}`' for a in claim.arms)} on `{' '.join(claim.setting)}`; {budget.steps} RL steps "
+           f"× {budget.prompts}×{budget.samples} rollouts, greedy val on {budget.num_val}")
+    if not rows:
+        miss = missing_configs(claim)
+        needs = f" (needs {', '.join(f'`{m}`' for m in miss)}, not in conf/ yet)" if miss else ""
+        return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | not yet run{needs}: `{cmd}` "
+                f"| — | — |")
+    if not res["complete"]:
+        have = ", ".join(f"{a} {n}" for a, n in res["counts"].items())
+        return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | incomplete ({have} of {MIN_SEEDS} "
+                f"seeds each; not a result) — finish with `{cmd}` | — | — |")
+    cells = [f"{x['compare'].label}: {x['diff']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}] → {x['verdict']}"
+             for x in res["compares"]]
+    return (f"| {claim.paper.split(' — ')[0]} | \"{claim.quote}\" | {exp} | {'<br>'.join(cells)} | "
+            f"**{res['verdict']}** | [figure]({fig}) |")
+
+
+def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str) -> list[str]:
+    L = [f"### {claim.paper}", "", f"> {claim.quote}", "", f"Tested: {claim.claim}.", "",
+         f"Setting (every arm): `{' '.join(claim.setting)}`.", ""]
+    for arm, ov in claim.arms.items():
+        L.append(f"- `{arm}`: `{' '.join(ov)}`")
+    for c in claim.compares:
+        L.append(f"- test: `{c.arm}` − `{c.baseline}` on `{c.metric}` ({c.stat}); the paper's claim: "
+                 f"{claimed(c)}; margin {c.margin}")
+    if claim.note:
+        L += ["", claim.note]
+    L += ["", f"Command: `{cmd}`", ""]
+    if rows and res and res["complete"]:
+        b = rows[0]
+        L += [f"Runs: {len(rows)} ({', '.join(f'{a}: {n} seeds' for a, n in res['counts'].items())}); budget "
+              f"`{b['budget']}`; {b['steps']} RL steps; rollouts per run "
+              f"{min(r['rollouts'] for r in rows):.0f}–{max(r['rollouts'] for r in rows):.0f}"
+              + (f"; `auc` compares the curves over the first {res['common_rollouts']:.0f} rollouts" if
+                 any(c.stat == "auc" for c in claim.compares) else "") + ".", "",
+              "| test | arm mean ± sd | baseline mean ± sd | difference [95% CI] | how | verdict |",
+              "|---|---|---|---|---|---|"]
+        for x in res["compares"]:
+            (ma, sa), (mb, sb) = mean_std(list(x["arm"].values())), mean_std(list(x["base"].values()))
+            L.append(f"| {x['compare'].label} | {ma:.3f} ± {sa:.3f} | {mb:.3f} ± {sb:.3f} | {x['diff']:+.3f} "
+                     f"[{x['lo']:+.3f}, {x['hi']:+.3f}] | {x['how']} | {x['verdict']} |")
+        L += ["", "| arm | warm-start val/acc | final val/acc (mean ± sd) | seconds per run |", "|---|---|---|---|"]
+        for arm in claim.arms:
+            rs = [r for r in rows if r["arm"] == arm]
+            w = mean_std([curve(r, "val/acc")[0][1] for r in rs])
+            f = mean_std([curve(r, "val/acc")[-1][1] for r in rs])
+            secs = mean_std([r["seconds"] for r in rs])[0]
+            L.append(f"| `{arm}` | {w[0]:.3f} | {f[0]:.3f} ± {f[1]:.3f} | {secs:.0f} |")
+        below = [arm for arm in claim.arms if final_gain(rows, arm) < 0]
+        if len(below) == len(claim.arms):
+            L += ["", "**Every arm ends below its warm start** at this budget: the recipes do not learn here, so the "
+                  "test compares degrading runs and says little about the regime the paper reports on."]
+        elif below:
+            L += ["", f"Ending below the warm start: {', '.join(f'`{a}`' for a in below)}."]
+        if res.get("reach"):
+            L += [""] + [f"Descriptive (mean curves, no interval): {s}" for s in res["reach"]]
+        L += ["", f"![{claim.key}]({fig})", ""]
+    elif rows:
+        L += ["Incomplete: " + ", ".join(f"{a} {n}" for a, n in res["counts"].items())
+              + f" of {MIN_SEEDS} seeds; no numbers are reported until every arm has them.", ""]
+    else:
+        miss = missing_configs(claim)
+        L += ["Not yet run." + (f" Needs {', '.join(f'`{m}`' for m in miss)} (not on this branch yet)." if miss
+                                else ""), ""]
+    return L
+
+
+def claimed(c: Compare) -> str:
+    """The claim a test checks, as an inequality."""
+    if c.expect == "better":
+        return f"{c.arm} {'>' if c.direction > 0 else '<'} {c.baseline}"
+    return (f"{c.arm} ≤ {c.baseline} + margin" if c.direction > 0 else f"{c.arm} ≥ {c.baseline} − margin")
+
+
+def final_gain(rows: list[dict], arm: str) -> float:
+    """Mean over the arm's seeds of final minus warm-start val/acc."""
+    rs = [r for r in rows if r["arm"] == arm]
+    return mean_std([curve(r, "val/acc")[-1][1] - curve(r, "val/acc")[0][1] for r in rs])[0]
+
+
+HEADER = """# The papers' claims in miniature
+
+Each seed paper makes one headline claim about process or dense rewards. `bench/claims.py` tests each in
+miniature: every arm of a claim starts from the same warm start, on the same task, with the same rollout budget
+(4 prompts × G = 4 rollouts a step, the `*_tiny` recipes' shape), for at least 5 seeds (seed s of every arm shares
+its data order and initial sampling seed, so differences are paired per seed). Each arm is a list of Hydra
+overrides — the algorithm's `experiment=<algo>_tiny` recipe plus, for an ablation, the one switch the ablation is
+about; no arm is tuned alone. The recipes keep each paper's defaults (`algo=<algo>`) and shrink the batch to
+4 prompts × 4 samples a step and responses to 32 new tokens; beyond that they change only scale-dependent knobs
+(e.g. PRIME's PRM learning rate at twice the policy's, the paper's ratio; OREAL's token-RM learning rate and a
+2-step actor warm-up for its zero-initialised head). The claim's warm start, task and budget are then set on every
+arm alike. The baseline is the method the paper compares against.
+
+**Statistic.** Held-out greedy accuracy (`val/acc`) at the last step, unless the claim is about sample efficiency:
+then the mean of the accuracy curve over the rollouts every run consumed (area under the curve against rollouts,
+divided by the rollouts; an arm that draws more rollouts a step is compared at equal rollouts), and the figure plots
+against rollouts. E-GRPO's second test counts tool calls, PC-GRPO's second test reads reasoning-answer consistency.
+
+**Verdict.** The 95 % Student-t interval of the per-seed difference (arm − baseline; Welch's interval if arms
+share fewer than 2 seeds): **reproduced** if it excludes 0 in the direction the paper claims; **not reproduced** if
+it excludes 0 in the other direction, or lies within the stated margin (±0.02 accuracy unless said) — no difference
+worth the name; otherwise **inconclusive at this scale**. Where the paper says an arm does *not* beat the baseline
+(PPR without ReNorm) or costs no more than it (SALT's step time): reproduced if the interval's upper end is within the
+margin, not reproduced if the interval excludes 0 upward, else inconclusive. A claim of several tests is
+reproduced if all are, not reproduced if none is and one is not, partly reproduced if some are and some are not.
+A claim with fewer than 5 seeds in any arm shows no numbers.
+
+Raw per-run data (one row per run, with the command that made it): `bench/claims/<claim>.csv`. Regenerate this
+page from them with `python bench/claims.py --report`.
+
+| paper | claim (the abstract's words) | experiment | result: difference [95% CI] → verdict | verdict | figure |
+|---|---|---|---|---|---|
+"""
+
+
+def write_docs(budget: Budget, seeds: list[int], extra: list[str], data: Path = DATA, doc: Path = DOC) -> str:
+    rows_md, details = [], []
+    for claim in CLAIMS.values():
+        rows = read_rows(data / f"{claim.key}.csv")
+        fig = os.path.relpath(data / f"{claim.key}.png", doc.parent)
+        res = analyse(claim, rows) if rows else None
+        b, ex = (budget, extra)
+        if rows:   # the command that continues / reproduces the stored runs
+            b, ex = budget_from_row(rows[0])
+        cmd = run_cmd(claim, seeds, b, ex)
+        rows_md.append(doc_row(claim, rows, res, cmd, fig, b))
+        details += detail(claim, rows, res, cmd, fig)
+        if rows:
+            figure(claim, rows, data / f"{claim.key}.png")
+    text = HEADER + "\n".join(rows_md) + "\n\n## The claims one by one\n\n" + "\n".join(details).rstrip() + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    return text
+
+
+def budget_from_row(row: dict) -> tuple[Budget, list[str]]:
+    """The Budget and extra overrides a stored run used (inverse of budget_key, after the claim's setting)."""
+    claim = CLAIMS[row["claim"]]
+    toks = row["budget"].split()[len(claim.setting):]
+    keys = {"batch.prompts_per_step": "prompts", "batch.samples_per_prompt": "samples", "trainer.max_steps": "steps",
+            "trainer.val_check_interval": "val_every", "task.num_val": "num_val", "torch_threads": "threads"}
+    b, extra = Budget(), []
+    for t in toks:
+        k, _, v = t.partition("=")
+        if k in keys:
+            setattr(b, keys[k], int(v))
+        else:
+            extra.append(t)
+    return b, extra
+
+
+# --------------------------------------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--claims", default=",".join(CLAIMS), help=f"comma list of {', '.join(CLAIMS)}")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--steps", type=int, default=Budget.steps)
+    p.add_argument("--val-every", type=int, default=Budget.val_every)
+    p.add_argument("--num-val", type=int, default=Budget.num_val)
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="runs at once, each with torch_threads=1 (default: one per core)")
+    p.add_argument("--work", default="outputs/claims", help="folder for the runs' own output (csv logs, hydra)")
+    p.add_argument("--data", default=str(DATA), help="folder of the raw CSVs and figures")
+    p.add_argument("--doc", default=str(DOC), help="the markdown page to write")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
+    p.add_argument("--report", action="store_true", help="only redraw the figures and docs/claims.md")
+    p.add_argument("extra", nargs="*", help="more Hydra overrides for every run (after --)")
+    a = p.parse_args(argv)
+    keys = [k for k in a.claims.split(",") if k]
+    unknown = [k for k in keys if k not in CLAIMS]
+    if unknown:
+        p.error(f"unknown claims {unknown}; choose from {', '.join(CLAIMS)}")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds must be a comma list of integers, got {a.seeds!r}")
+    if a.steps < 1 or a.val_every < 1 or a.num_val < 1 or a.jobs < 1:
+        p.error("--steps, --val-every, --num-val and --jobs must be positive")
+    if a.steps % a.val_every:
+        p.error(f"--steps ({a.steps}) must be a multiple of --val-every ({a.val_every}) so the last step is evaluated")
+    budget = Budget(a.steps, a.val_every, a.num_val)
+    data, doc = Path(a.data).resolve(), Path(a.doc).resolve()
+    if a.report:
+        write_docs(budget, seeds, a.extra, data, doc)
+        print(f"[claims] wrote {doc} and the figures in {data}")
+        return 0
+    work = Path(a.work) if Path(a.work).is_absolute() else ROOT / a.work
+    todo = []
+    for k in keys:
+        claim = CLAIMS[k]
+        bkey = budget_key(claim, budget, a.extra)
+        rows = read_rows(data / f"{k}.csv")
+        other = {r["budget"] for r in rows} - {bkey}
+        if other:
+            raise SystemExit(f"{data / k}.csv holds runs with another setting/budget ({sorted(other)[0]!r}), "
+                             f"not {bkey!r}: rerun with the same --steps/--val-every/--num-val/overrides, or move "
+                             f"the CSV away to start afresh")
+        done = {(r["arm"], r["seed"]) for r in rows}
+        todo += [(claim, arm, s, bkey) for s in seeds for arm in claim.arms if (arm, s) not in done]
+    if a.dry_run:
+        for claim, arm, s, _ in todo:
+            print(shlex.join(command(claim, arm, s, budget, a.extra, work)))
+        return 0
+    missing = {c.key: missing_configs(c, a.extra) for c, *_ in todo}
+    missing = {k: v for k, v in missing.items() if v}
+    if missing:
+        raise SystemExit("cannot run: " + "; ".join(f"claim {k} needs {', '.join(v)} (no such config in conf/)"
+                                                   for k, v in missing.items()))
+    failures = run_all(todo, budget, a.extra, work, a.jobs, data)
+    write_docs(budget, seeds, a.extra, data, doc)
+    print(f"[claims] wrote {doc}; raw data and figures in {data}")
+    if failures:
+        print("[claims] failed runs (no row written; rerun to retry):\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_all(todo: list, budget: Budget, extra: list[str], work: Path, jobs: int, data: Path = DATA) -> list[str]:
+    from tqdm import tqdm
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+
+    def one(claim: Claim, arm: str, seed: int, bkey: str):
+        cmd = command(claim, arm, seed, budget, extra, work)
+        rdir = run_dir(work, claim.key, arm, seed)
+        rdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(rdir / "train.log", "w") as log:
+            rc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT).returncode
+        secs = time.perf_counter() - t0
+        if rc != 0:
+            tail = (rdir / "train.log").read_text().splitlines()[-5:]
+            return None, f"{claim.key} {arm} seed {seed}: exit {rc} (log {rdir / 'train.log'}): " + " | ".join(tail)
+        return collect(claim, arm, seed, rdir, bkey, cmd, secs), None
+
+    failures = []
+    with tqdm(total=len(todo), desc="claim runs", unit="run") as bar, ThreadPoolExecutor(jobs) as pool:
+        futs = {pool.submit(one, c, arm, s, bk): (c, arm, s) for c, arm, s, bk in todo}
+        for fut in as_completed(futs):
+            c, arm, s = futs[fut]
+            try:
+                row, err = fut.result()
+            except Exception as e:   # a run that finished but left no usable log
+                row, err = None, f"{c.key} {arm} seed {s}: {e}"
+            if row is not None:
+                append_row(data / f"{c.key}.csv", row)
+            else:
+                failures.append(err)
+            bar.set_postfix_str(f"{c.key}/{arm}/seed{s} {'ok' if row else 'FAILED'}")
+            bar.update(1)
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())

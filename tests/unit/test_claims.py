@@ -1,0 +1,250 @@
+"""bench/claims.py and bench/benchlib.py: the interval and verdict arithmetic against hand-computed values, the
+commands a dry run prints, resuming from the raw CSV, every runnable arm composing, and (slow) a 2-step claim run
+through the real command line."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steprl.config import check_config, register_resolvers
+from tests.helpers import compose_train
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("claims", ROOT / "bench" / "claims.py")
+cl = importlib.util.module_from_spec(spec)
+sys.modules["claims"] = cl          # dataclasses resolve their module by name
+spec.loader.exec_module(cl)
+import benchlib as bl  # noqa: E402  (bench/ is on sys.path once claims.py is loaded)
+
+register_resolvers()
+
+
+# ------------------------------------------------------------------------------------------ interval arithmetic
+
+def test_one_sample_t_interval_by_hand():
+    # mean 3, sd sqrt(2.5) = 1.58114, se = 0.707107, t_{0.975, 4} = 2.776445 -> half-width 1.963243
+    m, lo, hi = bl.t_ci([1, 2, 3, 4, 5])
+    assert m == 3
+    assert lo == pytest.approx(1.036757, abs=1e-6) and hi == pytest.approx(4.963243, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        bl.t_ci([1.0])
+
+
+def test_paired_interval_uses_the_per_seed_differences():
+    # differences 0.10, 0.15, 0.05 (seed 9 is in one arm only and is left out): mean 0.1, sd 0.05,
+    # se 0.0288675, t_{0.975, 2} = 4.302653 -> half-width 0.124207
+    d, lo, hi, n = bl.paired_ci({0: 0.5, 1: 0.6, 2: 0.55, 9: 1.0}, {0: 0.4, 1: 0.45, 2: 0.5})
+    assert n == 3 and d == pytest.approx(0.1)
+    assert lo == pytest.approx(-0.024207, abs=1e-6) and hi == pytest.approx(0.224207, abs=1e-6)
+
+
+def test_welch_interval_by_hand():
+    # a: mean 2, var 1 -> 1/3 per mean; b: mean 5, var 20/3 -> 5/3 per mean; se = sqrt(2);
+    # df = 4 / ((1/3)^2 / 2 + (5/3)^2 / 3) = 4 / 0.981481 = 4.075472; t_{0.975, 4.075472} = 2.764 (between
+    # t_4 = 2.776 and t_5 = 2.571)
+    d, lo, hi = bl.welch_ci([1, 2, 3], [2, 4, 6, 8])
+    assert d == -3
+    half = (hi - lo) / 2
+    assert half / math.sqrt(2) == pytest.approx(bl.t_quantile(4.075472), abs=1e-5)
+    assert 2.571 < half / math.sqrt(2) < 2.776
+
+
+def test_mean_over_is_the_trapezoid_area_over_the_width():
+    pts = [(0, 0.0), (10, 1.0), (20, 1.0)]
+    assert bl.mean_over(pts, 20) == pytest.approx(15 / 20)       # 5 + 10
+    assert bl.mean_over(pts, 15) == pytest.approx(10 / 15)       # 5 + 5
+    assert bl.mean_over(pts, 5) == pytest.approx(1.25 / 5)       # y(5) = 0.5
+    with pytest.raises(ValueError, match="ends at"):
+        bl.mean_over(pts, 25)
+
+
+def test_rollouts_to_reach_interpolates():
+    assert bl.rollouts_to_reach([(0, 0.2), (100, 0.4), (200, 0.6)], 0.5) == pytest.approx(150)
+    assert bl.rollouts_to_reach([(0, 0.2), (100, 0.4)], 0.5) is None
+
+
+# ---------------------------------------------------------------------------------------------------- verdicts
+
+@pytest.mark.parametrize("lo,hi,direction,expect,margin,want", [
+    (0.01, 0.05, 1, "better", 0.02, "reproduced"),
+    (-0.05, -0.01, 1, "better", 0.02, "not reproduced"),          # excludes 0 the other way
+    (-0.015, 0.018, 1, "better", 0.02, "not reproduced"),         # within the +-0.02 margin
+    (-0.03, 0.05, 1, "better", 0.02, "inconclusive"),
+    (-0.5, -0.1, -1, "better", 0.02, "reproduced"),               # fewer tool calls is the claim
+    (0.1, 0.5, -1, "better", 0.02, "not reproduced"),
+    (-0.05, 0.01, 1, "no_gain", 0.02, "reproduced"),              # 'without ReNorm they do not' beat the baseline
+    (0.01, 0.05, 1, "no_gain", 0.02, "not reproduced"),
+    (-0.01, 0.05, 1, "no_gain", 0.02, "inconclusive"),
+    (0.01, 0.08, 1, "no_gain", 0.1, "reproduced"),               # SALT: slower, but by less than the 0.1 s margin
+])
+def test_verdict_rule(lo, hi, direction, expect, margin, want):
+    assert cl.verdict(lo, hi, direction, expect, margin) == want
+
+
+def test_verdict_rejects_bad_input():
+    with pytest.raises(ValueError, match="direction"):
+        cl.verdict(0, 1, direction=2)
+    with pytest.raises(ValueError, match="lo"):
+        cl.verdict(1, 0)
+    with pytest.raises(ValueError, match="expect"):
+        cl.verdict(0, 1, expect="worse")
+
+
+def test_claim_verdict_combines_tests():
+    assert cl.claim_verdict(["reproduced", "reproduced"]) == "reproduced"
+    assert cl.claim_verdict(["reproduced", "not reproduced"]) == "partly reproduced"
+    assert cl.claim_verdict(["inconclusive", "not reproduced"]) == "not reproduced"
+    assert cl.claim_verdict(["reproduced", "inconclusive"]) == "inconclusive"
+
+
+# ------------------------------------------------------------------------------------------- from rows to docs
+
+def _row(claim, arm, seed, accs, per_step=16, budget="b"):
+    steps = max(s for s, _ in accs)
+    return {"claim": claim, "arm": arm, "seed": seed, "budget": budget, "steps": steps,
+            "rollouts": float(per_step * steps), "seconds": 1.0, "command": "python src/train.py ...",
+            "curves": {"val/acc": [[s, a] for s, a in accs],
+                       "rollouts": [[s, float(per_step * s)] for s in range(steps + 1)]}}
+
+
+def test_analyse_final_accuracy_paired_over_five_seeds():
+    drm = [0.50, 0.52, 0.48, 0.55, 0.50]
+    grpo = [0.45, 0.46, 0.47, 0.50, 0.44]
+    rows = [_row("drm", "drm", s, [(0, 0.4), (4, a)]) for s, a in enumerate(drm)] + \
+           [_row("drm", "grpo", s, [(0, 0.4), (4, a)]) for s, a in enumerate(grpo)]
+    res = cl.analyse(cl.CLAIMS["drm"], rows)
+    # differences 0.05 0.06 0.01 0.05 0.06: mean 0.046, sd 0.0207364, se 0.0092736, x t_{0.975,4} 2.776445 = 0.025747
+    (x,) = res["compares"]
+    assert res["complete"] and x["how"] == "paired over 5 seeds"
+    assert x["diff"] == pytest.approx(0.046)
+    assert x["lo"] == pytest.approx(0.020253, abs=1e-6) and x["hi"] == pytest.approx(0.071747, abs=1e-6)
+    assert x["verdict"] == res["verdict"] == "reproduced"
+
+
+def test_auc_compares_at_the_rollouts_every_run_consumed():
+    # PRIME draws 20 rollouts a step (refills), RLOO 16: common budget = 2 x 16 = 32 rollouts.
+    prime = _row("prime", "prime", 0, [(0, 0.4), (2, 0.6)], per_step=20)
+    rloo = _row("prime", "rloo", 0, [(0, 0.4), (2, 0.6)], per_step=16)
+    c = cl.CLAIMS["prime"].compares[0]
+    # prime at 32 of its 40 rollouts: 0.4 + 0.2 * 32/40 = 0.56; mean over [0, 32] = (0.4 + 0.56) / 2 = 0.48
+    assert cl.statistic(prime, c, 32.0) == pytest.approx(0.48)
+    assert cl.statistic(rloo, c, 32.0) == pytest.approx(0.5)
+
+
+def test_incomplete_claims_show_no_numbers(tmp_path):
+    rows = [_row("drm", arm, s, [(0, 0.4), (4, 0.5)]) for arm in ("drm", "grpo") for s in range(4)]
+    res = cl.analyse(cl.CLAIMS["drm"], rows)
+    assert not res["complete"] and res["compares"] == []
+    line = cl.doc_row(cl.CLAIMS["drm"], rows, res, "CMD", "fig.png", cl.Budget())
+    assert "incomplete" in line and "not a result" in line and "CMD" in line and "0.5" not in line
+
+
+# ---------------------------------------------------------------------------------------- dry run and resume
+
+def _dry(capsys, tmp_path, *args):
+    assert cl.main(["--dry-run", "--data", str(tmp_path), "--work", "outputs/claims", *args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_dry_run_prints_the_train_commands(capsys, tmp_path):
+    out = _dry(capsys, tmp_path, "--claims", "prime", "--seeds", "3", "--steps", "20", "--val-every", "5",
+               "--num-val", "64")
+    common = ("model=tiny_arith task=arith batch.prompts_per_step=4 batch.samples_per_prompt=4 "
+              "trainer.max_steps=20 trainer.val_check_interval=5 task.num_val=64 torch_threads=1 seed=3 "
+              "logger=csv callbacks.model_checkpoint=null callbacks.progress_bar=null "
+              "++trainer.enable_progress_bar=false")
+    assert out == [f"python src/train.py experiment=prime_tiny {common} hydra.run.dir=outputs/claims/prime/prime-seed3",
+                   f"python src/train.py experiment=rloo_tiny {common} hydra.run.dir=outputs/claims/prime/rloo-seed3"]
+
+
+def test_resume_skips_runs_with_a_row_and_refuses_another_budget(capsys, tmp_path):
+    b = cl.Budget(steps=20, val_every=5, num_val=64)
+    key = cl.budget_key(cl.CLAIMS["prime"], b, [])
+    cl.append_row(tmp_path / "prime.csv", _row("prime", "rloo", 0, [(0, 0.4), (20, 0.5)], budget=key))
+    assert cl.read_rows(tmp_path / "prime.csv")[0]["curves"]["val/acc"] == [[0, 0.4], [20, 0.5]]
+    out = _dry(capsys, tmp_path, "--claims", "prime", "--seeds", "0,1", "--steps", "20", "--val-every", "5",
+               "--num-val", "64")
+    assert [o.split("hydra.run.dir=")[1] for o in out] == [
+        "outputs/claims/prime/prime-seed0", "outputs/claims/prime/prime-seed1", "outputs/claims/prime/rloo-seed1"]
+    with pytest.raises(SystemExit, match="another setting/budget"):
+        cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime", "--steps", "40"])
+
+
+def test_bad_arguments_are_named(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime,nope"])
+    assert "unknown claims ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cl.main(["--dry-run", "--data", str(tmp_path), "--steps", "25", "--val-every", "10"])
+    assert "multiple of --val-every" in capsys.readouterr().err
+
+
+def test_missing_configs_are_named():
+    c = cl.Claim("x", "X", "q", "c", ("model=tiny_arith", "task=no_such_task"),
+                 {"a": ("experiment=grpo_tiny",), "b": ("experiment=no_such_recipe", "algo.kl.coef=0")}, ())
+    assert cl.missing_configs(c) == ["experiment=no_such_recipe", "task=no_such_task"]
+
+
+def test_every_arm_with_its_configs_composes(tmp_path):
+    """Each runnable arm's exact command-line overrides compose and pass the config checks (claims whose task or
+    warm start has not landed yet are skipped: missing_configs names them)."""
+    b = cl.Budget()
+    composed = 0
+    for claim in cl.CLAIMS.values():
+        if cl.missing_configs(claim):
+            continue
+        for arm in claim.arms:
+            cmd = cl.command(claim, arm, 0, b, [], tmp_path)
+            ov = [o for o in cmd[2:] if not o.startswith("hydra.run.dir=")]
+            cfg = compose_train(ov, out_dir=tmp_path)
+            check_config(cfg)
+            assert cfg.batch.prompts_per_step == 4 and cfg.batch.samples_per_prompt == 4
+            assert cfg.trainer.max_steps == b.steps and cfg.task.num_val == b.num_val
+            want = [o.split("=", 1)[1] for o in claim.setting if o.startswith("model=")]
+            assert [cfg.hydra.runtime.choices.model] == want   # the same warm start in every arm
+            composed += 1
+    assert composed >= 2   # at least the PRIME claim (on main's arith)
+
+
+# ----------------------------------------------------------------------------------------------------- smoke
+
+@pytest.mark.slow
+def test_two_step_claim_through_the_command_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    args = [sys.executable, str(ROOT / "bench" / "claims.py"), "--claims", "prime", "--seeds", "0", "--steps", "2",
+            "--val-every", "2", "--num-val", "8", "-j", "2", "--work", str(tmp_path / "work"),
+            "--data", str(tmp_path / "data"), "--doc", str(tmp_path / "claims.md")]
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = cl.read_rows(tmp_path / "data" / "prime.csv")
+    assert sorted(r["arm"] for r in rows) == ["prime", "rloo"]
+    for row in rows:
+        assert row["steps"] == 2 and [s for s, _ in row["curves"]["val/acc"]] == [0, 2]
+        assert row["rollouts"] >= 32 and row["command"].startswith(f"python src/train.py experiment={row['arm']}_tiny")
+    doc = (tmp_path / "claims.md").read_text()
+    assert "incomplete" in doc and "not yet run" in doc   # 1 seed of 5: no numbers
+    again = subprocess.run(args + ["--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout == ""   # both runs have their row: nothing left to do
+
+
+def test_docs_from_csvs(tmp_path):
+    """A complete claim gets its interval, verdict and figure; the others say 'not yet run' with their command."""
+    b = cl.Budget(steps=4, val_every=4, num_val=8)
+    key = cl.budget_key(cl.CLAIMS["drm"], b, [])
+    for arm, accs in (("drm", [0.50, 0.52, 0.48, 0.55, 0.50]), ("grpo", [0.45, 0.46, 0.47, 0.50, 0.44])):
+        for s, acc in enumerate(accs):
+            cl.append_row(tmp_path / "drm.csv", _row("drm", arm, s, [(0, 0.4), (4, acc)], budget=key))
+    text = cl.write_docs(cl.Budget(), [0, 1, 2, 3, 4], [], data=tmp_path, doc=tmp_path / "docs" / "claims.md")
+    assert (tmp_path / "drm.png").stat().st_size > 0
+    row = next(line for line in text.splitlines() if line.startswith("| DRM"))
+    assert "held-out accuracy: +0.046 [+0.020, +0.072] → reproduced" in row and "[figure](../drm.png)" in row
+    assert "--steps 4 --val-every 4 --num-val 8" in text     # the command that reproduces the stored runs
+    prime = next(line for line in text.splitlines() if line.startswith("| PRIME"))
+    assert "not yet run: `nice -n 10 python bench/claims.py --claims prime --seeds 0,1,2,3,4 --steps 100" in prime
+    assert "Every arm ends below" not in text                  # both arms gained over the warm start (0.4)
