@@ -66,3 +66,27 @@ def test_every_algorithm_has_a_page_in_the_index():
     index = (ROOT / "docs" / "algorithms" / "README.md").read_text(encoding="utf-8")
     missing = [a for a in algos if not (ROOT / "docs" / "algorithms" / f"{a}.md").exists() or f"({a}.md)" not in index]
     assert missing == []
+
+
+def leaf_keys(node, prefix: str = "") -> list[str]:
+    """Dotted keys of a config node's leaves (``defaults`` and ``_target_`` are not settings)."""
+    out = []
+    for k, v in node.items():
+        if k in ("defaults", "_target_"):
+            continue
+        out += leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return out
+
+
+def test_leaf_keys_of_a_nested_node():
+    node = {"defaults": ["grpo"], "_target_": "x", "a": 1, "b": {"c": 2, "d": {"e": None}}}
+    assert leaf_keys(node) == ["a", "b.c", "b.d.e"]
+
+
+@pytest.mark.parametrize("algo", sorted(p.stem for p in (ROOT / "docs" / "algorithms").glob("*.md") if p.stem != "README"))
+def test_algorithm_page_lists_every_key_of_its_node(algo):
+    yaml = pytest.importorskip("yaml")
+    node = yaml.safe_load((ROOT / "conf" / "algo" / f"{algo}.yaml").read_text(encoding="utf-8"))
+    page = (ROOT / "docs" / "algorithms" / f"{algo}.md").read_text(encoding="utf-8")
+    keys = [k for k in leaf_keys(node) if not str(node.get(k.split(".")[0], "")).startswith("${")]
+    assert [k for k in keys if f"`algo.{k}`" not in page] == []
