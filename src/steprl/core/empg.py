@@ -1,7 +1,7 @@
 """EMPG: Entropy-Modulated Policy Gradients (Wang et al., ByteDance Seed, arXiv 2509.09265).
 
 Sources: the project page's ``compute_empg_advantage`` pseudocode (Eqs. 7, 8, 10, 11, 12) and the ARLArena
-restatement (Eqs. S20-S23); see ``shared/specs/empg-salt-propa-pcgrpo.md`` §1. For step ``t`` of trajectory ``i``
+restatement (ARLArena appendix A.3.2, Eqs. S20-S23); see docs/algorithms/empg.md. For step ``t`` of trajectory ``i``
 with mean token entropy ``H_{i,t}`` (rollout policy, no grad) and trajectory advantage ``A_i``::
 
     H̃_{i,t}   = (H_{i,t} - min_B H) / (max_B H - min_B H + ε)            min / max over all steps of the batch

@@ -3,7 +3,7 @@
 Pure parts, no model: the search tree, UCT selection, value backup, the ``log_boost`` reward transform, the
 conversion of node values into sibling GRPO groups and PRM regression targets, and the MCTS loop itself,
 which talks to the policy only through a :class:`StepPolicy` (so a scripted policy can drive it in tests).
-See ``shared/specs/empg-salt-propa-pcgrpo.md`` §3.
+See the PROPA paper (arXiv 2511.10279) on MCTS over steps and sibling groups, and docs/algorithms/propa.md.
 
     SELECT     descend while the node has children and is not terminal: argmax UCT,
                UCT = Q + c sqrt(factor · ln N_parent / N_child), N_child = 0 -> +inf (first such child wins);

@@ -1,7 +1,7 @@
-"""SALT: step-level advantages from a trajectory graph (Amazon, arXiv 2510.20022), as the spec reconstructs it.
+"""SALT: step-level advantages from a trajectory graph (Amazon, arXiv 2510.20022), reconstructed.
 
-No SALT code or paper body was available; this follows ``shared/specs/empg-salt-propa-pcgrpo.md`` §2 [RECON],
-which matches the abstract and the GRAFT appendix description: per prompt group, identical transitions
+No SALT code or paper body was available; this is a reconstruction that matches the SALT abstract and the
+description of SALT in the GRAFT paper's appendix A.3 (see docs/algorithms/salt.md): per prompt group, identical transitions
 ``e = (s_t, a_t, s_{t+1})`` across trajectories are merged into one edge of a graph, and each step gets the mean
 of the trajectory advantages inherited by all occurrences of its edge::
 
