@@ -103,13 +103,16 @@ def merge(saved: dict, saved_overrides: list[str], now_overrides: list[str]) -> 
 
     now = [o for o in now_overrides if override_key(o) != "ckpt_path" and not o.startswith("hydra.")]
     now_keys = {override_key(o) for o in now}
-    before = [o for o in saved_overrides if override_key(o) not in now_keys | {"ckpt_path"}
-              and not o.startswith("hydra.")]
+    saved_all = [o for o in saved_overrides if override_key(o) != "ckpt_path" and not o.startswith("hydra.")]
+    before = [o for o in saved_all if override_key(o) not in now_keys]
     plain = lambda c: OmegaConf.to_container(c, resolve=False)  # noqa: E731
-    base, mine = flatten(plain(compose("train", overrides=before))), flatten(plain(compose("train",
-                                                                                            overrides=before + now)))
+    base = flatten(plain(compose("train", overrides=saved_all)))
+    mine = flatten(plain(compose("train", overrides=before + now)))
+    changed = {k for k in set(base) | set(mine) if base.get(k, _MISSING) != mine.get(k, _MISSING)}
+    # a key given now applies even where it equals what today's files would give (the saved value may differ)
+    for key in now_keys:
+        changed |= {k for k in set(base) | set(mine) if k == key or k.startswith(key + ".")}
     merged = flatten(saved)
-    changed = [k for k in set(base) | set(mine) if base.get(k, _MISSING) != mine.get(k, _MISSING)]
     for key in changed:  # first what the command line removes, then what it sets
         if key not in mine:
             merged.pop(key, None)

@@ -62,3 +62,17 @@ def test_near_keys_of_a_misplaced_key():
     cfg = compose_train([])
     assert near_keys(cfg, "algo.lr")[0] == "optim.lr"
     assert "trainer.max_steps" in near_keys(cfg, "trainer.max_step")
+
+
+def test_merge_applies_an_override_equal_to_todays_default():
+    """Saved: debug=fast with trainer.max_steps=1000 and an lr of 1e-4. `trainer.max_steps=2` (what debug=fast
+    itself gives) and `optim.lr=3e-5` (today's default) must still replace the saved 1000 and 1e-4."""
+    saved = flatten(_plain(compose_train(["debug=fast", "trainer.max_steps=1000"])))
+    saved["optim.lr"] = 1e-4
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        merged, effective = merge(unflatten(saved), ["debug=fast", "trainer.max_steps=1000"],
+                                  ["trainer.max_steps=2", "optim.lr=3e-5"])
+    assert merged["trainer.max_steps"] == 2 and merged["optim.lr"] == 3e-5
+    assert merged["batch.prompts_per_step"] == 2  # debug=fast's, kept
+    assert effective == ["debug=fast", "trainer.max_steps=2", "optim.lr=3e-5"]
