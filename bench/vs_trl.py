@@ -3,10 +3,41 @@
     PYTHONPATH=src python bench/vs_trl.py                 # both configs (small, then ~20M parameters)
     PYTHONPATH=src python bench/vs_trl.py --configs small --rounds 3 --steps 3
     PYTHONPATH=src python bench/vs_trl.py --device cuda   # both on one GPU (fp32, TF32 off in both)
+    PYTHONPATH=src python bench/vs_trl.py --configs realistic [--device cuda] [--with-uncompacted]
 
 Prints, per config and framework, seconds per RL step, generated tokens per second and the peak memory a step
 allocates, and as its LAST line ``speedup_vs_trl=<x>``: our generated-token throughput over TRL's on the small
-config (x > 1: we are faster).
+config (x > 1: we are faster), or, when the realistic config ran, its ratio (by process CPU time per generated
+token on a CPU, by generated tokens per wall-clock second on a GPU).
+
+The realistic config
+--------------------
+The shapes RL really runs, unlike the fixed-length configs below: prompts of 50-300 tokens, responses of
+varying length up to 512 new tokens, G = 8.
+
+* Prompts. GSM8K test problems read through the project's loader (``steprl.tasks.benchmarks.benchmark``) from
+  the repository's usual ``../shared/data/gsm8k_test.jsonl`` (the script stops with a message naming the path
+  if it is missing), with the GSM8K task's prompt template, kept if the prompt is 50-300 tokens; ``--prompts``
+  of them (default 4 on CPU, 16 on a GPU) at evenly spaced quantiles of that length. Both frameworks train on
+  exactly these prompts at every step (a dataset of just them), so prompt work is identical; rewards are
+  ``GSM8KTask.verify`` in both.
+* Models. On CPU the 19M shape of ``large`` (context 1024); with ``--device cuda`` the Qwen2.5-0.5B body
+  (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864: 0.36B parameters with the byte vocabulary), random
+  weights from one seed, fp32, the same weights in both.
+* Lengths: the stop rule is EOS, in both, and nothing else (no ``min_new_tokens``, no stop strings), up to 512
+  new tokens. A random-weight model does emit EOS: its logits are near zero, so at temperature 0.7 each step
+  draws EOS with probability ~1/260 (the byte vocabulary), and a response's length is geometric, mean ~220
+  tokens and ~14 % truncated at 512. So lengths vary as much inside a batch as real ones do, with one rule
+  shared by both; each framework draws its own samples, so a step's token count differs between them (its
+  mean response length is printed), and throughput and CPU time are per generated token over all kept steps.
+* Everything else as for the fixed-length configs (one update per step, ``--micro`` rows per micro-batch
+  (default 16), same optimiser, loss, advantage, timing). Also printed: the time in generation + scoring
+  (ours: the module's ``collect``; TRL: ``_generate_and_score_completions``), the rest of the step as the
+  update, its model FLOP rate counting 6 x parameters x tokens (every prompt and response token of every row;
+  our shared-prompt forward does less work for the same count), and on a GPU that rate over the GPU's dense
+  fp32 peak (``--peak-tflops``; known for H100 / H200 / A100) as the update's MFU.
+* ``--with-uncompacted`` adds our engine with ``rollout.compact=false`` as a third contestant in the same
+  rounds (same samples, printed side by side).
 
 What is compared, and the choices that make it fair
 ----------------------------------------------------
