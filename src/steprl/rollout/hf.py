@@ -332,11 +332,13 @@ class HFEngine(Sampling):
             stopped[at] = stopped[at] | hit
             now_done = was_done | hit
             done[at] = now_done
-            if t == limit - 1 or (D.all_ranks(bool(done.all())) if sync else bool(done.all())):
+            # rows dropped from the batch had finished, so all rows are done when the batch's rows are (one sync)
+            dead = int(now_done.sum())
+            finished = dead == now_done.shape[0]
+            if t == limit - 1 or (D.all_ranks(finished) if sync else finished):
                 break
             full_mask[:, P + t] = ~was_done
-            dead = int(now_done.sum()) if compact else 0
-            if dead and 8 * dead >= now_done.shape[0] and dead < now_done.shape[0]:
+            if compact and dead and not finished and 8 * dead >= now_done.shape[0]:
                 keep = torch.nonzero(~now_done).flatten()
                 act = keep if act is None else act[keep]
                 nxt, next_pos, full_mask = nxt[keep], next_pos[keep], full_mask[keep]

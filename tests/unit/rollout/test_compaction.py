@@ -115,3 +115,35 @@ def test_sample_next_on_a_subset_draws_what_the_full_batch_draws():
         assert torch.equal(sub, full[rows])
         # both consumed the random numbers of one [6, 50] draw: the streams stay in step
         assert torch.equal(g_full.get_state(), g_sub.get_state())
+
+
+def test_compaction_on_a_vision_language_model(compactions):
+    """A tiny Qwen2-VL decodes through model.forward with its own 3-axis positions: those are compacted too."""
+    import numpy as np
+
+    from steprl.models.vision import IMAGE_PLACEHOLDER, load_processor
+
+    cfg = dict(tiny=dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+               vision=dict(depth=1, embed_dim=32, num_heads=2), image_processor=dict(max_pixels=112 * 112))
+    model, tok = load_model(**cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.5, generator=g)
+        head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tok.eos_token_id] = 6.0  # this model's logits are larger
+    model.lm_head = head
+    model.eval()
+    rs = np.random.RandomState(0)
+    images = [[(rs.rand(112, 112, 3) * 255).astype(np.uint8)], [(rs.rand(56, 112, 3) * 255).astype(np.uint8)]]
+    prompts = [f"{IMAGE_PLACEHOLDER}Rotate?\n", f"a much longer prompt here {IMAGE_PLACEHOLDER}Which tile?\n"]
+    out = [HFEngine(max_new_tokens=30, temperature=1.0, compact=c, return_logprobs=True).generate(
+        model, tok, prompts, n=4, images=images, processor=load_processor(**cfg),
+        generator=torch.Generator().manual_seed(0)) for c in (False, True)]
+    assert len(set(out[0].response_mask.sum(1).tolist())) >= 3 and compactions
+    assert torch.equal(out[0].response_ids, out[1].response_ids)
+    assert torch.equal(out[0].response_mask, out[1].response_mask)
+    torch.testing.assert_close(out[1].engine_logp, out[0].engine_logp, rtol=0, atol=1e-5)
