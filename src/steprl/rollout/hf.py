@@ -3,7 +3,8 @@
 Prompts are left-padded and encoded once; each is repeated ``n`` times so the ``n`` samples of a prompt are
 adjacent rows (one group). Decoding runs a plain loop over ``model.forward`` with a ``DynamicCache``, which
 keeps per-token Python overhead lower than ``generate()`` and lets the engine draw from its own
-``torch.Generator`` (so rollouts are reproducible and resumable without touching the global RNG).
+``torch.Generator`` (so rollouts are reproducible and resumable without touching the global RNG). Rows that
+finished leave the decode batch (``compact``) without changing what the others sample.
 """
 from __future__ import annotations
 
