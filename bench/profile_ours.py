@@ -3,6 +3,8 @@ and phase times, or run it under py-spy.
 
     PYTHONPATH=src python bench/profile_ours.py --config small --steps 4           # phase times + op table
     PYTHONPATH=src py-spy record -o prof.svg -- python bench/profile_ours.py --steps 6 --no-torch-profile
+    PYTHONPATH=src py-spy record -f raw -o prof.txt -- python bench/profile_ours.py --config realistic --prompts 2 \
+        --steps 1 --no-torch-profile
 """
 from __future__ import annotations
 
@@ -13,18 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from vs_trl import Ours  # noqa: E402
+from vs_trl import Ours, workload  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="small")
+    ap.add_argument("--config", default="small", help="small, large or realistic")
+    ap.add_argument("--prompts", type=int, default=None, help="realistic: prompts per step (default 4)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-torch-profile", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    ours = Ours(a.config, 0, Path(tempfile.mkdtemp(prefix="prof-")))
+    out = Path(tempfile.mkdtemp(prefix="prof-"))
+    ours = Ours(workload(a.config, a.prompts, None, out), 0, out)
     phases: list[dict] = []
     orig = ours.module._log
 

@@ -3,7 +3,8 @@
 Prompts are left-padded and encoded once; each is repeated ``n`` times so the ``n`` samples of a prompt are
 adjacent rows (one group). Decoding runs a plain loop over ``model.forward`` with a ``DynamicCache``, which
 keeps per-token Python overhead lower than ``generate()`` and lets the engine draw from its own
-``torch.Generator`` (so rollouts are reproducible and resumable without touching the global RNG).
+``torch.Generator`` (so rollouts are reproducible and resumable without touching the global RNG). Rows that
+finished leave the decode batch (``compact``) without changing what the others sample.
 """
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ from steprl.utils.fsdp import is_sharded
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from ``logits`` [B, V] (temperature, then top-k, then top-p)."""
+                generator: torch.Generator | None, rows: torch.Tensor | None = None,
+                batch: int | None = None) -> torch.Tensor:
+    """One token per row from ``logits`` [B, V] (temperature, then top-k, then top-p).
+
+    ``rows`` (with ``batch``): ``logits`` hold only the rows ``rows`` (ascending indices) of a batch of ``batch``
+    rows (a decode batch compacted as rows finish). The draw then consumes the random numbers of a draw for the
+    whole batch and gives each row the ones it would have had there, so compacting leaves the samples as
+    they were."""
     logits = logits.float() / temperature
     # a diverged model must not crash sampling: NaN -> -inf, and a row with nothing left samples uniformly.
     # A finite maximum in every row (the usual case) means there is nothing to repair: skip the three passes.
@@ -45,10 +52,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
+    if rows is not None:  # the whole batch's exponential variates, this subset's rows of them
+        noise = probs.new_empty(batch, probs.shape[-1]).exponential_(generator=generator)
+        return (probs / noise.index_select(0, rows)).argmax(-1)
     if probs.device.type != "cpu":
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    # on CPU this is torch.multinomial(probs, 1) draw for draw (its algorithm: the same exponential variates,
-    # then argmax), without its input checks (two reductions and a sync per step): probs are valid here
+    # on CPU this is torch.multinomial(probs, 1) draw for draw (its algorithm for one sample on every device:
+    # exponential variates of the probs' shape, then argmax of probs / variates), without its input checks
+    # (two reductions and a sync per step): probs are valid here
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
@@ -136,6 +147,9 @@ class HFEngine(Sampling):
     fast_decode: bool | str = True
     # on a GPU the fast decode step is captured as CUDA graphs and replayed per token (false: eager launches)
     cuda_graph: bool = True
+    # drop finished rows from the decode batch (KV cache, mask, positions) once they are >= 1/8 of it; the
+    # samples stay the same (see _decode). Not with CUDA graphs, which are recorded for one batch size.
+    compact: bool = True
     return_logprobs: bool = False  # also return the sampling log-probs of the drawn tokens (Rollouts.engine_logp)
     probe_tol: float | None = None  # start-up check: max mean |logp_trainer - logp_engine| on a fixed prompt
 
@@ -288,27 +302,50 @@ class HFEngine(Sampling):
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         length = 0
         tok_lp = torch.zeros(rows, limit, device=device) if logps is not None else None
+        # Compaction: `act` lists the rows (of `rows`) still in the decode batch, in order; None: all of them.
+        # Logits, positions, the mask and the KV cache hold only those rows; tokens, done, stopped and the
+        # log-probs stay full-size. Each row's draw uses the random numbers it would get in the full batch
+        # (sample_next's `rows`), so the samples are the uncompacted ones (a row's logits may differ in the last
+        # float bits: matrix products of another batch size can round differently).
+        from steprl.models.fast_decode import CUDAGraphStep
+
+        compact = self.compact and not isinstance(fast, CUDAGraphStep)
+        act = None
         for t in range(limit):
             if banned is not None:  # a VL model must not write image placeholders (they need pixel rows)
                 logits = logits.index_fill(-1, banned, float("-inf"))
             if t < self.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             nxt = logits.argmax(-1) if greedy else sample_next(
-                logits, self.temperature, self.top_p, self.top_k, generator)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            tokens[:, t] = nxt
+                logits, self.temperature, self.top_p, self.top_k, generator,
+                rows=act, batch=None if act is None else rows)
+            was_done = done if act is None else done[act]
+            nxt = torch.where(was_done, torch.full_like(nxt, pad), nxt)
+            at = slice(None) if act is None else act
+            tokens[at, t] = nxt
             if logps is not None:  # the sampling distribution's log-prob (temperature applied, as vLLM's)
                 lp = torch.log_softmax(logits.float() / self.temperature, -1).gather(-1, nxt[:, None])[:, 0]
-                tok_lp[:, t] = lp
+                tok_lp[at, t] = lp
             length = t + 1
-            hit = ~done & torch.isin(nxt, eos)
+            hit = ~was_done & torch.isin(nxt, eos)
             if self.stop and length >= self.min_new_tokens:
-                hit |= ~done & self._stop_hit(tokenizer, tokens[:, :length])
-            stopped |= hit
-            done |= hit
-            if t == limit - 1 or (D.all_ranks(bool(done.all())) if sync else bool(done.all())):
+                hit |= ~was_done & self._stop_hit(tokenizer, tokens[at, :length])
+            stopped[at] = stopped[at] | hit
+            now_done = was_done | hit
+            done[at] = now_done
+            # rows dropped from the batch had finished, so all rows are done when the batch's rows are (one sync)
+            dead = int(now_done.sum())
+            finished = dead == now_done.shape[0]
+            if t == limit - 1 or (D.all_ranks(finished) if sync else finished):
                 break
-            full_mask[:, P + t] = ~done | hit
+            full_mask[:, P + t] = ~was_done
+            if compact and dead and not finished and 8 * dead >= now_done.shape[0]:
+                keep = torch.nonzero(~now_done).flatten()
+                act = keep if act is None else act[keep]
+                nxt, next_pos, full_mask = nxt[keep], next_pos[keep], full_mask[keep]
+                _select_rows(cache, keep, P + t)
+                if fast is not None:
+                    fast.kv = [(x._k, x._v) for x in cache.layers]
             mask = full_mask[:, :P + t + 1]
             if fast is not None:
                 logits = fast.step(nxt, next_pos[:, 0], None if unpadded else mask)
@@ -361,6 +398,25 @@ def _repeat_rows(cache, g: int) -> None:
             layer.keys, layer.values = layer._k[:, :, :layer._n], layer._v[:, :, :layer._n]
         else:
             layer.batch_repeat_interleave(g)
+
+
+def _select_rows(cache, keep: torch.Tensor, n: int) -> None:
+    """Keep only the rows ``keep`` of a cache whose first ``n`` positions are written, in place. A preallocated
+    layer gets new buffers of the same capacity with the kept rows' first ``n`` positions copied in (the rest is
+    never read). ``n`` is the caller's count: the fast decoder writes into the buffers without advancing the
+    layer's own."""
+    for layer in getattr(cache, "layers", None) or ():
+        if DynamicLayer is not None and isinstance(layer, _PreallocatedLayer) and layer.is_initialized:
+            k = layer._k.new_empty(keep.numel(), *layer._k.shape[1:])
+            v = layer._v.new_empty(keep.numel(), *layer._v.shape[1:])
+            k[:, :, :n] = layer._k[keep, :, :n]
+            v[:, :, :n] = layer._v[keep, :, :n]
+            layer._k, layer._v = k, v
+            layer.keys, layer.values = k[:, :, :layer._n], v[:, :, :layer._n]
+        else:
+            layer.batch_select_indices(keep)
+    if getattr(cache, "layers", None) is None:  # pragma: no cover - transformers without cache layers
+        cache.batch_select_indices(keep)
 
 
 def _fast_decoder(model, cache, n: int, graph_mask: torch.Tensor | None = None):
