@@ -1,9 +1,10 @@
 """Checks on a composed config that Hydra cannot express, and the batch-vocabulary banner."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -66,8 +67,125 @@ def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:
             "grad_accumulation": b["minibatch_size"] // b["micro_batch_size"]}
 
 
+# ------------------------------------------------------------------------------------------- the algo schema
+ALGO_DIR = Path(__file__).resolve().parents[2] / "conf" / "algo"
+
+
+def algo_schema(name: str, algo_dir: Path = ALGO_DIR) -> DictConfig:
+    """The ``algo=<name>`` node as its own YAML file declares it: the file merged over the algo files its
+    defaults list names (``- grpo``), in the list's order (``_self_`` last when absent, as Hydra does). Each
+    file is the single place that node's keys, defaults and their paper provenance (the comments) are written;
+    ``check_algo_keys`` validates the composed ``cfg.algo`` against it."""
+    path = algo_dir / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in algo_dir.glob("*.yaml"))
+        raise ConfigError(f"algo={name}: no such algorithm; valid: {valid}")
+    node = OmegaConf.load(path)
+    defaults = list(node.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    merged = OmegaConf.create({})
+    for entry in defaults:
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, node)
+        elif isinstance(entry, str):  # a sibling algo file (`- grpo`); `override /group...` entries are dicts
+            merged = OmegaConf.merge(merged, algo_schema(entry, algo_dir))
+    return merged
+
+
+def _algo_choice(cfg: DictConfig) -> str | None:
+    """The ``algo=`` choice this config was composed with (a resumed run's is its checkpoint's)."""
+    try:
+        from steprl import resume
+
+        if resume.effective_choices is not None and resume.effective_choices.get("algo"):
+            return str(resume.effective_choices["algo"])
+    except ImportError:  # pragma: no cover - steprl.resume is part of the package
+        pass
+    hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    if hydra_node is not None and OmegaConf.select(hydra_node, "runtime.choices.algo"):
+        return str(OmegaConf.select(hydra_node, "runtime.choices.algo"))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return HydraConfig.get().runtime.choices.get("algo")
+    except Exception:  # no Hydra run (a config built by hand)
+        pass
+    return None
+
+
+def _is_interpolation(node: DictConfig | ListConfig, key) -> bool:
+    return OmegaConf.is_interpolation(node, key)
+
+
+def _kind(value) -> str | None:
+    """A value's type as the schema sees it (None: anything goes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "a list"
+    if isinstance(value, (dict, DictConfig)):
+        return "a mapping"
+    return None
+
+
+def check_node_keys(given: DictConfig, schema: DictConfig, where: str) -> list[str]:
+    """Problems of ``given`` against ``schema``, each naming the dotted key: keys the schema does not declare
+    (with their close matches), and values whose type differs from the declared default's (null is always
+    allowed: it switches an option off). Nodes whose schema default is null or an interpolation are not
+    descended into (their content is another config group's, e.g. ``algo.advantage: ${advantage}``)."""
+    problems: list[str] = []
+    valid = [str(k) for k in schema.keys()]
+    for key in given.keys():
+        key = str(key)
+        name = f"{where}.{key}"
+        if key not in schema:
+            near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
+            problems.append(f"{name} is not a key of {where}: {hint}valid: {sorted(valid)}")
+            continue
+        if _is_interpolation(schema, key) or _is_interpolation(given, key):
+            continue
+        want, got = schema[key], given[key]
+        if isinstance(want, DictConfig) and isinstance(got, DictConfig):
+            problems += check_node_keys(got, want, name)
+            continue
+        kw, kg = _kind(want), _kind(got)
+        if kw is not None and kg is not None and kw != kg:
+            problems.append(f"{name}={OmegaConf.to_container(got) if kg in ('a list', 'a mapping') else got!r} "
+                            f"must be {kw} (default {OmegaConf.to_container(want) if kw in ('a list', 'a mapping') else want!r})")
+    return problems
+
+
+def check_algo_keys(cfg: DictConfig) -> None:
+    """Every key under ``algo`` (its own nodes and the shared ``loss``, ``kl`` and ``filters``) is one its
+    ``conf/algo/<name>.yaml`` declares, with a value of the declared type: a misspelt key in a recipe file or on
+    the command line stops the run at start-up, named with its valid neighbours."""
+    name = _algo_choice(cfg)
+    if name is None:  # composed by hand: the algorithm whose _target_ it is
+        target = str(cfg.algo.get("_target_", ""))
+        names = [p.stem for p in sorted(ALGO_DIR.glob("*.yaml")) if algo_schema(p.stem).get("_target_") == target]
+        if len(names) != 1:
+            return  # ambiguous (several files share the class): nothing to check against
+        name = names[0]
+    if not (ALGO_DIR / f"{name}.yaml").is_file():
+        return  # an algo file from another config directory (hydra.searchpath): no schema here
+    problems = check_node_keys(cfg.algo, algo_schema(name), "algo")
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        raise ConfigError(f"{problems[0]}{more}  [algo={name}]")
+
+
 def check_config(cfg: DictConfig) -> dict[str, int]:
     """Reject inconsistent settings at compose time, naming the keys; return the derived batch numbers."""
+    check_algo_keys(cfg)
     is_rl = not str(cfg.algo._target_).endswith(".SFT")
     derived = check_batch(cfg.batch, is_rl)
     if is_rl:

@@ -17,6 +17,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule
+from steprl.config import ConfigError
 
 
 class Critic(torch.nn.Module):
@@ -42,7 +43,7 @@ class PPO(RLModule):
         self.critic_cfg = {"grad_clip": 1.0, **(critic or {})}
         unknown = set(self.critic_cfg) - {"grad_clip"}
         if unknown:
-            raise ValueError(f"algo.critic has unknown keys {sorted(unknown)}; valid: ['grad_clip']")
+            raise ConfigError(f"algo.critic has unknown keys {sorted(unknown)}; valid: ['grad_clip']")
 
     def param_groups(self):
         return super().param_groups() + [{"params": list(self.critic.parameters()), "lr": self.critic_lr}]

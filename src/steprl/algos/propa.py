@@ -76,14 +76,14 @@ class PROPA(RLModule):
         self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
         self.inf_cfg = {"mode": "greedy", "k": 4, "max_steps": 20, "temperature": 1.0, **(inference or {})}
         if self.mcts_cfg["step_format"] not in STEP_FORMATS:
-            raise ValueError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
+            raise ConfigError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
         if self.inf_cfg["mode"] not in INFERENCE_MODES:
-            raise ValueError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
+            raise ConfigError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
         if self.inf_cfg["mode"] == "prm_best_of_k" and not self.prm_cfg["enabled"]:
-            raise ValueError("algo.inference.mode=prm_best_of_k needs the PRM: set algo.prm.enabled=true")
+            raise ConfigError("algo.inference.mode=prm_best_of_k needs the PRM: set algo.prm.enabled=true")
         for key in ("iterations", "max_depth", "step_max_tokens", "simulate_max_tokens"):
             if int(self.mcts_cfg[key]) < 1:
-                raise ValueError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
+                raise ConfigError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
         override = self.mcts_cfg["terminal_regex"] or None
         try:
             self.is_final_step = final_step_test(self.task, override)
@@ -91,7 +91,7 @@ class PROPA(RLModule):
             raise ConfigError(f"algo.mcts.terminal_regex={override!r} is not a valid regular expression: {e}") from e
         check_final_step(self.task, self.task.splitter, self.is_final_step, override)
         if self.batch_cfg["samples_per_prompt"] < 2:
-            raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
+            raise ConfigError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
                              " and must be >= 2")
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
         self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
@@ -123,7 +123,7 @@ class PROPA(RLModule):
         if not images or not any(images):
             return list(prompts), None, None
         if self.processor is None:
-            raise ValueError("the prompts have images but the model has no image processor: use a vision-language "
+            raise ConfigError("the prompts have images but the model has no image processor: use a vision-language "
                              "model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
         cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         out, pix, grids = [], [], []
