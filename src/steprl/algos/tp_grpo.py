@@ -24,7 +24,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.core.tp_grpo import (
     thought_ids_from_steps,
     tp_grpo_direct_advantages,
@@ -67,9 +67,7 @@ class TPGRPO(RLModule):
     behaviour_logp_from_rollout = True
 
     def __init__(self, *args, judge: dict | None = None, tp_grpo: dict | None = None, **kwargs):
-        t = {"alpha": 1.0, "adaptive": True, "literal_final": False, "placement": "cumulative",
-             "incorrect_rule": "propagate", "judge_template": "tp_grpo", "drop_zero_adv": True,
-             "round_steps": 1, "answer_tag": "</think>", **(tp_grpo or {})}
+        t = {**node_defaults("tp_grpo", "tp_grpo"), **(tp_grpo or {})}
         if t["placement"] not in ("cumulative", "direct"):
             raise ConfigError(f"algo.tp_grpo.placement={t['placement']!r} is not one of ['cumulative', 'direct']")
         if t["incorrect_rule"] not in ("propagate", "direct"):
