@@ -111,26 +111,25 @@ def _schema(algo: str) -> DictConfig:
     return _SCHEMAS[algo]
 
 
-def _algo_choice(cfg: DictConfig) -> str | None:
-    """The ``algo=`` choice this config was composed with (a resumed run's is its checkpoint's)."""
-    try:
-        from steprl import resume
-
-        if resume.effective_choices is not None and resume.effective_choices.get("algo"):
-            return str(resume.effective_choices["algo"])
-    except ImportError:  # pragma: no cover - steprl.resume is part of the package
-        pass
+def _algo_choices(cfg: DictConfig) -> list[str]:
+    """The ``algo=`` choices this config may have been composed with, most specific first: its own Hydra node
+    (the compose API), a resumed run's checkpoint, the running Hydra job."""
+    out = []
     hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
     if hydra_node is not None and OmegaConf.select(hydra_node, "runtime.choices.algo"):
-        return str(OmegaConf.select(hydra_node, "runtime.choices.algo"))
+        out.append(str(OmegaConf.select(hydra_node, "runtime.choices.algo")))
+    from steprl import resume
+
+    if resume.effective_choices is not None and resume.effective_choices.get("algo"):
+        out.append(str(resume.effective_choices["algo"]))
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        if HydraConfig.initialized():
-            return HydraConfig.get().runtime.choices.get("algo")
-    except Exception:  # no Hydra run (a config built by hand)
+        if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("algo"):
+            out.append(str(HydraConfig.get().runtime.choices.get("algo")))
+    except Exception:  # noqa: BLE001 - no Hydra job (a config built by hand)
         pass
-    return None
+    return out
 
 
 def _is_interpolation(node: DictConfig | ListConfig, key) -> bool:
@@ -186,16 +185,18 @@ def check_algo_keys(cfg: DictConfig) -> None:
     """Every key under ``algo`` (its own nodes and the shared ``loss``, ``kl`` and ``filters``) is one its
     ``conf/algo/<name>.yaml`` declares, with a value of the declared type: a misspelt key in a recipe file or on
     the command line stops the run at start-up, named with its valid neighbours."""
-    name = _algo_choice(cfg)
-    if name is None:  # composed by hand: the algorithm whose _target_ it is
-        target = str(cfg.algo.get("_target_", ""))
-        names = [p.stem for p in sorted(ALGO_DIR.glob("*.yaml")) if algo_schema(p.stem).get("_target_") == target]
-        if len(names) != 1:
-            return  # ambiguous (several files share the class): nothing to check against
-        name = names[0]
-    if not (ALGO_DIR / f"{name}.yaml").is_file():
-        return  # an algo file from another config directory (hydra.searchpath): no schema here
-    problems = check_node_keys(cfg.algo, algo_schema(name), "algo")
+    if not ALGO_DIR.is_dir():
+        return  # installed without the repository's conf/: nothing to check against
+    target = str(cfg.algo.get("_target_", ""))
+    names = [n for n in _algo_choices(cfg) if (ALGO_DIR / f"{n}.yaml").is_file() and _schema(n).get("_target_") == target]
+    if names:
+        name, schema = names[0], _schema(names[0])
+    else:  # built by hand, or from an algo file of another config directory: the files of its class, together
+        names = [p.stem for p in sorted(ALGO_DIR.glob("*.yaml")) if _schema(p.stem).get("_target_") == target]
+        if not names:
+            return
+        name, schema = "|".join(names), OmegaConf.merge(*[_schema(n) for n in names])
+    problems = check_node_keys(cfg.algo, schema, "algo")
     if problems:
         more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
         raise ConfigError(f"{problems[0]}{more}  [algo={name}]")

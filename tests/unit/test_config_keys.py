@@ -118,3 +118,17 @@ def test_a_misspelt_key_on_the_command_line_fails_at_start_up(override, message,
     assert r.returncode != 0, out
     assert f"[steprl] error: {message}" in out, out
     assert "[steprl] batch:" not in out
+
+
+def test_a_config_without_its_hydra_node_is_checked_against_its_class():
+    """A config built by hand, or checked after another was composed (Hydra's job state is global), is checked
+    against the algo files whose ``_target_`` it names, not against the last composed ``algo=`` choice."""
+    prime = compose_train(["experiment=prime_tiny"])
+    with open_dict(prime):
+        del prime["hydra"]
+    compose_train(["algo=grpo"])  # the running job's choice is now grpo, whose schema lacks algo.prm
+    check_algo_keys(prime)
+    with open_dict(prime):
+        prime.algo.prm.betta = 0.1
+    with pytest.raises(ConfigError, match=r"algo\.prm\.betta is not a key of algo\.prm: .*\[algo=prime\]"):
+        check_algo_keys(prime)
