@@ -36,7 +36,8 @@ class PolicyModule(L.LightningModule):
                  val: dict | None = None, total_steps: int | None = None, max_consecutive_skips: int | None = 10):
         super().__init__()
         if max_consecutive_skips is not None and int(max_consecutive_skips) < 1:
-            raise ConfigError(f"algo.max_consecutive_skips must be >= 1 or null (never stop), got {max_consecutive_skips}")
+            raise ConfigError(f"algo.max_consecutive_skips must be >= 1 or null (never stop), "
+                              f"got {max_consecutive_skips}")
         self.max_consecutive_skips = max_consecutive_skips
         self._skips = self._skips_total = 0
         self.model_cfg = dict(model)

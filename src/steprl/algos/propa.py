@@ -70,7 +70,8 @@ class PROPA(RLModule):
         self.prm_cfg = {**node_defaults("propa", "prm"), **(prm or {})}
         self.inf_cfg = {**node_defaults("propa", "inference"), **(inference or {})}
         if self.mcts_cfg["step_format"] not in STEP_FORMATS:
-            raise ConfigError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
+            raise ConfigError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of "
+                              f"{list(STEP_FORMATS)}")
         if self.inf_cfg["mode"] not in INFERENCE_MODES:
             raise ConfigError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
         if self.inf_cfg["mode"] == "prm_best_of_k" and not self.prm_cfg["enabled"]:
