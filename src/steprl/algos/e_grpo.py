@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from steprl import core
+from steprl.config import ConfigError, node_defaults
 from steprl.core.agents import egrpo_rewards
 from steprl.algos.base import RLModule, Rewards
 from steprl.rewards.entities import entity_match_rate, thoughts
@@ -40,9 +41,9 @@ class EGRPO(RLModule):
 
     def __init__(self, *args, e_grpo: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eg = {"alpha": 0.3, "case_sensitive": True, "mask_over_length": True, **(e_grpo or {})}
+        self.eg = {**node_defaults("e_grpo", "e_grpo"), **(e_grpo or {})}
         if not 0 <= self.eg["alpha"] < 1:
-            raise ValueError(f"algo.e_grpo.alpha must be in [0, 1) so a correct rollout beats every wrong one, "
+            raise ConfigError(f"algo.e_grpo.alpha must be in [0, 1) so a correct rollout beats every wrong one, "
                              f"got {self.eg['alpha']}")
         self._eg_metrics: dict[str, float] = {}
 

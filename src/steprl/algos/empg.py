@@ -15,6 +15,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
+from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 
 
@@ -24,9 +25,9 @@ class EMPG(RLModule):
 
     def __init__(self, *args, empg: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.empg_cfg = {"k": 1.0, "k_future": 1.0, "zeta": 0.1, "eps": 1e-8, "final_norm": "mean", **(empg or {})}
+        self.empg_cfg = {**node_defaults("empg", "empg"), **(empg or {})}
         if self.empg_cfg["final_norm"] not in core.EMPG_FINAL_NORMS:
-            raise ValueError(f"algo.empg.final_norm={self.empg_cfg['final_norm']!r} is not one of "
+            raise ConfigError(f"algo.empg.final_norm={self.empg_cfg['final_norm']!r} is not one of "
                              f"{list(core.EMPG_FINAL_NORMS)}")
         self.old_entropy: torch.Tensor | None = None
         self._metrics: dict[str, float] = {}

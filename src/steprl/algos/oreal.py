@@ -21,7 +21,7 @@ import torch
 from steprl import core
 from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
 
@@ -45,10 +45,6 @@ class TokenRewardModel(torch.nn.Module):
         return self.head(h[:, -T - 1:-1].to(self.head.weight.dtype)).squeeze(-1).float()  # bf16 trunk, fp32 head
 
 
-OREAL_DEFAULTS = {"shaping": "rloo", "signed_rewards": True, "pair_filter": True, "eta": 0.5, "pos_factor": 1.0,
-                  "pos_mult_adv": True, "kl_target": "ref"}
-RM_DEFAULTS = {"enabled": True, "lr": 2e-6, "weight_decay": 0.01, "betas": (0.9, 0.999), "max_grad_norm": 1.0,
-               "actor_freeze_steps": 10}
 
 
 class OREAL(AuxOptimizers, RLModule):
@@ -56,12 +52,13 @@ class OREAL(AuxOptimizers, RLModule):
 
     def __init__(self, *args, oreal: dict | None = None, token_rm: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        for name, given, defaults in (("oreal", oreal, OREAL_DEFAULTS), ("token_rm", token_rm, RM_DEFAULTS)):
+        oreal_defaults, rm_defaults = node_defaults("oreal", "oreal"), node_defaults("oreal", "token_rm")
+        for name, given, defaults in (("oreal", oreal, oreal_defaults), ("token_rm", token_rm, rm_defaults)):
             unknown = set(given or {}) - set(defaults)
             if unknown:
                 raise ConfigError(f"algo.{name} has unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
-        self.oreal_cfg = {**OREAL_DEFAULTS, **(oreal or {})}
-        self.rm_cfg = {**RM_DEFAULTS, **(token_rm or {})}
+        self.oreal_cfg = {**oreal_defaults, **(oreal or {})}
+        self.rm_cfg = {**rm_defaults, **(token_rm or {})}
         if self.oreal_cfg["shaping"] not in core.OREAL_SHAPINGS:
             raise ConfigError(f"algo.oreal.shaping={self.oreal_cfg['shaping']!r} is not one of "
                               f"{list(core.OREAL_SHAPINGS)}")

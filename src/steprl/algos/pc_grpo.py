@@ -23,7 +23,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import Rewards, RLModule
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.core import pc_grpo as pc
 from steprl.rollout.types import Rollouts, Sample
 
@@ -40,9 +40,8 @@ class PCGRPO(RLModule):
     def __init__(self, *args, curriculum: dict | None = None, care: dict | None = None,
                  scale_by_std: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.curriculum = {"enabled": True, "lam": 4.0, "gamma": 0.5, **(curriculum or {})}
-        self.care = {"enabled": False, "coef": 0.5, "conf_cap": 0.95, "margin": 0.01, "acc_floor": 0.1,
-                     "ema_decay": 0.995, "ema_every": 10, **(care or {})}
+        self.curriculum = {**node_defaults("pc_grpo", "curriculum"), **(curriculum or {})}
+        self.care = {**node_defaults("pc_grpo", "care"), **(care or {})}
         self.scale_by_std = bool(scale_by_std)
         if self.curriculum["gamma"] < 0 or self.curriculum["lam"] < 0:
             raise ConfigError(f"algo.curriculum.lam and gamma must be >= 0, got {self.curriculum}")

@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from steprl.config import ConfigError
 from steprl.models import load_model
 from steprl.models.vision import load_processor
 from steprl.rollout.hf import HFEngine
@@ -35,7 +36,8 @@ class PolicyModule(L.LightningModule):
                  val: dict | None = None, total_steps: int | None = None, max_consecutive_skips: int | None = 10):
         super().__init__()
         if max_consecutive_skips is not None and int(max_consecutive_skips) < 1:
-            raise ValueError(f"algo.max_consecutive_skips must be >= 1 or null (never stop), got {max_consecutive_skips}")
+            raise ConfigError(f"algo.max_consecutive_skips must be >= 1 or null (never stop), "
+                              f"got {max_consecutive_skips}")
         self.max_consecutive_skips = max_consecutive_skips
         self._skips = self._skips_total = 0
         self.model_cfg = dict(model)
@@ -83,7 +85,7 @@ class PolicyModule(L.LightningModule):
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
         if kind == "linear":
             return floor + (1 - floor) * (1 - frac)
-        raise ValueError(f"optim.scheduler={kind!r} is not one of ['constant', 'cosine', 'linear']")
+        raise ConfigError(f"optim.scheduler={kind!r} is not one of ['constant', 'cosine', 'linear']")
 
     def updates_total(self) -> int:
         """Optimiser updates over the whole run (for schedules)."""

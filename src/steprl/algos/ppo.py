@@ -17,6 +17,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule
+from steprl.config import ConfigError, node_defaults
 
 
 class Critic(torch.nn.Module):
@@ -39,10 +40,10 @@ class PPO(RLModule):
         super().__init__(*args, **kwargs)
         self.critic = Critic(self.policy)
         self.critic_lr, self.vf_coef, self.value_clip = critic_lr, vf_coef, value_clip
-        self.critic_cfg = {"grad_clip": 1.0, **(critic or {})}
+        self.critic_cfg = {**node_defaults("ppo", "critic"), **(critic or {})}
         unknown = set(self.critic_cfg) - {"grad_clip"}
         if unknown:
-            raise ValueError(f"algo.critic has unknown keys {sorted(unknown)}; valid: ['grad_clip']")
+            raise ConfigError(f"algo.critic has unknown keys {sorted(unknown)}; valid: ['grad_clip']")
 
     def param_groups(self):
         return super().param_groups() + [{"params": list(self.critic.parameters()), "lr": self.critic_lr}]

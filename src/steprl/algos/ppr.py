@@ -23,6 +23,7 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.ppo import PPO
+from steprl.config import ConfigError, node_defaults
 from steprl.core.agents import (place_at_positions, process_group_advantage, renorm_step_rewards,
                                 turn_end_positions)
 from steprl.rewards.judges import JudgeRequest, RuleStepJudge, build_judge
@@ -35,9 +36,9 @@ class _PrincipleRewards:
 
     def _init_ppr(self, judge: dict | None, ppr: dict | None) -> None:
         if not judge:
-            raise ValueError("algo=ppr needs a judge: judge=rule (task=arith) | hf | openai | scripted")
+            raise ConfigError("algo=ppr needs a judge: judge=rule (task=arith) | hf | openai | scripted")
         self.judge_cfg, self.judge = dict(judge), None
-        self.pp = {"beta": 1.0, "center_final": False, **(ppr or {})}
+        self.pp = {**node_defaults("ppr", "ppr"), **(ppr or {})}
         self._ppr_metrics: dict[str, float] = {}
 
     def setup(self, stage: str) -> None:

@@ -27,7 +27,7 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs
 from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
 
@@ -72,9 +72,6 @@ class PrimeAdvantage:
                                             x.reduce)
 
 
-PRM_DEFAULTS = {"beta": 0.05, "lr": None, "lr_ratio": 2.0, "weight_decay": 0.0, "betas": (0.9, 0.999),
-                "max_grad_norm": 10.0, "mini_batch_size": None, "updates_per_step": 4, "loss": "ce", "update": "after", "ref_type": "freeze",
-                "granularity": "token", "norm": "batch_norm"}
 PRM_CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "ref_type": ("freeze", "policy"),
                "granularity": core.PRIME_GRANULARITIES, "norm": ("batch_norm", "none")}
 
@@ -82,10 +79,11 @@ PRM_CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "re
 class PRIME(AuxOptimizers, RLModule):
     def __init__(self, *args, prm: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        unknown = set(prm or {}) - set(PRM_DEFAULTS)
+        defaults = node_defaults("prime", "prm")  # conf/algo/prime.yaml
+        unknown = set(prm or {}) - set(defaults)
         if unknown:
-            raise ConfigError(f"algo.prm has unknown keys {sorted(unknown)}; valid: {sorted(PRM_DEFAULTS)}")
-        self.prm_cfg = {**PRM_DEFAULTS, **(prm or {})}
+            raise ConfigError(f"algo.prm has unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
+        self.prm_cfg = {**defaults, **(prm or {})}
         for key, choices in PRM_CHOICES.items():
             if self.prm_cfg[key] not in choices:
                 raise ConfigError(f"algo.prm.{key}={self.prm_cfg[key]!r} is not one of {list(choices)}")

@@ -32,7 +32,7 @@ from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.policy import Timer
 from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
-from steprl.config import ConfigError
+from steprl.config import ConfigError, node_defaults
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
 from steprl.rollout.types import Rollouts, Sample
@@ -41,9 +41,6 @@ from steprl.utils import dist as D
 STEP_FORMATS = ("continue", "propa")
 # The SFT phase as the paper trains it (LoRA r 8, alpha 32 at 1e-4, 5 % warm-up, cosine decay, weight decay 0.1);
 # lr None: 1e-4 with the adapter, 1e-5 on full weights (the full-weight default of the library PROPA used).
-SFT_DEFAULTS = {"enabled": True, "lr": None, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
-                "scheduler": "cosine", "weight_decay": 0.1,
-                "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}}
 SFT_LR = {"lora": 1e-4, "full": 1e-5}
 INFERENCE_MODES = ("greedy", "prm_best_of_k")
 
@@ -59,31 +56,29 @@ class PROPA(RLModule):
     def __init__(self, *args, mcts: dict | None = None, sft: dict | None = None, prm: dict | None = None,
                  inference: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mcts_cfg = {"iterations": 20, "c": 1.0, "uct_factor": 2.0, "max_depth": 8, "simulate_all": False,
-                         "expand_temperature": 1.2, "expand_top_k": 50, "expand_top_p": 0.95, "step_stop": ["\n"],
-                         "step_max_tokens": 128, "simulate_greedy": True, "simulate_max_tokens": 512,
-                         "terminal_regex": None, "step_format": "continue", "boost_a": 10.0,
-                         "min_label_range": 0.1, **(mcts or {})}
-        self.sft_cfg = {**SFT_DEFAULTS, **(sft or {})}
-        unknown = set(self.sft_cfg) - set(SFT_DEFAULTS)
+        self.mcts_cfg = {**node_defaults("propa", "mcts"), **(mcts or {})}
+        sft_defaults = node_defaults("propa", "sft")  # conf/algo/propa.yaml
+        self.sft_cfg = {**sft_defaults, **(sft or {})}
+        unknown = set(self.sft_cfg) - set(sft_defaults)
         if unknown:
-            raise ConfigError(f"algo.sft has unknown keys {sorted(unknown)}; valid: {sorted(SFT_DEFAULTS)}")
+            raise ConfigError(f"algo.sft has unknown keys {sorted(unknown)}; valid: {sorted(sft_defaults)}")
         lora = self.sft_cfg["lora"]
         if lora is not None and set(lora) - {"r", "alpha", "dropout", "target_modules"}:
             raise ConfigError(f"algo.sft.lora has unknown keys {sorted(set(lora) - {'r', 'alpha', 'dropout', 'target_modules'})}")
         if self.sft_cfg["scheduler"] not in ("cosine", "constant"):
             raise ConfigError(f"algo.sft.scheduler={self.sft_cfg['scheduler']!r} is not one of ['cosine', 'constant']")
-        self.prm_cfg = {"enabled": True, "lr": 1e-4, "epochs": 3, "micro_batch_size": 8, **(prm or {})}
-        self.inf_cfg = {"mode": "greedy", "k": 4, "max_steps": 20, "temperature": 1.0, **(inference or {})}
+        self.prm_cfg = {**node_defaults("propa", "prm"), **(prm or {})}
+        self.inf_cfg = {**node_defaults("propa", "inference"), **(inference or {})}
         if self.mcts_cfg["step_format"] not in STEP_FORMATS:
-            raise ValueError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of {list(STEP_FORMATS)}")
+            raise ConfigError(f"algo.mcts.step_format={self.mcts_cfg['step_format']!r} is not one of "
+                              f"{list(STEP_FORMATS)}")
         if self.inf_cfg["mode"] not in INFERENCE_MODES:
-            raise ValueError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
+            raise ConfigError(f"algo.inference.mode={self.inf_cfg['mode']!r} is not one of {list(INFERENCE_MODES)}")
         if self.inf_cfg["mode"] == "prm_best_of_k" and not self.prm_cfg["enabled"]:
-            raise ValueError("algo.inference.mode=prm_best_of_k needs the PRM: set algo.prm.enabled=true")
+            raise ConfigError("algo.inference.mode=prm_best_of_k needs the PRM: set algo.prm.enabled=true")
         for key in ("iterations", "max_depth", "step_max_tokens", "simulate_max_tokens"):
             if int(self.mcts_cfg[key]) < 1:
-                raise ValueError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
+                raise ConfigError(f"algo.mcts.{key} must be >= 1, got {self.mcts_cfg[key]}")
         override = self.mcts_cfg["terminal_regex"] or None
         try:
             self.is_final_step = final_step_test(self.task, override)
@@ -91,7 +86,7 @@ class PROPA(RLModule):
             raise ConfigError(f"algo.mcts.terminal_regex={override!r} is not a valid regular expression: {e}") from e
         check_final_step(self.task, self.task.splitter, self.is_final_step, override)
         if self.batch_cfg["samples_per_prompt"] < 2:
-            raise ValueError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
+            raise ConfigError("algo=propa: batch.samples_per_prompt is the expansion width k (the sibling group size)"
                              " and must be >= 2")
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
         self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
@@ -123,7 +118,7 @@ class PROPA(RLModule):
         if not images or not any(images):
             return list(prompts), None, None
         if self.processor is None:
-            raise ValueError("the prompts have images but the model has no image processor: use a vision-language "
+            raise ConfigError("the prompts have images but the model has no image processor: use a vision-language "
                              "model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
         cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         out, pix, grids = [], [], []

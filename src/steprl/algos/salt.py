@@ -20,6 +20,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
+from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 
 ACTION_KEYS = ("action", "full_response")
@@ -32,14 +33,13 @@ class SALT(RLModule):
 
     def __init__(self, *args, salt: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        c = {"state_key": "obs", "action_key": "action", "action_regex": None, "drop_regex": None,
-             "dedup_within_traj": False, "renorm": "none", "lam": 1.0, **(salt or {})}
+        c = {**node_defaults("salt", "salt"), **(salt or {})}
         for key, allowed in (("state_key", core.SALT_STATE_KEYS), ("action_key", ACTION_KEYS),
                              ("renorm", core.SALT_RENORMS)):
             if c[key] not in allowed:
-                raise ValueError(f"algo.salt.{key}={c[key]!r} is not one of {list(allowed)}")
+                raise ConfigError(f"algo.salt.{key}={c[key]!r} is not one of {list(allowed)}")
         if not 0.0 <= float(c["lam"]) <= 1.0:
-            raise ValueError(f"algo.salt.lam must be in [0, 1], got {c['lam']}")
+            raise ConfigError(f"algo.salt.lam must be in [0, 1], got {c['lam']}")
         self.salt_cfg = c
         self._metrics: dict[str, float] = {}
 

@@ -9,6 +9,7 @@ import torch
 
 from steprl import core
 from steprl.algos.policy import PolicyModule
+from steprl.config import ConfigError
 from steprl.models.vision import vision_forward_kwargs
 from steprl.utils import dist as D
 
@@ -30,13 +31,13 @@ class SFT(PolicyModule):
         self._pix = self._grids = None  # per-row vision inputs of the batch (a VL model on image prompts)
         if any(s.images for s in batch):
             if self.processor is None:
-                raise ValueError("the prompts have images but the model has no image processor: use a "
+                raise ConfigError("the prompts have images but the model has no image processor: use a "
                                  "vision-language model (e.g. model=tiny_vl or model=qwen2_5_vl_3b)")
             vis = [self.processor.images(list(s.images)) for s in batch]
             self._pix, self._grids = [v[0] for v in vis], [v[1] for v in vis]
         for r, s in enumerate(batch):
             if not s.solution:
-                raise ValueError(f"algo=sft needs worked solutions; task {self.task.name!r} sample {s.uid!r} has none")
+                raise ConfigError(f"algo=sft needs worked solutions; task {self.task.name!r} sample {s.uid!r} has none")
             prompt = s.prompt if self._grids is None else self.processor.expand(s.prompt, self._grids[r])
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             a = tok(s.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -24,6 +24,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
+from steprl.config import ConfigError, node_defaults
 from steprl.core.tp_grpo import (
     thought_ids_from_steps,
     tp_grpo_direct_advantages,
@@ -66,20 +67,18 @@ class TPGRPO(RLModule):
     behaviour_logp_from_rollout = True
 
     def __init__(self, *args, judge: dict | None = None, tp_grpo: dict | None = None, **kwargs):
-        t = {"alpha": 1.0, "adaptive": True, "literal_final": False, "placement": "cumulative",
-             "incorrect_rule": "propagate", "judge_template": "tp_grpo", "drop_zero_adv": True,
-             "round_steps": 1, "answer_tag": "</think>", **(tp_grpo or {})}
+        t = {**node_defaults("tp_grpo", "tp_grpo"), **(tp_grpo or {})}
         if t["placement"] not in ("cumulative", "direct"):
-            raise ValueError(f"algo.tp_grpo.placement={t['placement']!r} is not one of ['cumulative', 'direct']")
+            raise ConfigError(f"algo.tp_grpo.placement={t['placement']!r} is not one of ['cumulative', 'direct']")
         if t["incorrect_rule"] not in ("propagate", "direct"):
-            raise ValueError(f"algo.tp_grpo.incorrect_rule={t['incorrect_rule']!r} is not one of "
+            raise ConfigError(f"algo.tp_grpo.incorrect_rule={t['incorrect_rule']!r} is not one of "
                              f"['propagate', 'direct']")
         if t["judge_template"] not in TEMPLATES:
-            raise ValueError(f"algo.tp_grpo.judge_template={t['judge_template']!r} is not one of {list(TEMPLATES)}")
+            raise ConfigError(f"algo.tp_grpo.judge_template={t['judge_template']!r} is not one of {list(TEMPLATES)}")
         if not (isinstance(t["round_steps"], int) and t["round_steps"] >= 1):
-            raise ValueError(f"algo.tp_grpo.round_steps={t['round_steps']!r} must be an integer >= 1")
+            raise ConfigError(f"algo.tp_grpo.round_steps={t['round_steps']!r} must be an integer >= 1")
         if not judge:
-            raise ValueError("algo=tp_grpo needs a step judge: judge=rule (task=arith) | hf | openai")
+            raise ConfigError("algo=tp_grpo needs a step judge: judge=rule (task=arith) | hf | openai")
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
         self.tp, self.judge_cfg, self.judge = t, dict(judge), None
         self._buffer: tuple[Rollouts, Rewards] | None = None

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from steprl.algos.drm import reasoning_answer_spans
+from steprl.config import ConfigError
 from steprl.rewards.drm_models import (
     CrossEncoderRelevance,
     EmbeddingRelevance,
@@ -36,7 +37,7 @@ def test_span_parsing():
     t = "1+2+3=3+3\n3+3=6\n#### 6"
     assert _cut(t, reasoning_answer_spans(t, "last_step", StepSplitter("newline"))) == ["1+2+3=3+3\n3+3=6", "#### 6"]
     assert reasoning_answer_spans("#### 6", "last_step", StepSplitter("newline"))[0] is None
-    with pytest.raises(ValueError, match="algo.drm.spans"):
+    with pytest.raises(ConfigError, match="algo.drm.spans"):
         reasoning_answer_spans(t, "xml")
 
 

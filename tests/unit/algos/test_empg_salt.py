@@ -7,6 +7,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import Rewards
+from steprl.config import ConfigError
 from steprl.rollout.types import Rollouts
 from steprl.train import build
 from tests.helpers import compose_train
@@ -133,7 +134,7 @@ def test_salt_on_text_steps_and_lam_zero_is_grpo(tmp_path):
 
 
 def test_salt_bad_config_names_key(tmp_path):
-    with pytest.raises(ValueError, match="algo.salt.state_key"):
+    with pytest.raises(ConfigError, match="algo.salt.state_key"):
         _module("salt", tmp_path, "algo.salt.state_key=history")
 
 

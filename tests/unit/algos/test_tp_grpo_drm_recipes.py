@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from steprl.config import check_config
+from steprl.config import ConfigError, check_config
 from steprl.rewards.judges import OpenAIChatBackend, RuleStepJudge, build_judge
 from steprl.tasks import ArithTask
 from tests.helpers import compose_train
@@ -42,7 +42,7 @@ def test_drm_paper_recipe(tmp_path):
     assert c["algo"]["_target_"] == "steprl.algos.drm.DRM" and c["algo"]["judge"] is None
     assert c["algo"]["relevance"] == {"kind": "cross_encoder", "path": "BAAI/bge-reranker-v2-m3",
                                       "parts": ["question", "answer", "documents"], "max_length": 1024,
-                                      "batch_size": 16}
+                                      "batch_size": 16, "tiny": None}
     assert c["algo"]["coherence"]["kind"] == "reward_model"
     assert c["algo"]["drm"]["use_answer"] and c["algo"]["drm"]["norm"] == "zscore"
     assert c["algo"]["drm"]["weights"] == pytest.approx([1 / 3] * 3)
@@ -68,7 +68,7 @@ def test_bad_algo_options_name_the_key(tmp_path):
                              (DRM, {"drm": {"norm": "rank"}}, "algo.drm.norm"),
                              (DRM, {"drm": {"weights": [1, 1]}}, "algo.drm.weights"),
                              (DRM, {"relevance": {"parts": ["vibes"]}}, "algo.relevance.parts")]:
-        with pytest.raises(ValueError, match=key):
+        with pytest.raises(ConfigError, match=key):
             cls(**_base_kwargs(), **kwargs)
 
 

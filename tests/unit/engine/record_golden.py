@@ -1,0 +1,69 @@
+"""Record the golden per-step ``train/loss`` lists of every RL algorithm's ``experiment=<algo>_tiny`` recipe.
+
+    PYTHONPATH=$PWD/src python tests/unit/engine/record_golden.py [--only grpo,prime,...]
+
+rewrites ``tests/unit/engine/golden_losses.json`` (all recipes, or only the named ones, keeping the others);
+``tests/unit/engine/test_golden_losses.py`` checks that a run equals them bit for bit. Re-record only when a
+recipe or the numbers are meant to change, and say why in the commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).with_name("golden_losses.json")
+STEPS = 2
+# the 15 RL algorithms' CPU recipes (sft and the propa_puzzles variant are not RL algorithms of their own)
+ALGOS = ["drgrpo", "drm", "e_grpo", "empg", "grpo", "oreal", "pc_grpo", "ppo", "ppr", "prime", "propa",
+         "reinforce_pp", "rloo", "salt", "tp_grpo"]
+# a fixed seed, STEPS steps, one torch thread; no validation, sanity pass, checkpoint, logger or progress bar
+OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar=null",
+             "callbacks.model_checkpoint=null", "callbacks.sample_table=null", f"trainer.max_steps={STEPS}",
+             "trainer.val_check_interval=1000", "trainer.num_sanity_val_steps=0", "task.num_val=4"]
+
+
+def losses(algo: str, out: Path) -> list[float]:
+    """The per-step ``train/loss`` of ``experiment=<algo>_tiny`` run for STEPS steps in this process."""
+    import lightning as L
+
+    from steprl.train import build
+    from tests.helpers import compose_train
+
+    class Losses(L.Callback):
+        def __init__(self):
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.values.append(float(trainer.callback_metrics["train/loss"]))
+
+    cfg = compose_train([f"experiment={algo}_tiny", *OVERRIDES], out)
+    module, data, trainer = build(cfg)
+    rec = Losses()
+    trainer.callbacks.append(rec)
+    trainer.fit(module, datamodule=data)
+    return rec.values
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated algorithms to re-record (default: all)")
+    args = ap.parse_args()
+    only = [a for a in args.only.split(",") if a] or ALGOS
+    unknown = sorted(set(only) - set(ALGOS))
+    if unknown:
+        sys.exit(f"--only: unknown algorithms {unknown}; valid: {ALGOS}")
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    for algo in only:
+        with tempfile.TemporaryDirectory() as tmp:
+            golden[algo] = losses(algo, Path(tmp))
+        print(f"{algo}: {golden[algo]}", flush=True)
+    GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
