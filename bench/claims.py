@@ -245,7 +245,15 @@ def missing_configs(claim: Claim, extra: list[str] = ()) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- raw data
 
-FIELDS = ["claim", "arm", "seed", "budget", "steps", "rollouts", "seconds", "curves", "command"]
+FIELDS = ["claim", "arm", "seed", "budget", "steps", "rollouts", "seconds", "curves", "command", "commit"]
+
+
+def code_version() -> str:
+    """The checkout a run measured: the commit, with `+dirty` when tracked files differ from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=10", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -257,11 +265,17 @@ def read_rows(path: Path) -> list[dict]:
         r["seed"], r["steps"] = int(r["seed"]), int(r["steps"])
         r["rollouts"], r["seconds"] = float(r["rollouts"]), float(r["seconds"])
         r["curves"] = json.loads(r["curves"])
+        r["commit"] = r.get("commit") or "unknown"
     return rows
 
 
 def append_row(path: Path, row: dict) -> None:
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != FIELDS:
+            raise SystemExit(f"{path}: its columns {header} are not this script's {FIELDS}; move it aside and rerun")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
@@ -294,7 +308,8 @@ def collect(claim: Claim, arm: str, seed: int, rdir: Path, budget_str: str, cmd:
     curves = {k: sorted([s, v] for s, v in m[k].items()) for k in sorted(wanted) if k in m}
     curves["rollouts"] = roll
     return {"claim": claim.key, "arm": arm, "seed": seed, "budget": budget_str, "steps": steps, "rollouts": cum,
-            "seconds": round(seconds, 1), "curves": curves, "command": shlex.join(cmd)}
+            "seconds": round(seconds, 1), "curves": curves, "command": shlex.join(cmd),
+            "commit": code_version()}
 
 
 # --------------------------------------------------------------------------------------------------- statistics
@@ -507,6 +522,8 @@ def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str)
     if claim.note:
         L += ["", claim.note]
     L += ["", f"Command: `{cmd}`", ""]
+    if rows:
+        L += [f"Code measured: commit {', '.join(sorted({r['commit'] for r in rows}))}.", ""]
     if rows and res and res["complete"]:
         b = rows[0]
         L += [f"Runs: {len(rows)} ({', '.join(f'{a}: {n} seeds' for a, n in res['counts'].items())}); budget "
