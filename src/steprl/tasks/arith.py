@@ -28,9 +28,22 @@ operator fewer). Reducing a different operation than the canonical one is accept
 (``2+3+4=2+7``); a reduction that breaks precedence is not (``3+5*2=8*2``), and neither is a rewrite that keeps
 the value but is not a single reduction (``3+5*2=11+2``). The ``#### x`` line scores 1 iff ``x`` equals the
 value of the current expression. Unparsable lines, and any line after the ``####`` line, score 0.
+
+Where a chain first went wrong (:meth:`ArithTask.first_error`): the index of the first step that scores 0, or the
+number of steps when every step is right but the response stops before a ``####`` line (a cut-off chain's first
+missing step), or ``None`` for a fully correct chain. With ``step_scores="prefix"`` the step scores themselves
+carry it: a step scores 1 iff it and every step before it are right (1 before the first error, 0 from there on),
+the per-step signal of a verifier that follows the reference chain; the default ``"local"`` judges each step
+on its own as above.
+
+Long chains (``task=arith_long``: 2-10 terms, lengths mixed): with a per-step accuracy ``p`` a chain of ``n``
+terms is right with probability about ``p ** n`` (``n - 1`` reductions and the answer line), so a model that is
+right on most steps is still wrong on most long chains. ``length_in_source=true`` names each sample's source
+``"<name>_<n>"`` (``n`` terms), so validation logs ``val/acc/<name>_<n>`` per length.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import random
 import re
@@ -42,6 +55,8 @@ from torch.utils.data import Dataset
 from steprl.rollout.types import Sample
 from steprl.tasks.base import StepSplitter, Task
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ArithTask",
     "evaluate_expression",
@@ -49,7 +64,10 @@ __all__ = [
     "worked_solution",
     "is_valid_reduction",
     "parse_expression",
+    "STEP_SCORES",
 ]
+
+STEP_SCORES = ("local", "prefix")
 
 OPERATORS = "+-*"
 MAX_DIGITS = 40  # longer numbers are rejected as unparsable (keeps checking cheap on adversarial text)
@@ -249,6 +267,9 @@ class ArithTask(Task):
         num_val: number of validation problems, all distinct, none ever generated for training.
         seed: everything is a pure function of ``seed`` and the item index.
         name: task name (``Sample.source``).
+        step_scores: ``"local"`` (each step judged on its own) or ``"prefix"`` (a step scores 1 iff every step up
+            to it is right); see the module docstring.
+        length_in_source: ``Sample.source`` is ``"<name>_<num_terms>"`` (per-length validation metrics).
 
     Raises:
         ValueError: invalid knobs, or a problem space too small for ``num_val`` distinct validation problems
@@ -268,8 +289,14 @@ class ArithTask(Task):
         num_val: int = 256,
         seed: int = 0,
         name: str = "arith",
+        step_scores: str = "local",
+        length_in_source: bool = False,
     ):
         super().__init__(name=name, splitter=StepSplitter("newline"))
+        if step_scores not in STEP_SCORES:
+            raise ValueError(f"ArithTask step_scores must be one of {list(STEP_SCORES)}, got {step_scores!r}")
+        self.step_scores = step_scores
+        self.length_in_source = bool(length_in_source)
         self.min_operand = int(min_operand)
         self.max_operand = int(max_operand)
         if self.min_operand < 0 or self.max_operand < self.min_operand:
@@ -363,13 +390,14 @@ class ArithTask(Task):
     def make_sample(self, split: str, i: int) -> Sample:
         expr = self.expression(split, i)
         toks = parse_expression(expr)
+        n_terms = (len(toks) + 1) // 2
         return Sample(
             prompt=f"{expr}=\n",
             answer=str(_evaluate_tokens(toks)),
             solution=worked_solution(expr),
             uid=f"{self.name}-{self.seed}-{split}-{i}",
-            source=self.name,
-            meta={"expression": expr, "split": split, "index": i, "num_terms": (len(toks) + 1) // 2},
+            source=f"{self.name}_{n_terms}" if self.length_in_source else self.name,
+            meta={"expression": expr, "split": split, "index": i, "num_terms": n_terms},
         )
 
     def train_dataset(self) -> Dataset:
@@ -407,6 +435,14 @@ class ArithTask(Task):
         return 1.0 if int(got) == self._expected_answer(sample) else 0.0
 
     def _score_steps(self, sample: Sample, response: str) -> list[float]:
+        scores, _ = self._check_steps(sample, response)
+        if self.step_scores == "prefix":
+            k = scores.index(0.0) if 0.0 in scores else len(scores)
+            scores = [1.0] * k + [0.0] * (len(scores) - k)
+        return scores
+
+    def _check_steps(self, sample: Sample, response: str) -> tuple[list[float], bool]:
+        """Local step scores (each step judged on its own) and whether a ``####`` line was reached."""
         current: Tokens | None = parse_expression(self._expression_of(sample))
         done = False
         scores = []
@@ -419,7 +455,21 @@ class ArithTask(Task):
                 line_ok, current, done = self._check_line(line, current, done)
                 ok = ok and line_ok
             scores.append(1.0 if ok else 0.0)
-        return scores
+        return scores, done
+
+    def first_error(self, sample: Sample, response: str) -> int | None:
+        """Where the chain first went wrong: the index (into ``splitter.split(response)``) of the first wrong step;
+        the number of steps when all are right but no ``####`` line was reached (the first missing step);
+        ``None`` when every step and the answer line are right. Never raises: an unusable ``sample`` or a
+        non-string response gives 0."""
+        try:
+            scores, done = self._check_steps(sample, response)
+        except Exception:  # noqa: BLE001 - same never-raise contract as score_steps
+            log.debug("ArithTask.first_error failed; reporting step 0", exc_info=True)
+            return 0
+        if 0.0 in scores:
+            return scores.index(0.0)
+        return None if done else len(scores)
 
     @staticmethod
     def _check_line(line: str, current: Tokens | None, done: bool) -> tuple[bool, Tokens | None, bool]:
@@ -444,5 +494,6 @@ class ArithTask(Task):
         return (
             f"ArithTask(min_operand={self.min_operand}, max_operand={self.max_operand}, "
             f"num_terms={list(self.num_terms)}, operators={self.operators!r}, num_train={self.num_train}, "
-            f"num_val={self.num_val}, seed={self.seed!r})"
+            f"num_val={self.num_val}, seed={self.seed!r}, step_scores={self.step_scores!r}, "
+            f"length_in_source={self.length_in_source})"
         )

@@ -11,6 +11,16 @@ Data sources (``source=``):
   user corpus (``corpus_file``: jsonl with ``title`` and ``text``, or Search-R1's ``contents`` =
   ``"title"\\ntext``).
 
+Scripted episodes (``Sample.solution`` of synthetic questions, what ``algo=sft`` trains the search warm start
+on): for each hop the agent thinks the entity it is at and searches it, reads the returned document (the real
+BM25 result of the task's index, ``topk`` documents), and after the last hop thinks and answers::
+
+    <think>Bais Tronal</think><search>Bais Tronal</search>\n\n<information>Doc 1(Title: Bais Tronal) Bais
+    Tronal was born in Stuth and works for Kraibo Corp.\n</information>\n\n<think>Stuth</think><answer>Stuth
+    </answer>
+
+so its thoughts name every entity of the chain (E-GRPO's entity match rate is 1) and it needs ``max_turns >= hops``.
+
 Reward: exact match of the last ``<answer>…</answer>`` of the response with any gold answer after SQuAD-style
 normalisation (lower case, punctuation and the articles a/an/the removed, whitespace collapsed); a response
 without an answer scores 0. Steps are agent turns, set by the AgentLoop (``splitter`` is None).
@@ -32,7 +42,8 @@ from steprl.tasks.base import SampleListDataset, Task, read_jsonl_rows
 from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
 
 __all__ = ["SearchQATask", "KnowledgeBase", "make_knowledge_base", "normalize_answer", "exact_match",
-           "extract_answer", "thoughts", "PROMPT", "SHORT_PROMPT", "load_qa_jsonl", "load_corpus_jsonl"]
+           "extract_answer", "thoughts", "PROMPT", "SHORT_PROMPT", "load_qa_jsonl", "load_corpus_jsonl",
+           "scripted_episode", "principle_judge"]
 
 PROMPT = ("Answer the given question. Reason inside <think> and </think> every time you get new information. "
           "If you find you lack some knowledge, call the search engine with <search> query </search>; it returns "
@@ -159,6 +170,61 @@ def synthetic_questions(kb: KnowledgeBase, hops: Sequence[int] = (1, 2, 3)) -> l
     return out
 
 
+def scripted_episode(env: SearchEnv, entities: Sequence[str]) -> str:
+    """The worked episode of a question whose chain is ``entities`` (start, intermediates, answer): one
+    think + search turn per hop with ``env``'s real observations, then think + answer (see the module docstring)."""
+    if len(entities) < 2:
+        raise ValueError(f"a scripted episode needs a chain of at least 2 entities, got {list(entities)}")
+    text = ""
+    for e in entities[:-1]:
+        turn = f"<think>{e}</think><search>{e}</search>"
+        text += turn + env.step(turn, final=False).observation
+    return text + f"<think>{entities[-1]}</think><answer>{entities[-1]}</answer>"
+
+
+_TAGGED = re.compile(r"<(think|search|information|answer)>(.*?)</\1>", re.DOTALL)
+_TITLES = re.compile(r"\(Title: (.*?)\)")
+
+
+def principle_judge(prompt: str | list[dict]) -> str:
+    """A rule-based stand-in for PPR's principle judge on search episodes (``judge=scripted`` with
+    ``judge.scripted.fn=steprl.tasks.search_qa.principle_judge``), for CPU runs without a judge model.
+
+    It reads PPR's prompt (``steprl.rewards.principle.PRINCIPLE_TEMPLATE``: the Query = question + earlier
+    turns, the Response = the judged turn with its observation) and scores the turn on the prompt's three
+    principles, each 0 or 1, after its hard format rule (text outside ``<think>``, ``<search>``,
+    ``<information>``, ``<answer>`` tags: score 0):
+
+    (a) extraction: the turn's ``<think>`` names something the Query contains (the question or a retrieved
+        document), i.e. it reasons from what it was given;
+    (b) query: the ``<search>`` query is grounded (it appears in the Query) and was not searched before;
+    (c) decision: the search returned a document not retrieved earlier in the episode.
+
+    Reply: ``"Analysis: a=<0|1> b=<0|1> c=<0|1>\nScores: <final_score>S,3</final_score>"``.
+    """
+    if isinstance(prompt, list):
+        prompt = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
+    context, sep, turn = str(prompt).rpartition("\n**Response**: ")
+    if not sep:
+        return "Analysis: no Response in the prompt\nScores: <final_score>0,3</final_score>"
+    context = context.partition("**Query**: ")[2] or context
+    if _TAGGED.sub("", turn).strip():
+        return "Analysis: text outside the tags\nScores: <final_score>0,3</final_score>"
+    parts: dict[str, list[str]] = {}
+    for tag, body in _TAGGED.findall(turn):
+        parts.setdefault(tag, []).append(body.strip())
+    ctx = context.lower()
+    thought = " ".join(parts.get("think", [])).lower()
+    a = int(bool(thought) and thought in ctx)
+    query = (parts.get("search") or [""])[0].lower()
+    b = int(bool(query) and query in ctx and f"<search>{query}</search>" not in ctx.replace("<search> ", "<search>")
+            .replace(" </search>", "</search>"))
+    seen = {t.lower() for t in _TITLES.findall(context)}
+    new = [t for t in _TITLES.findall(" ".join(parts.get("information", []))) if t.lower() not in seen]
+    c = int(bool(query) and bool(new))
+    return f"Analysis: a={a} b={b} c={c}\nScores: <final_score>{a + b + c},3</final_score>"
+
+
 # ------------------------------------------------------------------------------------------ jsonl loaders
 def load_qa_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """HotpotQA / NQ-style questions: ``question`` and ``answer`` | ``answers`` | ``golden_answers``."""
@@ -197,6 +263,8 @@ class SearchQATask(Task):
     Agent settings (the AgentLoop): ``max_turns`` (tool-enabled turns, then one final turn without tools),
     ``max_turn_tokens`` (new tokens per turn; None: the rollout engine's ``max_new_tokens``),
     ``max_response_tokens`` (turns + observations), ``max_obs_tokens``; ``topk`` documents per search.
+    ``hops_in_source``: synthetic samples' source is ``"<name>_<h>hop"`` (validation logs ``val/acc/<source>``
+    per number of hops).
     """
 
     name = "search_qa"
@@ -205,7 +273,7 @@ class SearchQATask(Task):
                  kb_size: dict | None = None, num_val: int = 64, train_file: str | None = None,
                  val_file: str | None = None, corpus_file: str | None = None, prompt_template: str | None = None,
                  topk: int = 3, max_turns: int = 2, max_turn_tokens: int | None = None,
-                 max_response_tokens: int = 1024, max_obs_tokens: int | None = 500):
+                 max_response_tokens: int = 1024, max_obs_tokens: int | None = 500, hops_in_source: bool = False):
         super().__init__()
         self.splitter = None  # steps are agent turns: the AgentLoop writes step_ids
         prompt_template = PROMPT if prompt_template is None else prompt_template
@@ -217,8 +285,10 @@ class SearchQATask(Task):
         if bad or not hops:
             raise ValueError(f"task.hops must be a non-empty subset of [1, 2, 3], got {list(hops)}")
         self.source, self.seed, self.prompt_template, self.topk = source, seed, prompt_template, topk
+        self.hops_in_source = bool(hops_in_source)
         self.agent_cfg = {"max_turns": max_turns, "max_turn_tokens": max_turn_tokens,
                           "max_response_tokens": max_response_tokens, "max_obs_tokens": max_obs_tokens}
+        self._retriever: BM25Retriever | None = None
         if source == "synthetic":
             self.kb = make_knowledge_base(seed, **dict(kb_size or {}))
             self.docs = self.kb.corpus()
@@ -237,16 +307,19 @@ class SearchQATask(Task):
             self.docs = load_corpus_jsonl(corpus_file)
             self._train = [self._sample(q, "train", i) for i, q in enumerate(load_qa_jsonl(train_file))]
             self._val = [self._sample(q, "val", i) for i, q in enumerate(load_qa_jsonl(val_file))]
-        self._retriever: BM25Retriever | None = None
 
     def _sample(self, q: dict, split: str, i: int) -> Sample:
         golds = q.get("answers") or [q["answer"]]
         meta = {"answers": list(golds), "entities": list(q.get("entities") or []),
                 "question": q["question"]}
+        solution = None
         if "support" in q:
             meta["support"], meta["hops"] = q["support"], q["hops"]
+            solution = scripted_episode(self.make_env(), q["entities"])
         return Sample(prompt=self.prompt_template.format(question=q["question"]), answer=golds[0],
-                      uid=f"{self.name}-{split}-{q.get('id', i)}", source=self.name, meta=meta)
+                      solution=solution, uid=f"{self.name}-{split}-{q.get('id', i)}",
+                      source=f"{self.name}_{q['hops']}hop" if self.hops_in_source and "hops" in q else self.name,
+                      meta=meta)
 
     def __getstate__(self) -> dict[str, Any]:  # verifier workers need no corpus, index or questions
         state = dict(self.__dict__)

@@ -1,0 +1,75 @@
+"""search_qa's scripted episodes (what the search warm start is trained on), per-hop sources, and the rule-based
+stand-in for PPR's principle judge, on hand-made turns."""
+from __future__ import annotations
+
+import pytest
+
+from steprl.rewards.entities import entity_match_rate, thoughts
+from steprl.rewards.principle import PRINCIPLE_TEMPLATE, parse_final_score
+from steprl.tasks.search_qa import SearchQATask, extract_answer, principle_judge, scripted_episode
+from steprl.tasks.search_tools import Document, SearchEnv, parse_action
+
+
+class _OneDoc:
+    """A retriever over a fixed list: search(query) returns the document titled ``query`` (if any)."""
+
+    def __init__(self, docs):
+        self.docs = {d.title: d for d in docs}
+
+    def search(self, query, k=3):
+        return [self.docs[query]] if query in self.docs else []
+
+
+DOCS = [Document("Ann Bo", "Ann Bo was born in Tova and works for Zed Corp."), Document("Tova", "Tova is a city in Rulia.")]
+
+
+def test_scripted_episode_by_hand():
+    env = SearchEnv(_OneDoc(DOCS), topk=1)
+    text = scripted_episode(env, ["Ann Bo", "Tova", "Rulia"])
+    assert text == ("<think>Ann Bo</think><search>Ann Bo</search>\n\n<information>Doc 1(Title: Ann Bo) Ann Bo was "
+                    "born in Tova and works for Zed Corp.\n</information>\n\n"
+                    "<think>Tova</think><search>Tova</search>\n\n<information>Doc 1(Title: Tova) Tova is a city in "
+                    "Rulia.\n</information>\n\n<think>Rulia</think><answer>Rulia</answer>")
+    assert extract_answer(text) == "Rulia"
+    assert entity_match_rate(thoughts(text), ["Ann Bo", "Tova", "Rulia"]) == 1.0
+    with pytest.raises(ValueError, match="at least 2 entities"):
+        scripted_episode(env, ["Ann Bo"])
+
+
+@pytest.fixture(scope="module")
+def task():
+    return SearchQATask(seed=0, num_val=16, topk=1, max_turns=3, hops_in_source=True)
+
+
+def test_synthetic_samples_carry_a_correct_scripted_episode(task):
+    for s in list(task.train_dataset())[:40] + list(task.val_dataset()):
+        assert task.verify(s, s.solution) == 1.0
+        acts = [parse_action(t) for t in s.solution.split("</information>")]
+        assert [a[0] for a in acts] == ["search"] * s.meta["hops"] + ["answer"]
+        assert [a[1] for a in acts[:-1]] == s.meta["entities"][:-1]  # one search per hop, the chain in order
+        assert s.source == f"search_qa_{s.meta['hops']}hop"
+    assert SearchQATask(seed=0, num_val=16).val_dataset()[0].source == "search_qa"
+
+
+def _ask(query: str, turn: str) -> tuple[int, int]:
+    user = PRINCIPLE_TEMPLATE["user"].format(question=query, response=turn)
+    reply = principle_judge([{"role": "system", "content": "..."}, {"role": "user", "content": user}])
+    return parse_final_score(reply)
+
+
+Q = "Question: In which country was Ann Bo born?\n"
+T1 = ("<think>Ann Bo</think><search>Ann Bo</search>\n\n<information>Doc 1(Title: Ann Bo) Ann Bo was born in Tova "
+      "and works for Zed Corp.\n</information>\n\n")
+T2 = "<think>Tova</think><search>Tova</search>\n\n<information>Doc 1(Title: Tova) Tova is a city in Rulia.\n</information>\n\n"
+
+
+@pytest.mark.parametrize("query,turn,score", [
+    (Q, T1, (3, 3)),                      # grounded thought and query, a new document
+    (Q + T1, T2, (3, 3)),                 # the second hop reads Tova from the first document
+    (Q, T2, (1, 3)),                      # Tova is not in the question yet: ungrounded thought and query, new doc
+    (Q + T1, T1, (1, 3)),                 # a repeated search: thought grounded, query repeated, nothing new
+    (Q, "Let me see. " + T1, (0, 3)),     # text outside the tags breaks the hard format rule
+    (Q, "<think>Ann Bo</think>", (1, 3)),  # no search: only the thought counts
+])
+def test_principle_judge_on_hand_made_turns(query, turn, score):
+    assert _ask(query, turn) == score
