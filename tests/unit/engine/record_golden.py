@@ -26,6 +26,13 @@ OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar
              "trainer.val_check_interval=1000", "trainer.num_sanity_val_steps=0", "task.num_val=4"]
 
 
+# Where a recipe's first STEPS steps log a loss of exactly 0 the safety net could not fail: OREAL's actor is frozen
+# for its first 2 steps while its token RM warms up, so its run unfreezes it at once. PC-GRPO's stays [0, 0]: its
+# warm start earns no reward on the recipe's puzzles (train/reward 0.000 with 2 or 4 prompts, seeds 0 and 1), so
+# every advantage is 0 there — the recipe itself does not learn yet (see docs/testbed.md).
+EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"]}
+
+
 def losses(algo: str, out: Path) -> list[float]:
     """The per-step ``train/loss`` of ``experiment=<algo>_tiny`` run for STEPS steps in this process."""
     import lightning as L
@@ -40,7 +47,7 @@ def losses(algo: str, out: Path) -> list[float]:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.values.append(float(trainer.callback_metrics["train/loss"]))
 
-    cfg = compose_train([f"experiment={algo}_tiny", *OVERRIDES], out)
+    cfg = compose_train([f"experiment={algo}_tiny", *OVERRIDES, *EXTRA.get(algo, [])], out)
     module, data, trainer = build(cfg)
     rec = Losses()
     trainer.callbacks.append(rec)
