@@ -47,6 +47,16 @@ def load_policy(ckpt_path: str | Path):
     return model, tokenizer
 
 
+def load_model_or_checkpoint(model: str | None = None, ckpt: str | None = None):
+    """``(model, tokenizer)`` from a model directory / hub id / ``steprl:<name>``, or from a steprl training
+    checkpoint (the evaluation scripts' ``--model`` / ``--ckpt``)."""
+    if ckpt:
+        return load_policy(ckpt)
+    from steprl.models import load_model
+
+    return load_model(path=model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt")

@@ -93,14 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", help="write the per-length results as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.ckpt:
-        from steprl.export import load_policy
+    from steprl.export import load_model_or_checkpoint
 
-        model, tok = load_policy(a.ckpt)
-    else:
-        from steprl.models import load_model
-
-        model, tok = load_model(path=a.model)
+    model, tok = load_model_or_checkpoint(a.model, a.ckpt)
     task = ArithTask(num_terms=a.num_terms, num_val=a.num_val, num_train=0, seed=a.seed)
     res = evaluate(model, tok, task, a.batch_size, a.max_new_tokens)
     print(format_table(res))

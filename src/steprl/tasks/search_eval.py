@@ -81,14 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", help="write the per-hop results as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.ckpt:
-        from steprl.export import load_policy
+    from steprl.export import load_model_or_checkpoint
 
-        model, tok = load_policy(a.ckpt)
-    else:
-        from steprl.models import load_model
-
-        model, tok = load_model(path=a.model)
+    model, tok = load_model_or_checkpoint(a.model, a.ckpt)
     res = evaluate(model, tok, tiny_task(a.seed), a.batch_size, a.limit)
     print(format_table(res))
     if a.out:
