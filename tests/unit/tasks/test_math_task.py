@@ -386,28 +386,33 @@ def test_grading_past_its_cpu_limit_is_counted_in_reward_timeouts(tmp_path):
 
 
 def test_grading_limit_is_cpu_time_so_load_does_not_change_the_verdict():
-    """Three busy processes share this process's CPU: a ~1 s comparison takes ~4 s of wall time but still ~1 s
-    of CPU time, inside a 3 s limit. With a wall-clock limit (math-verify's signal.alarm) it was graded 0."""
+    """Five busy processes share this process's CPU: a comparison that costs c seconds of CPU takes ~6c of wall
+    time, past a limit of 2c + 0.1 s, but its CPU time stays ~c, inside it. With a wall-clock limit (math-verify's
+    signal.alarm) it was graded 0. The limit follows this machine's own c (measured unloaded first), so the test
+    holds on a fast or a slow machine."""
     import os
     import subprocess
 
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("needs os.sched_setaffinity (Linux)")
     assert grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=None)  # warm the imports and caches
+    c0 = time.process_time()
+    assert grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=None)
+    limit = 2 * (time.process_time() - c0) + 0.1
     saved = os.sched_getaffinity(0)
     cpu = min(saved)
     hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
-            for _ in range(3)]
+            for _ in range(5)]
     try:
         os.sched_setaffinity(0, {cpu})
         time.sleep(0.2)
         t0, c0 = time.monotonic(), time.process_time()
-        verdict = grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=3)
+        verdict = grade_answer(_SLOW_PRED, _SLOW_GOLD, timeout_s=limit)
         wall, cpu_s = time.monotonic() - t0, time.process_time() - c0
     finally:
         os.sched_setaffinity(0, saved)
         for h in hogs:
             h.kill()
             h.wait()
-    assert wall > 3.0, f"the load did not slow grading down (wall {wall:.1f}s, cpu {cpu_s:.1f}s): test not valid"
-    assert cpu_s < 3.0 and verdict is True
+    assert wall > limit, f"the load did not slow grading past the {limit:.2f}s limit (wall {wall:.1f}s, cpu {cpu_s:.1f}s)"
+    assert cpu_s < limit and verdict is True
