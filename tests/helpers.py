@@ -72,3 +72,23 @@ def decoder_terms(config, length: int, vocab: bool = False) -> int:
     head = getattr(c, "head_dim", None) or d // c.num_attention_heads
     layer = 5 * d + head + 2 * length + i
     return c.num_hidden_layers * layer + 2 * d + (c.vocab_size if vocab else 0)
+
+
+def redraw_weights(model, std: float = 0.5, seed: int = 0, eos_bias: tuple[int, float] | None = None):
+    """``model`` in eval mode with its matrices redrawn from N(0, std) under ``seed``, in place. The stock init
+    (std 0.02) gives a tiny model that repeats its last prompt token whatever came before; std 0.5 makes its
+    continuation depend on the whole prompt, its positions and its image, so padding / position / cache mistakes
+    change the output. ``eos_bias=(eos_id, b)`` gives the LM head a bias of ``b`` on ``eos_id`` (zero elsewhere),
+    so sampled rows finish at different lengths."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, std, generator=g)
+        if eos_bias is not None:
+            head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+            head.weight.copy_(model.lm_head.weight)
+            head.bias.zero_()
+            head.bias[eos_bias[0]] = eos_bias[1]
+            model.lm_head = head
+    return model.eval()

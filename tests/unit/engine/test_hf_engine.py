@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from steprl.models import load_model
+from tests.helpers import redraw_weights
 from steprl.rollout.hf import HFEngine, sample_next
 from steprl.rollout.types import Rollouts, cat_rollouts
 
@@ -26,13 +27,7 @@ def lm():
     whatever came before; redrawing the matrices with std 0.5 (seeded) makes the continuation depend on the
     whole prompt and its positions, so padding / position mistakes change the output."""
     model, tok = load_model(tiny=SMALL)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5, generator=g)
-    model.eval()
-    return model, tok
+    return redraw_weights(model), tok
 
 
 def _rows(ro: Rollouts) -> list[list[int]]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from steprl.models import load_model
+from tests.helpers import redraw_weights
 from steprl.models.vision import (IMAGE_PLACEHOLDER, VISION_TOKENS, build_vl_byte_tokenizer, load_processor,
                                   vision_forward_kwargs)
 from steprl.rollout.hf import HFEngine
@@ -23,12 +24,7 @@ PROMPTS = [f"{IMAGE_PLACEHOLDER}Rotate?\n", f"a much longer prompt here {IMAGE_P
 def vl():
     """(model, tokenizer, processor); weights redrawn with std 0.5 so outputs depend on image and positions."""
     model, tok = load_model(**CFG)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5, generator=g)
-    return model.eval(), tok, load_processor(**CFG)
+    return redraw_weights(model), tok, load_processor(**CFG)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 
 import steprl.rollout.hf as hf
 from steprl.models import load_model
+from tests.helpers import redraw_weights
 from steprl.rollout.hf import HFEngine, sample_next
 
 SMALL = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
@@ -28,18 +29,7 @@ def _one_thread(one_thread):
 @pytest.fixture(scope="module")
 def lm():
     model, tok = load_model(tiny=SMALL)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5, generator=g)
-        head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
-        head.weight.copy_(model.lm_head.weight)
-        head.bias.zero_()
-        head.bias[tok.eos_token_id] = 3.0
-    model.lm_head = head
-    model.eval()
-    return model, tok
+    return redraw_weights(model, eos_bias=(tok.eos_token_id, 3.0)), tok
 
 
 @pytest.fixture
@@ -126,17 +116,7 @@ def test_compaction_on_a_vision_language_model(compactions):
     cfg = dict(tiny=dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
                vision=dict(depth=1, embed_dim=32, num_heads=2), image_processor=dict(max_pixels=112 * 112))
     model, tok = load_model(**cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5, generator=g)
-        head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
-        head.weight.copy_(model.lm_head.weight)
-        head.bias.zero_()
-        head.bias[tok.eos_token_id] = 6.0  # this model's logits are larger
-    model.lm_head = head
-    model.eval()
+    model = redraw_weights(model, eos_bias=(tok.eos_token_id, 6.0))  # this model's logits are larger
     rs = np.random.RandomState(0)
     images = [[(rs.rand(112, 112, 3) * 255).astype(np.uint8)], [(rs.rand(56, 112, 3) * 255).astype(np.uint8)]]
     prompts = [f"{IMAGE_PLACEHOLDER}Rotate?\n", f"a much longer prompt here {IMAGE_PLACEHOLDER}Which tile?\n"]
