@@ -275,19 +275,15 @@ class PROPA(RLModule):
                       sample_idx=torch.zeros(len(prompts), dtype=torch.long), texts=comps,
                       finish_reason=["stop"] * len(prompts), pixel_values=pix, image_grid_thw=grids)
         mbs, epochs, c = int(self.sft_cfg["micro_batch_size"]), int(self.sft_cfg["epochs"]), self.sft_cfg
-        total = epochs * math.ceil(len(ro) / mbs)
-        warm = core.warmup_steps(total, float(c["warmup_ratio"]))
         lr = self.sft_lr()
         with self._sft_weights() as params:
             opt = self._fresh_adamw(params, lr, weight_decay=float(c["weight_decay"]))
-            losses, step = [], 0
+            sched = sft_schedule(opt, epochs * math.ceil(len(ro) / mbs), c["scheduler"], float(c["warmup_ratio"]))
+            losses = []
             self.policy.train()
             for _ in range(epochs):
                 order = torch.randperm(len(ro), generator=self.shuffler)
                 for i in range(0, len(ro), mbs):
-                    factor = core.warmup_cosine(step, total, warm) if c["scheduler"] == "cosine" else 1.0
-                    for g in opt.param_groups:
-                        g["lr"] = lr * factor
                     mb = ro.select(order[i:i + mbs])
                     logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
                     mask = mb.loss_mask.float()
@@ -298,7 +294,7 @@ class PROPA(RLModule):
                         torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
                         opt.step()
                     losses.append(float(loss.detach()))
-                    step += 1
+                    sched.step()
             opt.zero_grad(set_to_none=True)
         out["propa/sft_loss"] = sum(losses) / len(losses)
         out["propa/sft_lr"] = lr
@@ -406,3 +402,14 @@ class PROPA(RLModule):
         for s, text in zip(batch, texts):
             self._val_correct.append(1.0 if self.task.verify(s, text) >= 1.0 - 1e-6 else 0.0)
             self._val_sources.append(s.source or "all")
+
+
+def sft_schedule(opt: torch.optim.Optimizer, total: int, kind: str, warmup_ratio: float):
+    """The SFT phase's learning-rate schedule over its ``total`` steps, as the fine-tuning library PROPA used
+    builds it (the HF Trainer's): ``ceil(warmup_ratio * total)`` steps of linear warm-up from 0, then cosine decay
+    to 0 (``kind="cosine"``), or a constant rate (``"constant"``, no warm-up)."""
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
+
+    if kind == "constant":
+        return get_constant_schedule(opt)
+    return get_cosine_schedule_with_warmup(opt, math.ceil(warmup_ratio * total), total)

@@ -18,7 +18,6 @@ from .advantages import (
 )
 from .empg import EMPG_FINAL_NORMS, EMPGOut, empg_advantages, empg_step_advantages, expected_logit_grad_sq_norm
 from .filters import group_filter
-from .schedules import warmup_cosine, warmup_steps
 from .offpolicy import logprob_diff, tis_weight
 from .losses import (
     AGG_MODES,
@@ -51,8 +50,6 @@ from .steps import (
 )
 
 __all__ = [
-    "warmup_cosine",
-    "warmup_steps",
     "group_filter",
     "logprob_diff",
     "tis_weight",
