@@ -46,6 +46,34 @@ class Packed:
     rows: torch.Tensor           # [K] the row of the response token each predicts
     cols: torch.Tensor           # [K] its column in the padded response
 
+    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The segments grouped by shape: per distinct (queries, keys) lengths, ``(q_idx [n, lq], k_idx [n, lk])``
+        (packed positions of each segment's queries and of its keys)."""
+        if getattr(self, "_buckets", None) is None:
+            cq, ck = self.cu_q.tolist(), self.cu_k.tolist()
+            shapes: dict[tuple[int, int], list[int]] = {}
+            for s in range(len(cq) - 1):
+                shapes.setdefault((cq[s + 1] - cq[s], ck[s + 1] - ck[s]), []).append(s)
+            dev = self.cu_q.device
+            out = []
+            for (lq, lk), segs in shapes.items():
+                q0 = torch.tensor([cq[s] for s in segs], device=dev)
+                k0 = torch.tensor([ck[s] for s in segs], device=dev)
+                k_idx = k0[:, None] + torch.arange(lk, device=dev)
+                if self.k_index is not None:  # positions in the packed row
+                    k_idx = self.k_index[k_idx]
+                out.append((q0[:, None] + torch.arange(lq, device=dev), k_idx))
+            self._buckets = out
+            order = torch.cat([q.flatten() for q, _ in out])
+            self._inverse = torch.empty_like(order)
+            self._inverse[order] = torch.arange(len(order), device=dev)
+        return self._buckets
+
+    def bucket_inverse(self) -> torch.Tensor:
+        """Where each packed position's output is in the buckets' concatenated outputs."""
+        self.buckets()
+        return self._inverse
+
 
 def packable(att: torch.Tensor, n_prompt: int) -> str | None:
     """Why rows with attention mask ``att`` = [prompt (``n_prompt`` columns), response] cannot be packed (None:
@@ -175,22 +203,21 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         raise RuntimeError("steprl_packed attention called without a Packed layout (use packed_forward)")
     if query.shape[0] != 1:
         raise ValueError(f"steprl_packed attention expects one packed row, got a batch of {query.shape[0]}")
-    if packed.k_index is not None:
-        key, value = key[:, :, packed.k_index], value[:, :, packed.k_index]
     dropout = dropout if module.training else 0.0
     varlen = _flash_varlen() if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) else None
     if varlen is not None:
+        if packed.k_index is not None:
+            key, value = key[:, :, packed.k_index], value[:, :, packed.k_index]
         out = varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
                      packed.cu_q, packed.cu_k, packed.max_q, packed.max_k, dropout_p=dropout,
                      softmax_scale=scaling, causal=True)  # lower-right causal when keys outnumber queries
         return out[None], None
     gqa = query.shape[1] != key.shape[1]
-    cq, ck = packed.cu_q.tolist(), packed.cu_k.tolist()
     outs = []
-    for s in range(len(cq) - 1):
-        q = query[:, :, cq[s]:cq[s + 1]]
-        k, v = key[:, :, ck[s]:ck[s + 1]], value[:, :, ck[s]:ck[s + 1]]
-        lq, lk = q.shape[2], k.shape[2]
+    for q_idx, k_idx in packed.buckets():  # segments of one shape go through SDPA together
+        q = query[0][:, q_idx].transpose(0, 1)  # [n, H, lq, D]
+        k, v = key[0][:, k_idx].transpose(0, 1), value[0][:, k_idx].transpose(0, 1)
+        lq, lk = q_idx.shape[1], k_idx.shape[1]
         if lq == lk:
             o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
                                                enable_gqa=gqa)
@@ -198,8 +225,9 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
             mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
                                                enable_gqa=gqa)
-        outs.append(o)
-    return torch.cat(outs, 2).transpose(1, 2).contiguous(), None
+        outs.append(o.transpose(0, 1).flatten(1, 2))  # [H, n * lq, D]
+    out = torch.cat(outs, 1)[:, packed.bucket_inverse()]  # back to packed order
+    return out[None].transpose(1, 2).contiguous(), None
 
 
 _registered = False

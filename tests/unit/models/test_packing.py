@@ -79,10 +79,14 @@ def test_token_budget_chunks_by_hand():
     assert [m.tolist() for m in micro_batches(idx, tokens, rows=2, token_budget=100)] == [[4, 0, 2], [1, 3]]
 
 
-def test_segment_attention_equals_masked_sdpa():
-    """packed_attention against one SDPA call with the block mask written out: GQA, a lower-right segment."""
+@pytest.mark.parametrize("share", [False, True], ids=["own-prompt", "shared-prompt"])
+def test_segment_attention_equals_masked_sdpa(share):
+    """packed_attention against one SDPA call with the block mask written out: GQA; plain layout: two segments
+    of one shape (3 tokens) in one batched call; shared: lower-right causal segments."""
     g = torch.Generator().manual_seed(0)
-    p = pack(IDS, ATT, n_prompt=3, share_prompt=True)
+    p = pack(IDS, ATT, n_prompt=3, share_prompt=share)
+    shapes = sorted((q.shape[1], k.shape[1], q.shape[0]) for q, k in p.buckets())
+    assert shapes == ([(1, 3, 1), (2, 2, 1), (2, 4, 1), (3, 3, 1)] if share else [(3, 3, 2), (4, 4, 1)])
     N = p.input_ids.shape[1]
     q, k, v = (torch.randn(1, h, N, 8, generator=g) for h in (4, 2, 2))
     module = torch.nn.Module()
@@ -91,11 +95,14 @@ def test_segment_attention_equals_masked_sdpa():
     allowed = torch.zeros(N, N, dtype=torch.bool)
     cq, ck = p.cu_q.tolist(), p.cu_k.tolist()
     for s in range(len(cq) - 1):
-        keys = p.k_index[ck[s]:ck[s + 1]]
+        keys = p.k_index[ck[s]:ck[s + 1]] if share else torch.arange(cq[s], cq[s + 1])
         for i in range(cq[s], cq[s + 1]):
             allowed[i, keys[:len(keys) - (cq[s + 1] - i) + 1]] = True
-    assert allowed[2].tolist() == [True, True, True, False, False, False, False, False]  # token 7: prompt + itself
-    assert allowed[4].tolist() == [True, True, False, False, True, False, False, False]  # token 3: prompt + itself
+    if share:
+        assert allowed[2].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]  # token 7: the prompt 5 6 and itself
+        assert allowed[4].tolist() == [1, 1, 0, 0, 1, 0, 0, 0]  # token 3: the prompt 5 6 and itself
+    else:
+        assert allowed[5].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]  # row 1's second token: 4 5
     ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
                                                            attn_mask=allowed, scale=0.3)
     torch.testing.assert_close(out, ref.transpose(1, 2), rtol=0, atol=1e-6)
