@@ -65,12 +65,14 @@ class Packed:
                 out.append((q0[:, None] + torch.arange(lq, device=dev), k_idx))
             self._buckets = out
             order = torch.cat([q.flatten() for q, _ in out])
-            self._inverse = torch.empty_like(order)
-            self._inverse[order] = torch.arange(len(order), device=dev)
+            self._inverse = None  # None: the buckets' outputs are already in packed order
+            if not torch.equal(order, torch.arange(len(order), device=dev)):
+                self._inverse = torch.empty_like(order)
+                self._inverse[order] = torch.arange(len(order), device=dev)
         return self._buckets
 
-    def bucket_inverse(self) -> torch.Tensor:
-        """Where each packed position's output is in the buckets' concatenated outputs."""
+    def bucket_inverse(self) -> torch.Tensor | None:
+        """Where each packed position's output is in the buckets' concatenated outputs (None: in place)."""
         self.buckets()
         return self._inverse
 
@@ -195,6 +197,15 @@ def _flash_varlen():
     return flash_attn_varlen_func
 
 
+def _segments(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x`` [H, N, D] at positions ``idx`` [n, l] -> [n, H, l, D]; a view when the positions are one run."""
+    n, length = idx.shape
+    a = int(idx[0, 0])
+    if int(idx[-1, -1]) - a + 1 == n * length and bool((idx.flatten()[1:] - idx.flatten()[:-1] == 1).all()):
+        return x[:, a:a + n * length].unflatten(1, (n, length)).transpose(0, 1)
+    return x[:, idx].transpose(0, 1)
+
+
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed=None, **kwargs):
     """A transformers attention function (registered as ``"steprl_packed"``) for one packed row: query
     ``[1, H, N, D]``, key / value ``[1, H_kv, N, D]``; each segment of ``packed`` attends causally within its
@@ -215,8 +226,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     gqa = query.shape[1] != key.shape[1]
     outs = []
     for q_idx, k_idx in packed.buckets():  # segments of one shape go through SDPA together
-        q = query[0][:, q_idx].transpose(0, 1)  # [n, H, lq, D]
-        k, v = key[0][:, k_idx].transpose(0, 1), value[0][:, k_idx].transpose(0, 1)
+        q, k, v = (_segments(x[0], idx) for x, idx in ((query, q_idx), (key, k_idx), (value, k_idx)))
         lq, lk = q_idx.shape[1], k_idx.shape[1]
         if lq == lk:
             o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
@@ -226,7 +236,9 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
                                                enable_gqa=gqa)
         outs.append(o.transpose(0, 1).flatten(1, 2))  # [H, n * lq, D]
-    out = torch.cat(outs, 1)[:, packed.bucket_inverse()]  # back to packed order
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    if packed.bucket_inverse() is not None:
+        out = out[:, packed.bucket_inverse()]  # back to packed order
     return out[None].transpose(1, 2).contiguous(), None
 
 
