@@ -20,8 +20,8 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.config import ConfigError, node_defaults
-from steprl.models.build import cache_kwarg
 from steprl.models import packing
+from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
 from steprl.models.shared_prefix import shared_prompt_logits
 from steprl.models.shared_prefix import supported as shared_prompt_ok
