@@ -204,3 +204,16 @@ def test_bad_token_budget_is_named(bad):
     assert check_batch({**b, "micro_batch_tokens": 4096}) == check_batch(b)
     with pytest.raises(ConfigError, match="batch.micro_batch_tokens"):
         check_batch({**b, "micro_batch_tokens": bad})
+
+
+def test_a_row_without_response_adds_no_scored_position():
+    ids = torch.cat([IDS, torch.tensor([[0, 0, 9, 0, 0, 0, 0]])])
+    att = torch.cat([ATT, torch.tensor([[0, 0, 1, 0, 0, 0, 0]])])
+    for share in (False, True):
+        p, ref = pack(ids, att, 3, share_prompt=share), pack(IDS, ATT, 3, share_prompt=share)
+        # its prompt token 9 is packed: last in row order; first among the sorted distinct prompts
+        # ([0 0 9 | 0 0 1] < [0 5 6 | 0 1 1]), which shifts every other position by one
+        shift = int(share)
+        assert p.input_ids[0].tolist() == ([9] if share else []) + ref.input_ids[0].tolist() + ([] if share else [9])
+        assert torch.equal(p.logit_index, ref.logit_index + shift) and torch.equal(p.rows, ref.rows)
+        assert unpack(torch.ones(len(p.rows)), p, (4, 4))[3].tolist() == [0, 0, 0, 0]
