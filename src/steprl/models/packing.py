@@ -46,29 +46,40 @@ class Packed:
     rows: torch.Tensor           # [K] the row of the response token each predicts
     cols: torch.Tensor           # [K] its column in the padded response
 
-    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The segments grouped by shape: per distinct (queries, keys) lengths, ``(q_idx [n, lq], k_idx [n, lk])``
-        (packed positions of each segment's queries and of its keys)."""
+    def buckets(self) -> list[tuple[torch.Tensor | int, torch.Tensor | int, int, int, int]]:
+        """The segments grouped by shape: per distinct (queries, keys) lengths ``(lq, lk)``, ``(q_idx, k_idx, n,
+        lq, lk)``: the packed positions [n, lq] of the n segments' queries and [n, lk] of their keys, or, where those
+        positions are one run, its first position (an int: a view instead of a gather). Built once per layout
+        on the CPU, so the layers' attention calls do not synchronise with a GPU."""
         if getattr(self, "_buckets", None) is None:
             cq, ck = self.cu_q.tolist(), self.cu_k.tolist()
             shapes: dict[tuple[int, int], list[int]] = {}
             for s in range(len(cq) - 1):
                 shapes.setdefault((cq[s + 1] - cq[s], ck[s + 1] - ck[s]), []).append(s)
             dev = self.cu_q.device
-            out = []
+            k_index = None if self.k_index is None else self.k_index.cpu()
+
+            def run_or_index(idx: torch.Tensor):
+                flat = idx.flatten()
+                if bool((flat[1:] - flat[:-1] == 1).all()):
+                    return int(flat[0])
+                return idx.to(dev)
+
+            out, order = [], []
             for (lq, lk), segs in shapes.items():
-                q0 = torch.tensor([cq[s] for s in segs], device=dev)
-                k0 = torch.tensor([ck[s] for s in segs], device=dev)
-                k_idx = k0[:, None] + torch.arange(lk, device=dev)
-                if self.k_index is not None:  # positions in the packed row
-                    k_idx = self.k_index[k_idx]
-                out.append((q0[:, None] + torch.arange(lq, device=dev), k_idx))
+                q_idx = torch.tensor([cq[s] for s in segs])[:, None] + torch.arange(lq)
+                k_idx = torch.tensor([ck[s] for s in segs])[:, None] + torch.arange(lk)
+                if k_index is not None:  # positions in the packed row
+                    k_idx = k_index[k_idx]
+                out.append((run_or_index(q_idx), run_or_index(k_idx), len(segs), lq, lk))
+                order.append(q_idx.flatten())
             self._buckets = out
-            order = torch.cat([q.flatten() for q, _ in out])
+            order = torch.cat(order)
             self._inverse = None  # None: the buckets' outputs are already in packed order
-            if not torch.equal(order, torch.arange(len(order), device=dev)):
-                self._inverse = torch.empty_like(order)
-                self._inverse[order] = torch.arange(len(order), device=dev)
+            if not torch.equal(order, torch.arange(len(order))):
+                inverse = torch.empty_like(order)
+                inverse[order] = torch.arange(len(order))
+                self._inverse = inverse.to(dev)
         return self._buckets
 
     def bucket_inverse(self) -> torch.Tensor | None:
@@ -197,12 +208,11 @@ def _flash_varlen():
     return flash_attn_varlen_func
 
 
-def _segments(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x`` [H, N, D] at positions ``idx`` [n, l] -> [n, H, l, D]; a view when the positions are one run."""
-    n, length = idx.shape
-    a = int(idx[0, 0])
-    if int(idx[-1, -1]) - a + 1 == n * length and bool((idx.flatten()[1:] - idx.flatten()[:-1] == 1).all()):
-        return x[:, a:a + n * length].unflatten(1, (n, length)).transpose(0, 1)
+def _segments(x: torch.Tensor, idx: torch.Tensor | int, n: int, length: int) -> torch.Tensor:
+    """``x`` [H, N, D] at the positions ``idx`` [n, length] (an int: the run of ``n * length`` positions from
+    there) -> [n, H, length, D]."""
+    if isinstance(idx, int):
+        return x[:, idx:idx + n * length].unflatten(1, (n, length)).transpose(0, 1)
     return x[:, idx].transpose(0, 1)
 
 
@@ -225,9 +235,8 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         return out[None], None
     gqa = query.shape[1] != key.shape[1]
     outs = []
-    for q_idx, k_idx in packed.buckets():  # segments of one shape go through SDPA together
-        q, k, v = (_segments(x[0], idx) for x, idx in ((query, q_idx), (key, k_idx), (value, k_idx)))
-        lq, lk = q_idx.shape[1], k_idx.shape[1]
+    for q_idx, k_idx, n, lq, lk in packed.buckets():  # segments of one shape go through SDPA together
+        q, k, v = _segments(query[0], q_idx, n, lq), _segments(key[0], k_idx, n, lk), _segments(value[0], k_idx, n, lk)
         if lq == lk:
             o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
                                                enable_gqa=gqa)

@@ -85,8 +85,13 @@ def test_segment_attention_equals_masked_sdpa(share):
     of one shape (3 tokens) in one batched call; shared: lower-right causal segments."""
     g = torch.Generator().manual_seed(0)
     p = pack(IDS, ATT, n_prompt=3, share_prompt=share)
-    shapes = sorted((q.shape[1], k.shape[1], q.shape[0]) for q, k in p.buckets())
+    shapes = sorted((lq, lk, n) for _, _, n, lq, lk in p.buckets())
     assert shapes == ([(1, 3, 1), (2, 2, 1), (2, 4, 1), (3, 3, 1)] if share else [(3, 3, 2), (4, 4, 1)])
+    if not share:  # rows 1 and 2 are one run of 6 positions from 4, row 0 the run from 0: views, in order
+        assert sorted((q, k) for q, k, *_ in p.buckets()) == [(0, 0), (4, 4)] and p.bucket_inverse() is None
+    else:  # row 0's response keys 0 1 2 3 are a run (its prompt right before it); row 2's 0 1 4 are gathered
+        keys = {(lq, lk): k for _, k, _, lq, lk in p.buckets()}
+        assert keys[(2, 4)] == 0 and keys[(1, 3)].tolist() == [[0, 1, 4]]
     N = p.input_ids.shape[1]
     q, k, v = (torch.randn(1, h, N, 8, generator=g) for h in (4, 2, 2))
     module = torch.nn.Module()
