@@ -48,6 +48,10 @@ def check_batch(batch: DictConfig | dict, is_rl: bool = True) -> dict[str, int]:
         v = b.get(key)
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"batch.{key} must be a positive integer, got {v!r}")
+    mbt = b.get("micro_batch_tokens")
+    if mbt is not None and (isinstance(mbt, bool) or not isinstance(mbt, int) or mbt < 1):
+        raise ConfigError(f"batch.micro_batch_tokens must be a positive integer (tokens per micro-batch) or "
+                          f"null, got {mbt!r}")
     if not is_rl:
         b["micro_batch_size"] = min(b["micro_batch_size"], b["prompts_per_step"])
         if b["prompts_per_step"] % b["micro_batch_size"]:

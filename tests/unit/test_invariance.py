@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from steprl.algos.base import Rewards
+from steprl.models import packing
 from steprl.train import build
 from tests.helpers import assert_close_fp32, compose_train, decoder_terms
 
@@ -151,3 +152,20 @@ def test_ppo_value_loss_is_split_invariant_too(agg, tmp_path):
     four = _loss_and_grads(module, ro, adv, micro=4, extras=extras)
     assert any(n.startswith("critic.") for n in four[1])  # the value loss reaches the critic
     _assert_same(module, ro, adv, one, four, extras)
+
+
+@pytest.mark.parametrize("agg,norm_len", MODES)
+def test_packed_micro_batches_equal_padded(agg, norm_len, tmp_path):
+    """``batch.packed``: micro-batches of 1 and of 4 packed rows give the loss and gradients of the padded
+    micro-batch of 4 (the normalisers are the minibatch's counts, whatever the layout)."""
+    module, ro, adv = _prepare(tmp_path, [f"algo.loss.agg={agg}", "batch.packed=true",
+                                          f"algo.loss.norm_len={'null' if norm_len is None else norm_len}"])
+    assert module.batch_cfg["packed"] is True
+    assert packing.usable(module.policy, ro.attention_mask, ro.prompt_ids.shape[1])  # the packed path runs
+    one = _loss_and_grads(module, ro, adv, micro=1)
+    four = _loss_and_grads(module, ro, adv, micro=4)
+    _assert_same(module, ro, adv, one, four)
+    module.batch_cfg["packed"] = False
+    padded = _loss_and_grads(module, ro, adv, micro=4)
+    assert padded[2] == four[2] > 0  # the same tokens clip
+    _assert_same(module, ro, adv, four, padded)

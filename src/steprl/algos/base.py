@@ -20,6 +20,7 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
 from steprl.algos.policy import PolicyModule, Timer
 from steprl.config import ConfigError, node_defaults
+from steprl.models import packing
 from steprl.models.build import cache_kwarg
 from steprl.models.lora import freeze_copy
 from steprl.models.shared_prefix import shared_prompt_logits
@@ -344,6 +345,12 @@ class RLModule(PolicyModule):
         t_len = max(1, int(mb.response_mask.sum(-1).max()))
         ids = torch.cat([mb.prompt_ids[:, p0:], mb.response_ids[:, :t_len]], 1)
         att = torch.cat([mb.prompt_mask[:, p0:], mb.response_mask[:, :t_len].to(mb.prompt_mask.dtype)], 1)
+        if getattr(self, "batch_cfg", {}).get("packed") and packing.usable(model, att, ids.shape[1] - t_len,
+                                                                            mb.pixel_values):
+            # padding-free: the rows end to end in one row, attention per sequence (steprl.models.packing)
+            return packing.packed_logp(model, ids, att, ids.shape[1] - t_len, mb.response_ids[:, :t_len],
+                                       mb.response_ids.shape[1], self.logprob_temperature() if temperature is None
+                                       else temperature, entropy, self.batch_cfg.get("share_prompt", True))
         pos = (att.long().cumsum(-1) - 1).clamp(min=0)
         vis = vision_forward_kwargs(model, ids, mb.pixel_values, mb.image_grid_thw,
                                     response_from=ids.shape[1] - t_len)
@@ -383,9 +390,9 @@ class RLModule(PolicyModule):
         mbs = self.batch_cfg["micro_batch_size"]
         was = model.training
         model.eval()
-        out = torch.cat([self.forward_logp(model, ro.select(torch.arange(i, min(i + mbs, len(ro)))),
-                                           temperature=temperature)[0]
-                         for i in range(0, len(ro), mbs)])
+        out = torch.cat([self.forward_logp(model, ro.select(mid), temperature=temperature)[0]
+                         for mid in packing.micro_batches(torch.arange(len(ro)), self.row_tokens(ro), mbs,
+                                                          self.batch_cfg.get("micro_batch_tokens"))])
         model.train(was)
         return out
 
@@ -494,14 +501,17 @@ class RLModule(PolicyModule):
         if real is None or len(real) != len(ro):
             real = torch.ones(len(ro), dtype=torch.bool, device=ro.loss_mask.device)
         mbsize = self.local_minibatch_size()
+        row_tokens = self.row_tokens(ro)
+        if b.get("micro_batch_tokens") is not None and world > 1:  # ranks would run different numbers of backwards
+            raise ConfigError("batch.micro_batch_tokens needs a single process (DDP / FSDP ranks must run the same "
+                              "number of micro-batches); use batch.micro_batch_size")
         for _ in range(b["ppo_epochs"]):
             order = torch.randperm(len(ro), generator=self.shuffler)
             for start in range(0, len(ro), mbsize):
                 idx = order[start:start + mbsize].to(self.device)
                 n_tok, n_seq = self.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
-                for m0 in range(0, len(idx), b["micro_batch_size"]):
-                    mid = idx[m0:m0 + b["micro_batch_size"]]
+                for mid in packing.micro_batches(idx, row_tokens, b["micro_batch_size"], b.get("micro_batch_tokens")):
                     mb_extras = {k: (v[mid] if isinstance(v, torch.Tensor) else v) for k, v in extras.items()}
                     loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq)
                     if world > 1:  # every rank must join the gradient reduction; a NaN is caught at the step
@@ -537,6 +547,11 @@ class RLModule(PolicyModule):
         out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
         out["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return out
+
+    @staticmethod
+    def row_tokens(ro: Rollouts) -> torch.Tensor:
+        """Each row's real tokens (prompt + response): what a token-budgeted micro-batch counts."""
+        return (ro.prompt_mask.sum(-1) + ro.response_mask.sum(-1)).cpu()
 
     @staticmethod
     def global_counts(loss_mask: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, int]:
