@@ -166,7 +166,9 @@ def prime_reinforce_returns(process: Tensor, outcome: Tensor, mask: Tensor, gamm
 def prm_pairwise_acc(scores: Tensor, outcome: Tensor, group_ids: Tensor) -> Tensor:
     """``prime/prm_acc`` (verl ``compute_dpo_accuracy``): per group, over the pairs whose outcomes differ,
     the |Δoutcome|-weighted fraction ordered by the summed PRM score ``scores`` [N] like the outcome (0.5
-    for a group without such a pair); mean over groups. A score tie counts as "first not above second"."""
+    for a group without such a pair); mean over groups. A tied pair counts one half (the rank statistic's
+    usual rule): verl counts a tie as ordered when the row listed first is the worse one, so a fresh PRM (every
+    score 0) would score the fraction of its pairs that happen to be listed worse-first instead of chance."""
     accs = []
     for g in torch.unique(group_ids):
         rows = group_ids == g
@@ -175,7 +177,8 @@ def prm_pairwise_acc(scores: Tensor, outcome: Tensor, group_ids: Tensor) -> Tens
         upper = torch.triu(torch.ones_like(ds, dtype=torch.bool), diagonal=1)
         ds, do = ds[upper], do[upper]
         w = do.abs()
-        accs.append(((ds > 0) == (do > 0)).float().mul(w).sum() / w.sum() if w.sum() > 0
+        right = torch.where(ds == 0, torch.full_like(ds, 0.5), ((ds > 0) == (do > 0)).float())
+        accs.append(right.mul(w).sum() / w.sum() if w.sum() > 0
                     else torch.tensor(0.5, device=scores.device))
     return torch.stack(accs).mean() if accs else torch.tensor(0.5)
 

@@ -162,6 +162,19 @@ def test_prm_accuracy_metrics():
     assert float(soft) == pytest.approx(0.5 / 2.0)
 
 
+def test_prm_pairwise_acc_counts_a_tie_as_half():
+    """A fresh PRM scores every response 0: chance (0.5) whichever order the group's rows come in (verl's rule
+    gave 1.0 for wrong-first rows and 0.0 for right-first ones)."""
+    gid = torch.zeros(4, dtype=torch.long)
+    zero = torch.zeros(4)
+    assert float(prm_pairwise_acc(zero, torch.tensor([0.0, 0.0, 1.0, 1.0]), gid)) == pytest.approx(0.5)
+    assert float(prm_pairwise_acc(zero, torch.tensor([1.0, 1.0, 0.0, 0.0]), gid)) == pytest.approx(0.5)
+    # scores [1, 1, 0], outcome [1, 0, 0]: (0,1) tied -> 1/2, (0,2) ordered right -> 1, (1,2) equal outcomes
+    # (no weight): (0.5 + 1) / 2
+    part = prm_pairwise_acc(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0]), torch.zeros(3, dtype=torch.long))
+    assert float(part) == pytest.approx(0.75)
+
+
 def test_fresh_prm_gives_zero_rewards_and_whitened_outcome_rloo():
     """§1.11 test 5: π_φ == π_ref -> every process reward is 0 and the advantage is whitened outcome RLOO."""
     logp = torch.randn(4, 3)
