@@ -64,11 +64,11 @@ class AuxOptimizers:
         elif torch.isfinite(loss):
             loss.backward()
 
-    def global_rows(self, idx: torch.Tensor) -> int:
-        """Real (not padding) rows among ``idx``, summed over ranks; ``len(idx)`` in one process."""
+    def global_rows(self, idx: torch.Tensor, real: torch.Tensor | None) -> int:
+        """Real (not padding) rows among ``idx`` (``real``: the step's mask, None: all), summed over ranks;
+        ``len(idx)`` in one process."""
         if not D.is_distributed():
             return len(idx)
-        real = getattr(self, "_real_rows", None)
         n = float(real[idx.to(real.device)].sum()) if real is not None and len(real) else float(len(idx))
         return max(1, int(D.all_reduce([n])[0]))
 

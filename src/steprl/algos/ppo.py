@@ -63,8 +63,8 @@ class PPO(RLModule):
         return v[:, -T - 1:-1]
 
     @torch.no_grad()
-    def prepare(self, ro):
-        mbs = self.batch_cfg["micro_batch_size"]
+    def prepare(self, step):
+        ro, mbs = step.ro, self.batch_cfg["micro_batch_size"]
         vals = [self.values(ro.select(torch.arange(i, min(i + mbs, len(ro))))) for i in range(0, len(ro), mbs)]
         return {"values": torch.cat(vals) * ro.loss_mask}
 

@@ -30,7 +30,7 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
-from steprl.algos.policy import Timer
+from steprl.algos.step import Step
 from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
 from steprl.config import ConfigError, node_defaults
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
@@ -90,7 +90,7 @@ class PROPA(RLModule):
                              " and must be >= 2")
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
         self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
-        self._trees: list[tuple[Sample, Node]] = []
+        self.collector = TreeSearch()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -161,22 +161,6 @@ class PROPA(RLModule):
         stats["prompts"], stats["image_prompts"] = pol.prompts, pol.image_prompts
         return roots, stats
 
-    def collect(self, samples: list[Sample], timer: Timer) -> tuple[Rollouts, Rewards, dict[str, float]]:
-        with timer("rollout"):
-            roots, stats = self.search(samples)
-        self._trees = list(zip(samples, roots))
-        ro, rw = self.tree_batch(self._trees)
-        self._search_metrics = {
-            "propa/solved_frac": sum(r.W > 0 for r in roots) / max(1, len(roots)),
-            "propa/groups": float(torch.unique(ro.group_ids).numel()),
-            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
-            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
-            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
-            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
-            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])}
-        self._unfiltered = (ro, rw)
-        return ro, rw, {}
-
     def tree_batch(self, trees: list[tuple[Sample, Node]]) -> tuple[Rollouts, Rewards]:
         """The sibling GRPO groups of the trees as rollouts: prompt = the parent's prefix, completion = the stored
         child text (replayed, not resampled), reward = the child's label."""
@@ -210,21 +194,19 @@ class PROPA(RLModule):
         return ro, Rewards(outcome=y, correct=(y >= 1.0 - 1e-6).float())
 
     def rollout_metrics(self, ro: Rollouts, rw: Rewards) -> dict[str, float]:
-        m = dict(self._search_metrics)
-        m["train/acc"] = m["propa/solved_frac"]                 # questions whose search found a correct answer
+        m = {}  # train/acc: the share of questions whose search found a correct answer (TreeSearch)
         m["train/reward"] = float(rw.outcome.mean()) if len(rw.outcome) else 0.0  # mean sibling label
         m["train/response_len"] = float(ro.response_mask.sum(-1).float().mean()) if len(ro) else 0.0
         return m
 
     # ------------------------------------------------------------------------------------ SFT and PRM phases
-    def training_step(self, batch: list[Sample], batch_idx: int):
-        super().training_step(batch, batch_idx)  # search + GRPO on the sibling groups (a skipped step if none)
-        metrics: dict[str, float] = {}
+    def after_update(self, step: Step) -> None:
+        """After GRPO on the sibling groups (or a skipped step when there were none): the SFT and PRM phases."""
+        trees = step.extras["trees"]
         if self.sft_cfg["enabled"]:
-            metrics.update(self.sft_phase([s for s, root in self._trees if root.W == 0]))
+            self.metrics.write(self.sft_phase([s for s, root in trees if root.W == 0]))
         if self.prm is not None:
-            metrics.update(self.prm_phase())
-        self.log_metrics(metrics)
+            self.metrics.write(self.prm_phase(trees))
 
     def _fresh_adamw(self, params, lr, weight_decay: float | None = None):
         o = self.optim_cfg
@@ -333,10 +315,10 @@ class PROPA(RLModule):
         vis = vision_forward_kwargs(self.policy, ids, pix, grids) if pix is not None else {}
         return self.prm(ids, att, None if vis else (att.long().cumsum(-1) - 1).clamp(min=0), **vis)[:, -1]
 
-    def prm_phase(self) -> dict[str, float]:
+    def prm_phase(self, trees: list[tuple[Sample, Node]]) -> dict[str, float]:
         """MSE regression of the PRM on log_boost(Q) of every node of this step's trees."""
         texts, labels, images = [], [], []
-        for s, root in self._trees:
+        for s, root in trees:
             for steps, y in prm_examples(root, float(self.mcts_cfg["boost_a"])):
                 texts.append(self.prm_text(s, steps))
                 labels.append(y)
@@ -402,6 +384,27 @@ class PROPA(RLModule):
         for s, text in zip(batch, texts):
             self._val_correct.append(1.0 if self.task.verify(s, text) >= 1.0 - 1e-6 else 0.0)
             self._val_sources.append(s.source or "all")
+
+
+class TreeSearch:
+    """PROPA's collector: MCTS on every question; the sibling groups of its trees are the step's rows (kept
+    with the trees in ``step.extras["trees"]`` for the SFT and PRM phases)."""
+
+    def collect(self, m: PROPA, step: Step) -> None:
+        with step.timer("rollout"):
+            roots, stats = m.search(step.samples)
+        trees = list(zip(step.samples, roots))
+        step.ro, step.rewards = m.tree_batch(trees)
+        step.unfiltered, step.extras["trees"] = (step.ro, step.rewards), trees
+        solved = sum(r.W > 0 for r in roots) / max(1, len(roots))
+        m.metrics.write({
+            "train/acc": solved, "propa/solved_frac": solved,
+            "propa/groups": float(torch.unique(step.ro.group_ids).numel()),
+            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
+            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
+            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
+            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
+            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])})
 
 
 def sft_schedule(opt: torch.optim.Optimizer, total: int, kind: str, warmup_ratio: float):
