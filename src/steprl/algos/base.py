@@ -17,7 +17,7 @@
 
 Every stage reads and fills the :class:`~steprl.algos.step.Step` and writes its metrics to ``self.metrics``
 (:class:`~steprl.algos.metrics.StepMetrics`), reduced over ranks and logged once per step.
-``training_step`` returns ``{"last_samples", "rac_candidates"}`` to the callbacks (Lightning's ``outputs``).
+``training_step`` returns ``{"last_samples", "rac_candidates", "step"}`` to the callbacks (Lightning's ``outputs``).
 The update: PPO epochs over shuffled minibatches (one optimiser update each), micro-batched, every loss
 normalised by the minibatch's GLOBAL token / sequence counts. The math lives in ``steprl.core``.
 """
@@ -30,9 +30,9 @@ import torch
 
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
-from steprl.algos.collect import GroupCollector, pad_to_global
+from steprl.algos.collect import GroupCollector, filter_groups, pad_to_global
 from steprl.algos.logprob import LogProbPasses
-from steprl.algos.metrics import StepMetrics
+from steprl.algos.metrics import StepLogging, StepMetrics
 from steprl.algos.policy import PolicyModule
 from steprl.algos.probe import EngineProbe
 from steprl.algos.spans import token_step_ids
@@ -40,12 +40,11 @@ from steprl.algos.step import Rewards, Step, cat_rewards  # noqa: F401  (Rewards
 from steprl.config import ConfigError, node_defaults
 from steprl.models.lora import freeze_copy
 from steprl.rewards import RewardPipeline
-from steprl.rollout.agent import agent_metrics
 from steprl.rollout.types import Rollouts, Sample
 from steprl.utils import dist as D
 
 
-class RLModule(EngineProbe, LogProbPasses, PolicyModule):
+class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
     """The shared RL engine.
 
     ``behaviour_logp_from_rollout``: an algorithm that trains on stored (off-policy) rollouts sets it, so the
@@ -120,22 +119,6 @@ class RLModule(EngineProbe, LogProbPasses, PolicyModule):
         raise ConfigError(f"algo.kl.in_reward=true with algo.kl.coef={kc['coef']}: {why}; set algo.kl.in_reward=false "
                           f"(the KL as a loss term) or algo.kl.coef=0")
 
-    @property
-    def adapter_reference(self) -> bool:
-        """LoRA policy: the reference is the base model, i.e. the policy with its adapters disabled (no copy)."""
-        return hasattr(self.policy, "disable_adapter") and self.kl_cfg["coef"] > 0
-
-    @property
-    def has_reference(self) -> bool:
-        return self.ref_policy is not None or self.adapter_reference
-
-    def reference_logp(self, ro: Rollouts) -> torch.Tensor:
-        """Log-probs of the rollouts under the reference policy."""
-        if self.ref_policy is not None:
-            return self.logp_pass(self.ref_policy, ro)
-        with self.policy.disable_adapter():
-            return self.logp_pass(self.policy, ro)
-
     def updates_total(self) -> int:
         b = self.batch_cfg
         per_step = b["ppo_epochs"] * math.ceil(b["prompts_per_step"] * b["samples_per_prompt"] / b["minibatch_size"])
@@ -166,23 +149,8 @@ class RLModule(EngineProbe, LogProbPasses, PolicyModule):
         return rw
 
     def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
-        """Row indices of the groups that pass the filters (all rows when no filter is on)."""
-        f, add = self.filter_cfg, self.metrics.add
-        gids = ro.group_ids.to(rw.outcome.device)  # rollouts may be on the GPU, verifier scores are not
-        truncated = None
-        if f.get("drop_truncated"):
-            truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool,
-                                     device=gids.device)
-            add("filter/truncated", float(torch.unique(gids[truncated]).numel()))
-        keep = core.group_filter(rw.outcome, rw.correct, gids, f["zero_variance"], f["acc_band"],
-                                 truncated=truncated)
-        acc = core.group_mean_std(rw.correct, gids)[0]
-        groups = lambda rows: float(torch.unique(gids[rows]).numel())  # noqa: E731
-        add("filter/groups", groups(torch.ones_like(keep)))
-        add("filter/dropped", groups(~keep))
-        add("filter/all_correct", groups(acc == 1))
-        add("filter/all_wrong", groups(acc == 0))
-        return torch.nonzero(keep).flatten()
+        """Row indices of the groups that pass ``algo.filters`` (all rows when no filter is on)."""
+        return filter_groups(self.filter_cfg, self.metrics, ro, rw)
 
     def prepare(self, step: Step) -> dict:
         """Per-row tensors an algorithm needs before the update (e.g. critic values)."""
@@ -312,7 +280,7 @@ class RLModule(EngineProbe, LogProbPasses, PolicyModule):
             order = torch.randperm(len(ro), generator=self.shuffler)
             for start in range(0, len(ro), mbsize):
                 idx = order[start:start + mbsize].to(self.device)
-                n_tok, n_seq = self.global_counts(ro.loss_mask[idx], real[idx])
+                n_tok, n_seq = D.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
                 for m0 in range(0, len(idx), b["micro_batch_size"]):
                     mid = idx[m0:m0 + b["micro_batch_size"]]
@@ -354,53 +322,6 @@ class RLModule(EngineProbe, LogProbPasses, PolicyModule):
         self.metrics.write(out)
         for k in [k for k in sums if not k.startswith("train/")]:  # an algorithm's loss parts: summed
             self.metrics.add(k, sums[k])
-
-    @staticmethod
-    def global_counts(loss_mask: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Loss tokens (clamped to >= 1) and real sequences of a minibatch, summed over ranks."""
-        n_tok = loss_mask.sum()
-        n_seq = int(real.sum())
-        if D.is_distributed():
-            tot = D.all_reduce(torch.stack([n_tok.double().cpu(), torch.tensor(float(n_seq), dtype=torch.float64)]))
-            n_tok, n_seq = tot[0].to(loss_mask.device, loss_mask.dtype), int(tot[1])
-        return n_tok.clamp(min=1), max(n_seq, 1)
-
-    # ------------------------------------------------------------------------------------ metrics
-    def rollout_metrics(self, ro: Rollouts, rw: Rewards) -> dict[str, float]:
-        lens = ro.response_mask.sum(-1).float()
-        m = {"train/reward": float(rw.outcome.mean()), "train/acc": float(rw.correct.mean()),
-             "train/response_len": float(lens.mean()),
-             "train/truncated_frac": sum(r == "length" for r in ro.finish_reason) / max(1, len(ro))}
-        m.update(agent_metrics(ro))  # multi-turn rollouts: turns, tool calls, format errors, over-length
-        if rw.step is not None and torch.isfinite(rw.step).any():
-            s = rw.step[torch.isfinite(rw.step)]
-            m["train/step_acc"] = float((s >= 1.0 - 1e-6).float().mean())
-        return m
-
-    def step_outputs(self, step: Step) -> dict:
-        """What the callbacks read from ``outputs``: ``last_samples`` (the first ``log_samples`` unfiltered rows),
-        ``rac_candidates`` (``(Sample, response)`` of every unfiltered row) and the ``step`` itself."""
-        ro, rw = step.unfiltered
-        tok = self.tokenizer
-        last = [{"prompt": tok.decode(ro.prompt_ids[i][ro.prompt_mask[i].bool()].tolist(), skip_special_tokens=True),
-                 "response": ro.texts[i], "reward": float(rw.outcome[i]), "finish": ro.finish_reason[i],
-                 "steps": None if rw.step is None else [round(x, 3) for x in rw.step[i].tolist() if not math.isnan(x)]}
-                for i in range(min(self.log_samples, len(ro)))]
-        rac = [(step.samples[i], t) for i, t in zip(ro.sample_idx.tolist(), ro.texts)]
-        return {"last_samples": last, "rac_candidates": rac, "step": step}
-
-    def finish(self, step: Step, t0: float) -> dict:
-        """Log the step's metrics (reduced over ranks) once; return the callbacks' outputs."""
-        elapsed = time.perf_counter() - t0
-        self.metrics.write(step.timer.times)
-        self.metrics.mean("time/step", elapsed)
-        ro = step.unfiltered[0]
-        self.metrics.add("perf/tokens_per_s", float(ro.prompt_mask.sum() + ro.response_mask.sum()) / max(elapsed, 1e-9))
-        values = self.metrics.compute()
-        self.metrics.reset()
-        self.emit_metrics(values, bar=tuple(k for k in ("train/reward", "train/acc") if k in values))
-        return self.step_outputs(step)
-
 
 def _acc(d: dict, k: str, v: float) -> None:
     d[k] = d.get(k, 0.0) + v

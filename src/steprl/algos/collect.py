@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from steprl import core
 from steprl.algos.step import Rewards, Step, cat_rewards
 from steprl.rollout.types import Rollouts, cat_rollouts
 from steprl.utils import dist as D
@@ -110,6 +111,27 @@ class ReplayRounds:
             step.unfiltered = (step.ro, step.rewards)  # metrics of the rows trained on (else: the round's)
         m.metrics.mean(f"{p}/policy_lag", float(m.global_step - self.born))
         m.metrics.mean(f"{p}/buffer_left", float(max(0, len(ro_all) - self.pos)))
+
+
+def filter_groups(f: dict, metrics, ro: Rollouts, rw: Rewards) -> torch.Tensor:
+    """Row indices of the groups that pass the filters ``f`` (``algo.filters``; all rows when none is on);
+    the group counts go to ``metrics``."""
+    add = metrics.add
+    gids = ro.group_ids.to(rw.outcome.device)  # rollouts may be on the GPU, verifier scores are not
+    truncated = None
+    if f.get("drop_truncated"):
+        truncated = torch.tensor([r == "length" for r in ro.finish_reason], dtype=torch.bool,
+                                 device=gids.device)
+        add("filter/truncated", float(torch.unique(gids[truncated]).numel()))
+    keep = core.group_filter(rw.outcome, rw.correct, gids, f["zero_variance"], f["acc_band"],
+                             truncated=truncated)
+    acc = core.group_mean_std(rw.correct, gids)[0]
+    groups = lambda rows: float(torch.unique(gids[rows]).numel())  # noqa: E731
+    add("filter/groups", groups(torch.ones_like(keep)))
+    add("filter/dropped", groups(~keep))
+    add("filter/all_correct", groups(acc == 1))
+    add("filter/all_wrong", groups(acc == 0))
+    return torch.nonzero(keep).flatten()
 
 
 def pad_to_global(m, step: Step) -> None:

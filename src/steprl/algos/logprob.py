@@ -14,7 +14,8 @@ from steprl.rollout.types import Rollouts
 
 class LogProbPasses:
     """Mixin of :class:`steprl.algos.base.RLModule`: ``forward_logp`` (one micro-batch, with gradient),
-    ``logp_pass`` (a whole batch in micro-batches, no gradient) and ``logprob_temperature``."""
+    ``logp_pass`` (a whole batch in micro-batches, no gradient), ``logprob_temperature`` and the reference
+    policy's log-probs (``reference_logp``)."""
 
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to
@@ -69,3 +70,19 @@ class LogProbPasses:
                          for i in range(0, len(ro), mbs)])
         model.train(was)
         return out
+
+    @property
+    def adapter_reference(self) -> bool:
+        """LoRA policy: the reference is the base model, i.e. the policy with its adapters disabled (no copy)."""
+        return hasattr(self.policy, "disable_adapter") and self.kl_cfg["coef"] > 0
+
+    @property
+    def has_reference(self) -> bool:
+        return self.ref_policy is not None or self.adapter_reference
+
+    def reference_logp(self, ro: Rollouts) -> torch.Tensor:
+        """Log-probs of the rollouts under the reference policy."""
+        if self.ref_policy is not None:
+            return self.logp_pass(self.ref_policy, ro)
+        with self.policy.disable_adapter():
+            return self.logp_pass(self.policy, ro)

@@ -14,8 +14,6 @@ so the loss does not depend on micro-batching; the whole filtered batch is one o
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from steprl import core
@@ -23,29 +21,9 @@ from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
 from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
+from steprl.models.heads import ScalarHead
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
-
-
-class TokenRewardModel(torch.nn.Module):
-    """A copy of the policy's trunk with ``lm_head`` replaced by a zero-initialised ``Linear(hidden, 1)``
-    without bias: one logit per position."""
-
-    def __init__(self, policy):
-        super().__init__()
-        self.trunk = copy.deepcopy(policy.get_decoder() if hasattr(policy, "get_decoder") else policy.model)
-        self.head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
-        torch.nn.init.zeros_(self.head.weight)
-
-    def forward(self, mb: Rollouts) -> torch.Tensor:
-        """Logit of each response token [n, T], read at the position that predicts it (like log-probs)."""
-        ids, att = mb.input_ids, mb.attention_mask
-        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        h = self.trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
-        T = mb.response_ids.shape[1]
-        return self.head(h[:, -T - 1:-1].to(self.head.weight.dtype)).squeeze(-1).float()  # bf16 trunk, fp32 head
-
-
 
 
 class OREAL(AuxOptimizers, RLModule):
@@ -75,7 +53,8 @@ class OREAL(AuxOptimizers, RLModule):
                               "(refill counts whole groups; OREAL keeps pairs)")
         if self.kl_cfg["in_reward"]:
             raise ConfigError("algo.kl.in_reward must be false for OREAL (its KL is a loss term)")
-        self.token_rm = TokenRewardModel(self.policy) if self.rm_cfg["enabled"] else None
+        # token RM: the policy's trunk with a zero-initialised bias-free scalar head, one logit per token
+        self.token_rm = ScalarHead(self.policy, bias=False) if self.rm_cfg["enabled"] else None
 
     def aux_modules(self) -> list[str]:
         return ["token_rm"]
@@ -155,7 +134,7 @@ class OREAL(AuxOptimizers, RLModule):
         mbs = self.batch_cfg["micro_batch_size"]
         self.token_rm.train(grad)
         with torch.set_grad_enabled(grad):
-            return torch.cat([self.token_rm(ro.select(torch.arange(i, min(i + mbs, len(ro)))))
+            return torch.cat([self.token_rm.response_scores(ro.select(torch.arange(i, min(i + mbs, len(ro)))), head_on_all=False)
                               for i in range(0, len(ro), mbs)])
 
     def after_update(self, step: Step) -> None:
@@ -168,27 +147,24 @@ class OREAL(AuxOptimizers, RLModule):
         c, mbs, N = self.rm_cfg, self.batch_cfg["micro_batch_size"], len(ro)
         opt, sched = self.aux["rm_optimizer"], self.aux["rm_scheduler"]
         labels = (R > 0).float()
-        opt.zero_grad(set_to_none=True)
         self.token_rm.train()
-        loss_sum, means = 0.0, []
+        means = []
         n_seq = self.global_rows(torch.arange(N, device=labels.device), step.real)  # real rows of every rank
-        for i in range(0, N, mbs):
-            mid = torch.arange(i, min(i + mbs, N), device=labels.device)
-            mb = ro.select(mid)
-            logits = self.token_rm(mb)
-            loss = core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=n_seq)
-            if D.is_distributed():
-                self.aux_backward(loss)
-            else:
-                loss.backward()
-            loss_sum += float(loss.detach())
-            msk = mb.loss_mask.float()
-            means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
-        self.aux_step(opt, self.token_rm, c["max_grad_norm"])  # gradients averaged over ranks, then one step
+
+        def micro_losses():
+            for i in range(0, N, mbs):
+                mid = torch.arange(i, min(i + mbs, N), device=labels.device)
+                mb = ro.select(mid)
+                logits = self.token_rm.response_scores(mb, head_on_all=False)
+                msk = mb.loss_mask.float()
+                means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
+                yield core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=n_seq)
+
+        # one step over the batch: gradients averaged over ranks
+        loss_sum, _, _ = self.aux_update(opt, self.token_rm, micro_losses(), c["max_grad_norm"])
         if D.is_distributed():
             loss_sum = float(D.all_reduce([loss_sum])[0])
         sched.step()
-        opt.zero_grad(set_to_none=True)
         mean = torch.cat(means)
         m["oreal/rm_loss"] = loss_sum
         m["oreal/rm_acc"] = float(core.prm_pairwise_acc(mean, labels, ro.group_ids))

@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from steprl.algos.metrics import Timer  # noqa: F401  (re-exported)
 from steprl.config import ConfigError
 from steprl.models import load_model
 from steprl.models.vision import load_processor

@@ -180,28 +180,27 @@ class PRIME(AuxOptimizers, RLModule):
             group_q, group_o = _group_members((q_pre * ro.loss_mask).sum(-1), outcome, ro.group_ids)
         q_seen = torch.zeros_like(ref)
         loss_sum, norms, steps = 0.0, 0.0, 0
-        self.prm.train()
-        for start in range(0, N, mbs):
-            idx = torch.arange(start, min(start + mbs, N), device=ref.device)
-            n_seq = self.global_rows(idx, real)
-            opt.zero_grad(set_to_none=True)
+
+        def micro_losses(idx: torch.Tensor, n_seq: int):
             for m0 in range(0, len(idx), micro):
                 mid = idx[m0:m0 + micro]
                 mb = ro.select(mid)
                 logp, _ = self.forward_logp(self.prm, mb, temperature=1.0)
                 mask = mb.loss_mask.bool()
                 q = (logp - ref[mid]) * mask
-                if c["loss"] == "ce":
-                    loss = core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=n_seq)
-                else:
-                    loss = core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
-                                             num_seqs=n_seq)
-                self.aux_backward(loss)
-                loss_sum += float(loss.detach())
                 q_seen[mid] = q.detach()
-            norm, ok = self.aux_step(opt, self.prm, c["max_grad_norm"])
-            opt.zero_grad(set_to_none=True)
-            norms, steps = norms + (norm if ok else 0.0), steps + 1
+                if c["loss"] == "ce":
+                    yield core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=n_seq)
+                else:
+                    yield core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
+                                            num_seqs=n_seq)
+
+        self.prm.train()
+        for start in range(0, N, mbs):
+            idx = torch.arange(start, min(start + mbs, N), device=ref.device)
+            loss, norm, ok = self.aux_update(opt, self.prm, micro_losses(idx, self.global_rows(idx, real)),
+                                             c["max_grad_norm"])
+            loss_sum, norms, steps = loss_sum + loss, norms + (norm if ok else 0.0), steps + 1
         if D.is_distributed():  # each rank's losses are its share of the global mini-batch losses
             loss_sum = float(D.all_reduce([loss_sum])[0])
         return q_seen, {"prime/prm_loss": loss_sum / steps, "prime/prm_grad_norm": norms / steps,

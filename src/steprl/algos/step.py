@@ -1,13 +1,14 @@
 """The data of one RL step: :class:`Rewards` of the rollouts and the :class:`Step` that every stage hook of
-:class:`steprl.algos.base.RLModule` reads and fills, in place of state parked on the module."""
+:class:`steprl.algos.base.RLModule` reads and fills, in place of state parked on the module (and its
+:class:`Timer`)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from steprl.algos.metrics import Timer
 from steprl.rollout.types import Rollouts, Sample
 
 
@@ -51,6 +52,25 @@ def cat_rewards(parts: list[Rewards]) -> Rewards:
     seq = {k: torch.cat([p.seq[k] for p in parts]) for k in keys}
     return Rewards(torch.cat([p.outcome for p in parts]), torch.cat([p.correct for p in parts]),
                    widest("step", float("nan")), widest("token", 0.0), parts[0].extras, seq)
+
+
+class Timer:
+    """``with timer("rollout"): ...`` accumulates wall-clock seconds under ``time/rollout``."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[f"time/{name}"] = timer.times.get(f"time/{name}", 0.0) + time.perf_counter() - self.t
+
+        return _Span()
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from steprl.algos.step import Step
-from steprl.algos.propa_parts import EngineStepPolicy, final_step_test
+from steprl.algos.propa.parts import EngineStepPolicy, final_step_test
 from steprl.config import ConfigError
 from steprl.rollout.types import Sample
 from steprl.train import build

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from steprl.algos.step import Step
-from steprl.algos.propa_parts import EngineStepPolicy, clean_step
+from steprl.algos.propa.parts import EngineStepPolicy, clean_step
 from steprl.core import grpo_advantage
 from steprl.core.mcts import Node, log_boost, prm_examples
 from steprl.models.vision import IMAGE_TOKEN

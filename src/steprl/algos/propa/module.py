@@ -29,9 +29,10 @@ import re
 import torch
 
 from steprl import core
+from steprl.algos.aux_model import inner_step
 from steprl.algos.base import RLModule, Rewards
+from steprl.algos.propa.parts import EngineStepPolicy, PRMHead, TreeSearch, check_final_step, final_step_test
 from steprl.algos.step import Step
-from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
 from steprl.config import ConfigError, node_defaults
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
@@ -47,7 +48,7 @@ INFERENCE_MODES = ("greedy", "prm_best_of_k")
 class PROPA(RLModule):
     """``mcts``: iterations, c, uct_factor (2 = code, 1 = paper), max_depth, simulate_all, expand_temperature /
     top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex (null: the
-    task's own final step, ``propa_parts.final_step_test``; a regex overrides it), step_format
+    task's own final step, ``parts.final_step_test``; a regex overrides it), step_format
     (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr (None: 1e-4 with the adapter, 1e-5 on full
     weights), epochs, micro_batch_size, warmup_ratio, scheduler (cosine | constant), weight_decay, lora (r, alpha,
     dropout, target_modules; null or r 0: full weights). ``prm``: enabled,
@@ -263,21 +264,19 @@ class PROPA(RLModule):
             sched = sft_schedule(opt, epochs * math.ceil(len(ro) / mbs), c["scheduler"], float(c["warmup_ratio"]))
             losses = []
             self.policy.train()
+
+            def nll(mb: Rollouts):
+                logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
+                mask = mb.loss_mask.float()
+                yield core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
+
             for _ in range(epochs):
                 order = torch.randperm(len(ro), generator=self.shuffler)
                 for i in range(0, len(ro), mbs):
-                    mb = ro.select(order[i:i + mbs])
-                    logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
-                    mask = mb.loss_mask.float()
-                    loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if torch.isfinite(loss):
-                        torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
-                        opt.step()
-                    losses.append(float(loss.detach()))
+                    loss, _, _ = inner_step(opt, params, nll(ro.select(order[i:i + mbs])),
+                                            self.optim_cfg.get("max_grad_norm"))
+                    losses.append(loss)
                     sched.step()
-            opt.zero_grad(set_to_none=True)
         out["propa/sft_loss"] = sum(losses) / len(losses)
         out["propa/sft_lr"] = lr
         return out
@@ -330,18 +329,14 @@ class PROPA(RLModule):
         opt = self._fresh_adamw(params, float(self.prm_cfg["lr"]))
         mbs, losses = int(self.prm_cfg["micro_batch_size"]), []
         self.prm.train()
+
+        def mse(idx: list[int]):
+            yield torch.nn.functional.mse_loss(self.prm_scores([texts[j] for j in idx], [images[j] for j in idx]), y[idx])
+
         for _ in range(int(self.prm_cfg["epochs"])):
             order = torch.randperm(len(texts), generator=self.shuffler).tolist()
             for i in range(0, len(texts), mbs):
-                idx = order[i:i + mbs]
-                pred = self.prm_scores([texts[j] for j in idx], [images[j] for j in idx])
-                loss = torch.nn.functional.mse_loss(pred, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if torch.isfinite(loss):
-                    opt.step()
-                losses.append(float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
+                losses.append(inner_step(opt, params, mse(order[i:i + mbs]), None)[0])
         return {"propa/prm_examples": float(len(texts)), "propa/prm_loss": sum(losses) / len(losses)}
 
     # ------------------------------------------------------------------------------------ inference
@@ -384,27 +379,6 @@ class PROPA(RLModule):
         for s, text in zip(batch, texts):
             self._val_correct.append(1.0 if self.task.verify(s, text) >= 1.0 - 1e-6 else 0.0)
             self._val_sources.append(s.source or "all")
-
-
-class TreeSearch:
-    """PROPA's collector: MCTS on every question; the sibling groups of its trees are the step's rows (kept
-    with the trees in ``step.extras["trees"]`` for the SFT and PRM phases)."""
-
-    def collect(self, m: PROPA, step: Step) -> None:
-        with step.timer("rollout"):
-            roots, stats = m.search(step.samples)
-        trees = list(zip(step.samples, roots))
-        step.ro, step.rewards = m.tree_batch(trees)
-        step.unfiltered, step.extras["trees"] = (step.ro, step.rewards), trees
-        solved = sum(r.W > 0 for r in roots) / max(1, len(roots))
-        m.metrics.write({
-            "train/acc": solved, "propa/solved_frac": solved,
-            "propa/groups": float(torch.unique(step.ro.group_ids).numel()),
-            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
-            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
-            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
-            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
-            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])})
 
 
 def sft_schedule(opt: torch.optim.Optimizer, total: int, kind: str, warmup_ratio: float):
