@@ -58,13 +58,14 @@ def make_rollouts(prompts: list[str], tok, seed: int = 0, fixed: int | None = No
 
 
 def run(module, model, ro, adv, micro_rows, budget):
+    from steprl.algos.logprob import row_tokens
     from steprl.models import packing
 
     order = torch.randperm(len(ro), generator=torch.Generator().manual_seed(1))
     n_tok = ro.loss_mask.sum()
     total, computed = 0.0, 0
     model.zero_grad(set_to_none=True)
-    for mid in packing.micro_batches(order, module.row_tokens(ro), micro_rows, budget):
+    for mid in packing.micro_batches(order, row_tokens(ro), micro_rows, budget):
         mb = ro.select(mid)
         logp, _ = module.forward_logp(model, mb, entropy="detached")
         loss = -(logp * adv[mid, None] * mb.loss_mask).sum() / n_tok

@@ -339,7 +339,7 @@ class Ours:
                     outer.profiled.stop()
                 outer.step_times.append(dt)
                 outer.cpu_times.append(dc)
-                ro = module._unfiltered[0]
+                ro = outputs["step"].unfiltered[0]  # the step's first round, before any filter
                 outer.tokens.append(int(ro.response_mask.sum()))
                 outer.seq_tokens.append(int(ro.response_mask.sum() + ro.prompt_mask.sum()))
                 outer.phase.record()

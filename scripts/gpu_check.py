@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from steprl.algos.step import Step
 from steprl.rollout.hf import HFEngine
 from steprl.tasks import ArithTask
 
@@ -69,16 +70,17 @@ def step(m, task, name: str, dtype: str) -> None:
     """One rollout -> score -> advantages -> loss -> backward on the device, with the algorithm's metrics."""
     m.setup("fit")
     samples = [task.train_dataset()[i] for i in range(PROMPTS)]
-    m._reward_counts = {"reward/errors": 0, "reward/timeouts": 0}
     t = time.time()
     ro = m.rollout(samples)
     sync()
     gen_s = time.time() - t
     assert m.sampler.device.type == DEVICE
-    rw = m.score(ro, samples)
+    rw = m.group_values(ro, m.score(ro, samples))
     ro, rw = ro.to(DEVICE), rw.to(DEVICE)
-    m.prepare(ro)
-    adv, _ = m.advantages(ro, rw)
+    st = Step(samples, ro, rw, real=torch.ones(len(ro), dtype=torch.bool, device=DEVICE))
+    st.extras = m.prepare(st)
+    m.dense_rewards(st)
+    adv, _ = m.advantages(st)
     ro.old_logp = m.logp_pass(m.policy, ro)  # behaviour log-probs, as a round stores them
     if name in OFF_POLICY:
         with torch.no_grad():  # move the policy so the ratio is not 1
@@ -91,8 +93,9 @@ def step(m, task, name: str, dtype: str) -> None:
     gn = sum(float(p.grad.float().norm() ** 2) for p in m.policy.parameters() if p.grad is not None) ** 0.5
     assert torch.isfinite(loss) and torch.isfinite(adv).all() and gn > 0, (name, float(loss), gn)
     assert (adv[~ro.loss_mask.bool()] == 0).all(), name
-    metrics = {k: round(v, 4) for k, v in m.after_update(ro, rw).items()}
-    metrics.update({k: round(v, 4) for k, v in getattr(m, "_drm_metrics", {}).items()})
+    m.after_update(st)
+    metrics = {k: round(v, 4) for k, v in m.metrics.compute().items()}  # what every stage wrote this step
+    m.metrics.reset()
     print(f"[gpu_check] {name} {dtype}: rollouts {len(ro)} in {gen_s:.2f}s, acc {float(rw.correct.mean()):.3f}, "
           f"|adv|>0 {float((adv.abs() > 0).float().mean()):.3f}, loss {float(loss.detach()):.4f}, clip_frac "
           f"{stats['train/clip_frac'] / max(stats['tokens'], 1):.4f}, grad_norm {gn:.3f} {metrics}", flush=True)
@@ -115,21 +118,21 @@ def propa(m, task, dtype: str) -> None:
     roots, stats = m.search(samples)
     sync()
     t_search = time.time() - t
-    m._trees = list(zip(samples, roots))
-    ro, rw = m.tree_batch(m._trees)
+    trees = list(zip(samples, roots))
+    ro, rw = m.tree_batch(trees)
     assert ((rw.outcome >= 0) & (rw.outcome <= 1)).all()
     line = f"[gpu_check] propa {dtype}: search {t_search:.2f}s {stats}, solved {sum(r.W > 0 for r in roots)}/{n_q}, " \
            f"groups {int(torch.unique(ro.group_ids).numel())}"
     if len(ro):
-        adv, _ = m.advantages(ro, rw)
+        adv, _ = m.advantages(Step(samples, ro, rw))
         n = min(len(ro), 16)
         loss, _ = m.micro_loss(ro.select(torch.arange(n)), adv[:n], {}, ro.loss_mask[:n].sum(), n)
         loss.backward()
         assert torch.isfinite(loss)
         line += f", grpo loss {float(loss.detach()):.4f}"
         m.policy.zero_grad(set_to_none=True)
-    sft = m.sft_phase([s for s, r in m._trees if r.W == 0] or samples[:2])
-    prm = m.prm_phase()
+    sft = m.sft_phase([s for s, r in trees if r.W == 0] or samples[:2])
+    prm = m.prm_phase(trees)
     k = min(4, n_q)
     texts, _ = m.best_of_k(samples[:k], k=4, max_steps=6)
     acc = sum(task.verify(s, t) for s, t in zip(samples, texts)) / k

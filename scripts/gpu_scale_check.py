@@ -68,7 +68,7 @@ class Meter:
 
         class CB(L.Callback):
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                ro = pl_module._unfiltered[0]
+                ro = outputs["step"].unfiltered[0]  # the step's first round, before any filter
                 m = {k: float(v) for k, v in trainer.callback_metrics.items()}
                 m["tokens"] = float(ro.prompt_mask.sum() + ro.response_mask.sum())
                 m["train_tokens"] = float(ro.loss_mask.sum())

@@ -43,15 +43,15 @@ def test_paper_recipes_compose(recipe, tmp_path):
 
 def test_propa_tiny_runs_two_steps(tmp_path):
     """One outer PROPA iteration per step: MCTS, GRPO on sibling groups, SFT on unsolved questions, PRM."""
-    rows, m = run(["experiment=propa_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
-                   "trainer.val_check_interval=100"], tmp_path)
+    rows, m, out = run(["experiment=propa_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
+                        "trainer.val_check_interval=100"], tmp_path, outputs=True)
     assert len(rows) == 2
     for r in rows:
         assert math.isfinite(r["train/loss"]) and 0.0 <= r["train/reward"] <= 1.0
         assert r["propa/expansions"] >= 1 and r["propa/tree_nodes"] > 1
         assert math.isfinite(r["propa/prm_loss"])
         assert r["propa/sft_questions"] == 2 * (1 - r["propa/solved_frac"])
-    ro, rw = m._unfiltered
+    ro, rw = out["step"].unfiltered
     assert ((rw.outcome >= 0) & (rw.outcome <= 1)).all()
     assert ro.response_ids.shape[0] == rw.outcome.shape[0] == 4 * int(rows[-1]["propa/groups"])
 

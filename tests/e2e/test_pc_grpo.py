@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl.config import check_config
 from steprl.rollout.types import Sample
 from steprl.train import build
@@ -97,22 +98,22 @@ def test_module_weights_groups_as_the_spec_case_2(module):
     ro = _scripted(module, _patchfit_samples(2), [f"<think>t</think><answer>{p}</answer>" for p in picks])
     rw = module.score(ro, _patchfit_samples(2))
     assert rw.outcome.tolist() == [float(p == "A") for p in picks]
-    module._confidence = None  # curriculum only
-    adv, _ = module.advantages(ro, rw)
+    adv, _ = module.advantages(Step([], ro, rw))  # no "confidence" in the extras: curriculum only
     # A_i = r_i - 0.125 (mean-centred), times w = 0.2006 (group 0) and 0.4303 (group 1)
     row = adv[:, 0]
     assert row[0].item() == pytest.approx(0.2006 * 0.875, abs=1e-4)
     assert row[1].item() == pytest.approx(-0.2006 * 0.125, abs=1e-4)
     assert row[8].item() == pytest.approx(0.4303 * 0.875, abs=1e-4)
     assert torch.equal(adv == 0, ro.loss_mask == 0) or (adv[ro.loss_mask == 0] == 0).all()
-    stats = module.after_update(ro, rw)
+    stats = module.metrics.peek()
+    module.metrics.reset()
     assert stats["pc_grpo/curriculum_weight"] == pytest.approx((0.2006 + 0.4303) / 2, abs=1e-4)
     assert stats["pc_grpo/invalid_answers"] == 0.0
     # unusable answers are their own class, counted
     ro2 = _scripted(module, _patchfit_samples(1), ["<answer>A</answer>", "garbage", "<answer>Q</answer>", "x"])
     rw2 = module.score(ro2, _patchfit_samples(1))
-    module.advantages(ro2, rw2)
-    assert module._pc_stats["pc_grpo/invalid_answers"] == 0.75
+    module.advantages(Step([], ro2, rw2))
+    assert module.metrics.peek()["pc_grpo/invalid_answers"] == 0.75
 
 
 def test_care_confidence_reads_the_answer_tokens_of_the_ema_model(module):
@@ -122,18 +123,18 @@ def test_care_confidence_reads_the_answer_tokens_of_the_ema_model(module):
     mask = module.answer_mask(ro)
     picked = [module.tokenizer.decode(ro.response_ids[i][mask[i]]) for i in range(4)]
     assert picked == ["B", "AB", "", "C"]
-    module.prepare(ro)
+    conf = module.prepare(Step([], ro))["confidence"]
     logp, _ = module.forward_logp(module.ema_policy, ro)
     want = torch.exp((logp * mask).sum(-1) / (mask.sum(-1) + 1e-6))
-    assert torch.allclose(module._confidence, want, atol=1e-5)
-    assert module._confidence[2].item() == pytest.approx(1.0)
+    assert torch.allclose(conf, want, atol=1e-5)
+    assert conf[2].item() == pytest.approx(1.0)
     # the EMA reference moves toward the policy by (1 - decay) on its update steps
     p = next(module.policy.parameters())
     e = next(module.ema_policy.parameters())
     with torch.no_grad():
         p.add_(1.0)
     before = e.detach().clone()
-    module.after_update(ro, module.score(ro, _patchfit_samples(1)))
+    module.after_update(Step([], ro, module.score(ro, _patchfit_samples(1))))
     assert torch.allclose(e, 0.995 * before + 0.005 * p.detach(), atol=1e-6)
     with torch.no_grad():
         p.sub_(1.0)

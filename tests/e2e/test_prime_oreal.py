@@ -90,8 +90,7 @@ def test_oreal_keeps_one_pair_per_mixed_group_with_the_full_group_advantage(tmp_
     R = torch.tensor([1.0, -1, -1, -1, 1, 1, 1, 1, 1, 1, -1, -1])  # the truncated last row counts as wrong
     rw.seq["oreal_R"] = R
     rw.seq["oreal_A"] = torch.zeros(n)
-    keep = module.keep_groups(ro, rw, {"filter/groups": 0.0, "filter/dropped": 0.0, "filter/all_correct": 0.0,
-                                       "filter/all_wrong": 0.0})
+    keep = module.keep(ro, rw)
     assert gids[keep].tolist() == [0, 0, 2, 2]
     assert sorted(R[keep].tolist()) == [-1, -1, 1, 1]
 

@@ -24,8 +24,9 @@ def test_recipe_composes(tmp_path):
 def test_propa_puzzles_tiny_runs_two_steps(tmp_path):
     """From the shipped warm start (it writes the answer format, at about chance accuracy) the search solves
     trees, so the GRPO update runs on sibling groups whose rows carry their question's pixels."""
-    rows, m = run(["experiment=propa_puzzles_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
-                   "trainer.val_check_interval=100"], tmp_path)
+    rows, m, out = run(["experiment=propa_puzzles_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
+                        "trainer.val_check_interval=100"], tmp_path, outputs=True)
+    trees = out["step"].extras["trees"]
     assert len(rows) == 2
     for r in rows:
         assert r["propa/image_prompts"] == 1.0  # every expansion / simulation prompt showed its image
@@ -35,14 +36,14 @@ def test_propa_puzzles_tiny_runs_two_steps(tmp_path):
         if r["propa/sft_questions"]:
             assert r["propa/sft_examples"] >= 2 * r["propa/sft_questions"] and math.isfinite(r["propa/sft_loss"])
         assert r["propa/groups"] >= 1 and math.isfinite(r["train/loss"]) and 0 < r["train/reward"] < 1
-    for s, root in m._trees:  # the last step's trees: image questions, expanded k = 4 wide
+    for s, root in trees:  # the last step's trees: image questions, expanded k = 4 wide
         assert len(s.images) == 1 and s.prompt.count(IMAGE_TOKEN) == 1 and len(root.children) == 4
         assert all(0 <= n.W <= n.N for n in root.walk())
-    ro, rw = m._unfiltered
+    ro, rw = out["step"].unfiltered
     assert len(ro) == rw.outcome.numel() == 4 * int(rows[-1]["propa/groups"]) > 0
     assert len(ro.pixel_values) == len(ro.image_grid_thw) == len(ro)
     for row, q in enumerate(ro.sample_idx.tolist()):  # each row carries its own question's image
-        pv, grid = m.processor.images(m._trees[q][0].images)
+        pv, grid = m.processor.images(trees[q][0].images)
         assert torch.equal(ro.pixel_values[row].cpu(), pv) and torch.equal(ro.image_grid_thw[row].cpu(), grid)
 
 

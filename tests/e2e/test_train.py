@@ -21,18 +21,22 @@ class Recorder(L.Callback):
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
+        self.outputs: dict | None = None  # the last training step's outputs (RLModule: its Step under "step")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.outputs = outputs
 
 
-def run(overrides, out: Path) -> tuple[list[dict], L.LightningModule]:
+def run(overrides, out: Path, outputs: bool = False):
+    """``(rows, module)``: the logged metrics of every step and the trained module; ``outputs=True`` adds the
+    last step's outputs."""
     cfg = compose_train(["logger=none", "callbacks.progress_bar=null", *overrides], out)
     module, data, trainer = build(cfg)
     rec = Recorder()
     trainer.callbacks.append(rec)
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
-    return rec.rows, module
+    return (rec.rows, module, rec.outputs) if outputs else (rec.rows, module)
 
 
 # the recipes as a user runs them take minutes; the suite runs each for 2 steps on a few validation problems

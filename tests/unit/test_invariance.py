@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl.algos.base import Rewards
 from steprl.models import packing
 from steprl.train import build
@@ -60,7 +61,7 @@ def _prepare(tmp_path, extra: list[str], advantages: bool = True):
     ro.old_logp = module.logp_pass(module.policy, ro) + wiggle * ro.loss_mask
     if not advantages:  # PPO: GAE needs the critic's values first
         return module, ro, None
-    adv, _ = module.advantages(ro, REWARDS)
+    adv, _ = module.advantages(Step([], ro, REWARDS))
     assert adv.abs().sum() > 0
     return module, ro, adv
 
@@ -142,10 +143,10 @@ def test_micro_batches_with_kl_in_the_loss(agg, norm_len, tmp_path):
 def test_ppo_value_loss_is_split_invariant_too(agg, tmp_path):
     """PPO adds the critic's clipped value loss per micro-batch (extras sliced per micro-batch, as update does)."""
     module, ro, _ = _prepare(tmp_path, ["algo=ppo", f"algo.loss.agg={agg}"], advantages=False)
-    values = module.prepare(ro)["values"]
+    values = module.prepare(Step([], ro))["values"]
     with torch.no_grad():  # a critic that does not predict 0 everywhere, so the value loss has a real gradient
         module.critic.head.bias.fill_(0.3)
-    adv, returns = module.advantages(ro, REWARDS, values)
+    adv, returns = module.advantages(Step([], ro, REWARDS, extras={"values": values}))
     assert returns is not None and adv.abs().sum() > 0
     extras = {"values": values, "returns": returns, "advantages": adv}
     one = _loss_and_grads(module, ro, adv, micro=1, extras=extras)

@@ -6,18 +6,50 @@ by the algorithm itself outside Lightning's (single) policy optimiser; :class:`A
 optimisers with the policy's and saves / restores their state (and any schedulers) in the checkpoint.
 
 Several ranks: each rank trains its copy on its own rows, so the gradients are averaged over ranks before
-every optimiser step (:meth:`aux_step`), and every rank takes the same step: the copies stay identical.
+every optimiser step (:func:`inner_step`), and every rank takes the same step: the copies stay identical.
 Under DDP the models are kept out of DDP's own gradient reduction (their backward is not Lightning's);
 under FSDP2 they are sharded like the policy and FSDP2 averages their gradients in backward. Their losses
 are normalised by global counts (summed over ranks) and back-propagated ``world_size x``, like the policy's.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from steprl.utils import dist as D
+
+
+def backward_global(loss: torch.Tensor) -> None:
+    """Back-propagate a loss normalised by GLOBAL counts: one process skips a non-finite loss; several ranks
+    always join (gradients are averaged, so ``world_size x`` the share; a NaN reaches every rank and all skip
+    the step)."""
+    world = D.world_size()
+    if world > 1:
+        (loss * world).backward()
+    elif torch.isfinite(loss):
+        loss.backward()
+
+
+def inner_step(optimizer, params: list, micro_losses: Iterable[torch.Tensor],
+               max_grad_norm: float | None) -> tuple[float, float, bool]:
+    """One optimiser step of a hand-written inner loop (PRIME's PRM, OREAL's token RM, PROPA's SFT and PRM
+    phases): zero the gradients, back-propagate each micro-batch's loss as the iterable yields it (each graph
+    is freed before the next forward), average the gradients over ranks, clip them to ``max_grad_norm`` (None:
+    no clipping) and step unless the norm is non-finite (a decision every rank takes alike), zero them again.
+    Returns ``(summed loss, norm before clipping, stepped)``."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for loss in micro_losses:
+        backward_global(loss)
+        total += float(loss.detach())
+    D.average_gradients(params)
+    norm = D.clip_grad_norm(params, max_grad_norm)
+    ok = bool(torch.isfinite(torch.tensor(norm)))
+    if ok:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm, ok
 
 
 class AuxOptimizers:
@@ -42,33 +74,17 @@ class AuxOptimizers:
             f"{name}.{n}" for name, mod in mods
             for n, _ in [*mod.named_parameters(remove_duplicate=False), *mod.named_buffers(remove_duplicate=False)]]
 
-    def aux_step(self, optimizer, module: torch.nn.Module, max_grad_norm: float | None) -> tuple[float, bool]:
-        """Average ``module``'s gradients over ranks, clip them to ``max_grad_norm`` (None: no clipping) and
-        step ``optimizer`` unless the norm is non-finite (a decision every rank takes alike: the averaged
-        gradient is the same everywhere). Returns ``(norm, stepped)``."""
-        params = [p for p in module.parameters() if p.requires_grad]
-        D.average_gradients(params)
-        norm = D.clip_grad_norm(params, max_grad_norm)
-        ok = bool(torch.isfinite(torch.tensor(norm)))
-        if ok:
-            optimizer.step()
-        return norm, ok
+    def aux_update(self, optimizer, module: torch.nn.Module, micro_losses: Iterable[torch.Tensor],
+                   max_grad_norm: float | None) -> tuple[float, float, bool]:
+        """:func:`inner_step` on ``module``'s trainable parameters."""
+        return inner_step(optimizer, [p for p in module.parameters() if p.requires_grad], micro_losses,
+                          max_grad_norm)
 
-    def aux_backward(self, loss: torch.Tensor) -> None:
-        """Back-propagate an aux model's loss, normalised by GLOBAL counts: one process skips a non-finite
-        loss; several ranks always join (gradients are averaged, so ``world_size x`` the share; a NaN reaches
-        every rank and all skip the step)."""
-        world = D.world_size()
-        if world > 1:
-            (loss * world).backward()
-        elif torch.isfinite(loss):
-            loss.backward()
-
-    def global_rows(self, idx: torch.Tensor) -> int:
-        """Real (not padding) rows among ``idx``, summed over ranks; ``len(idx)`` in one process."""
+    def global_rows(self, idx: torch.Tensor, real: torch.Tensor | None) -> int:
+        """Real (not padding) rows among ``idx`` (``real``: the step's mask, None: all), summed over ranks;
+        ``len(idx)`` in one process."""
         if not D.is_distributed():
             return len(idx)
-        real = getattr(self, "_real_rows", None)
         n = float(real[idx.to(real.device)].sum()) if real is not None and len(real) else float(len(idx))
         return max(1, int(D.all_reduce([n])[0]))
 

@@ -23,6 +23,8 @@ import re
 import torch
 
 from steprl.algos.base import RLModule, Rewards
+from steprl.algos.spans import span_masks
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.drm import NORMS, drm_advantage, drm_combine, drm_confidence
 from steprl.rewards.drm_models import build_coherence, build_relevance
@@ -100,25 +102,6 @@ class DRM(RLModule):
             judge.close()
 
     # ------------------------------------------------------------------------------------ dimensions
-    def _span_masks(self, ro: Rollouts, spans) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token masks [N, T] of the reasoning and answer char spans."""
-        pieces = self._token_pieces()
-        reason = torch.zeros(ro.response_mask.shape)  # on the CPU, like the rest of the scoring
-        ans = torch.zeros_like(reason)
-        for i, (ids, m) in enumerate(zip(ro.response_ids.tolist(), ro.response_mask.tolist())):
-            n, pos = int(sum(m)), 0
-            r, a = spans[i]
-            for t, tok in enumerate(ids[:n]):
-                s, e = pos, pos + len(pieces(tok))
-                pos = e
-                if e <= s:
-                    continue
-                if r is not None and s < r[1] and e > r[0]:
-                    reason[i, t] = 1.0
-                elif a is not None and s < a[1] and e > a[0]:
-                    ans[i, t] = 1.0
-        return reason, ans
-
     def relevance_scores(self, rows: list[Sample], texts: list[str], spans) -> list[float]:
         parts = self.rel_cfg["parts"]
         pairs, owner = [], []
@@ -164,11 +147,22 @@ class DRM(RLModule):
         spans = [reasoning_answer_spans(t, d["spans"], self.task.splitter, tuple(d["think_tags"]),
                                         tuple(d["answer_tags"])) for t in ro.texts]
         valid = torch.tensor([r is not None and a is not None for r, a in spans])
-        reason, ans = self._span_masks(ro, spans)
+        reason, ans = span_masks(self, ro, [list(sp) for sp in spans])
         logp = self.logp_pass(self.policy, ro, temperature=d["confidence_temperature"]).cpu()
         conf = drm_confidence(logp, reason, ans)
         rel = torch.tensor(self.relevance_scores(rows, ro.texts, spans), dtype=torch.float)
         coh = torch.tensor(self.coherence_scores(rows, ro.texts, spans), dtype=torch.float)
+        rw.seq.update({"drm_conf": conf, "drm_rel": rel, "drm_coh": coh, "drm_valid": valid})
+        judge = getattr(self.coherence, "judge", None)
+        if judge is not None:
+            self.metrics.write(judge.metrics())
+        return rw
+
+    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
+        """A failed score takes its group's minimum; each dimension z-scored in its group; R_DRM and A_i."""
+        d = self.drm
+        conf, valid = rw.seq["drm_conf"], rw.seq["drm_valid"]
+        rel, coh = rw.seq["drm_rel"].clone(), rw.seq["drm_coh"].clone()
         g = ro.group_ids.cpu()
         failures = 0
         for x in (rel, coh):  # a failed score takes its dimension's group minimum (counted)
@@ -186,17 +180,9 @@ class DRM(RLModule):
         m = {"drm/confidence": mean(conf), "drm/relevance": mean(rel), "drm/coherence": mean(coh),
              "drm/format_failures": float((~valid).sum()), "drm/score_failures": float(failures),
              "drm/r_drm_std": float(r_drm.std()) if len(r_drm) > 1 else 0.0}
-        judge = getattr(self.coherence, "judge", None)
-        if judge is not None:
-            m.update(judge.metrics())
-        self._drm_metrics = m
+        self.metrics.write(m)
         return rw
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values=None):
-        adv = rewards.seq["drm_adv"].to(ro.loss_mask.device)
-        return adv[:, None] * ro.loss_mask.to(adv.dtype), None
-
-    def collect(self, samples, timer):
-        ro, rw, stats = super().collect(samples, timer)
-        stats.update(getattr(self, "_drm_metrics", {}))
-        return ro, rw, stats
+    def advantages(self, step: Step):
+        adv = step.rewards.seq["drm_adv"].to(step.ro.loss_mask.device)
+        return adv[:, None] * step.ro.loss_mask.to(adv.dtype), None

@@ -19,6 +19,7 @@ from steprl import core
 from steprl.config import ConfigError, node_defaults
 from steprl.core.agents import egrpo_rewards
 from steprl.algos.base import RLModule, Rewards
+from steprl.algos.step import Step
 from steprl.rewards.entities import entity_match_rate, thoughts
 from steprl.rollout.types import Rollouts, Sample
 
@@ -45,7 +46,6 @@ class EGRPO(RLModule):
         if not 0 <= self.eg["alpha"] < 1:
             raise ConfigError(f"algo.e_grpo.alpha must be in [0, 1) so a correct rollout beats every wrong one, "
                              f"got {self.eg['alpha']}")
-        self._eg_metrics: dict[str, float] = {}
 
     def score(self, ro: Rollouts, samples: list[Sample]) -> Rewards:
         rw = super().score(ro, samples)
@@ -57,7 +57,7 @@ class EGRPO(RLModule):
         reward = egrpo_rewards(rw.correct.cpu(), gamma, over | fmt, groups, self.eg["alpha"])
         wrong = (rw.correct.cpu() == 0) & ~(over | fmt)
         acc = core.group_mean_std(rw.correct.cpu(), groups)[0]
-        self._eg_metrics = {
+        self.metrics.write({
             "e_grpo/match_rate": float(gamma.mean()),
             "e_grpo/match_rate_correct": float(gamma[rw.correct.cpu() > 0].mean()) if (rw.correct > 0).any() else 0.0,
             "e_grpo/partial_reward": float(reward[wrong].mean()) if wrong.any() else 0.0,
@@ -66,14 +66,12 @@ class EGRPO(RLModule):
             # all-wrong groups that still get a learning signal from the entity reward
             "e_grpo/all_wrong_with_signal": float(((acc == 0) & (core.group_mean_std(reward, groups)[1] > 0))
                                                   .float().mean()),
-        }
+        })
         return Rewards(outcome=reward.to(rw.outcome.device), correct=rw.correct, step=rw.step)
 
-    def prepare(self, ro: Rollouts) -> dict[str, torch.Tensor]:
+    def prepare(self, step: Step) -> dict[str, torch.Tensor]:
+        ro = step.ro
         if self.eg["mask_over_length"]:  # rewards (and group statistics) are fixed: drop their tokens from the loss
             keep = ~over_length(ro).to(ro.loss_mask.device)
             ro.loss_mask = ro.loss_mask * keep[:, None].to(ro.loss_mask.dtype)
-        return super().prepare(ro)
-
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        return {**super().after_update(ro, rewards), **self._eg_metrics}
+        return super().prepare(step)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from steprl import core
-from steprl.algos.base import RLModule, Rewards
+from steprl.algos.base import RLModule
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 
@@ -29,40 +30,35 @@ class EMPG(RLModule):
         if self.empg_cfg["final_norm"] not in core.EMPG_FINAL_NORMS:
             raise ConfigError(f"algo.empg.final_norm={self.empg_cfg['final_norm']!r} is not one of "
                              f"{list(core.EMPG_FINAL_NORMS)}")
-        self.old_entropy: torch.Tensor | None = None
-        self._metrics: dict[str, float] = {}
 
     @torch.no_grad()
-    def prepare(self, ro: Rollouts) -> dict[str, torch.Tensor]:
+    def prepare(self, step: Step) -> dict[str, torch.Tensor]:
         """Token entropies of the rollout (old) policy, before any update of this step."""
+        ro = step.ro
         mbs, was = self.batch_cfg["micro_batch_size"], self.policy.training
         self.policy.eval()
         ent = [self.forward_logp(self.policy, ro.select(torch.arange(i, min(i + mbs, len(ro)))), entropy=True)[1]
                for i in range(0, len(ro), mbs)]
         self.policy.train(was)
-        self.old_entropy = torch.cat(ent)
-        return {}
+        return {"old_entropy": torch.cat(ent)}
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
-        base, returns = super().advantages(ro, rewards, values)
+    def advantages(self, step: Step):
+        ro = step.ro
+        base, returns = super().advantages(step)
         mask = ro.loss_mask.float()
         traj_adv = core.masked_mean(base, mask, dim=-1)          # A(τ_i): the broadcast trajectory advantage
         steps = core.fill_step_ids(ro.step_ids, ro.loss_mask)
         n_steps = int(steps.max()) + 1 if steps.numel() else 0
         if n_steps == 0:
             return base, returns
-        H = core.gather_step_values(self.old_entropy, steps, n_steps, "mean")
+        H = core.gather_step_values(step.extras["old_entropy"], steps, n_steps, "mean")
         c = self.empg_cfg
         out = core.empg_advantages(H, traj_adv, k=c["k"], k_future=c["k_future"], zeta=c["zeta"], eps=c["eps"],
                                    final_norm=c["final_norm"])
         adv = core.scatter_step_values(out.adv, steps) * mask
         ok = ~torch.isnan(H)
-        self._metrics = {"empg/g_mean": float(out.g[ok].mean()), "empg/g_min": float(out.g[ok].min()),
+        self.metrics.write({"empg/g_mean": float(out.g[ok].mean()), "empg/g_min": float(out.g[ok].min()),
                          "empg/g_max": float(out.g[ok].max()), "empg/step_entropy": float(H[ok].mean()),
                          "empg/bonus": float(out.bonus[ok].mean()), "empg/steps_per_traj": float(ok.sum(-1).float().mean()),
-                         "empg/adv_abs": float(out.adv[ok].abs().mean())}
+                         "empg/adv_abs": float(out.adv[ok].abs().mean())})
         return adv, returns
-
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        self.old_entropy = None
-        return dict(self._metrics)

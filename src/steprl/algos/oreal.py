@@ -14,37 +14,16 @@ so the loss does not depend on micro-batching; the whole filtered batch is one o
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from steprl import core
 from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
+from steprl.models.heads import ScalarHead
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
-
-
-class TokenRewardModel(torch.nn.Module):
-    """A copy of the policy's trunk with ``lm_head`` replaced by a zero-initialised ``Linear(hidden, 1)``
-    without bias: one logit per position."""
-
-    def __init__(self, policy):
-        super().__init__()
-        self.trunk = copy.deepcopy(policy.get_decoder() if hasattr(policy, "get_decoder") else policy.model)
-        self.head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
-        torch.nn.init.zeros_(self.head.weight)
-
-    def forward(self, mb: Rollouts) -> torch.Tensor:
-        """Logit of each response token [n, T], read at the position that predicts it (like log-probs)."""
-        ids, att = mb.input_ids, mb.attention_mask
-        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        h = self.trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
-        T = mb.response_ids.shape[1]
-        return self.head(h[:, -T - 1:-1].to(self.head.weight.dtype)).squeeze(-1).float()  # bf16 trunk, fp32 head
-
-
 
 
 class OREAL(AuxOptimizers, RLModule):
@@ -74,8 +53,8 @@ class OREAL(AuxOptimizers, RLModule):
                               "(refill counts whole groups; OREAL keeps pairs)")
         if self.kl_cfg["in_reward"]:
             raise ConfigError("algo.kl.in_reward must be false for OREAL (its KL is a loss term)")
-        self.token_rm = TokenRewardModel(self.policy) if self.rm_cfg["enabled"] else None
-        self._oreal_metrics: dict[str, float] = {}
+        # token RM: the policy's trunk with a zero-initialised bias-free scalar head, one logit per token
+        self.token_rm = ScalarHead(self.policy, bias=False) if self.rm_cfg["enabled"] else None
 
     def aux_modules(self) -> list[str]:
         return ["token_rm"]
@@ -89,76 +68,62 @@ class OREAL(AuxOptimizers, RLModule):
         return {"rm_optimizer": opt, "rm_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)}
 
     # ------------------------------------------------------------------------------------ rewards, pairs
-    def score(self, ro: Rollouts, samples) -> Rewards:
-        rw = super().score(ro, samples)
+    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
         truncated = torch.tensor([f == "length" for f in ro.finish_reason])
         R = core.oreal_rewards(rw.correct, truncated, self.oreal_cfg["signed_rewards"])
         rw.seq["oreal_R"] = R
         rw.seq["oreal_A"] = core.oreal_shaped_advantage(R, ro.group_ids.to(R.device), self.oreal_cfg["shaping"])
         return rw
 
-    def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
-        keep = super().keep_groups(ro, rw, stats)
+    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
+        keep = super().keep(ro, rw)
         if not self.oreal_cfg["pair_filter"]:
             return keep
         pairs = core.oreal_pair_select(rw.seq["oreal_R"].cpu(), ro.group_ids.cpu(), self.shuffler)
         kept = pairs[torch.isin(pairs, keep.cpu())]
-        stats["oreal/pair_groups"] = stats.get("oreal/pair_groups", 0.0) + len(kept) / 2
+        self.metrics.add("oreal/pair_groups", len(kept) / 2)
         return kept.to(keep.device)
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values=None):
-        return rewards.seq["oreal_A"][:, None] * ro.loss_mask, None
+    def advantages(self, step: Step):
+        return step.rewards.seq["oreal_A"][:, None] * step.ro.loss_mask, None
 
     # ------------------------------------------------------------------------------------ the update
     @torch.no_grad()
-    def prepare(self, ro: Rollouts) -> dict:
+    def prepare(self, step: Step) -> dict:
+        ro = step.ro
         mask = ro.loss_mask.bool()
         if self.token_rm is not None:
             logits = self.rm_logits(ro, grad=False)
             w_pos, w_neg = core.oreal_importance_weights(logits, mask)
         else:
             w_pos = w_neg = mask.float()
-        positive = self._R > 0
+        positive = step.rewards.seq["oreal_R"] > 0
         counts = [float(mask[positive].sum()), float(mask[~positive].sum()), float(mask.sum())]
         if D.is_distributed():  # the step's global token counts (each rank back-propagates its share)
             counts = D.all_reduce(counts).tolist()
         return {"w_pos": w_pos, "w_neg": w_neg, "positive": positive,
                 "n_pos": counts[0], "n_neg": counts[1], "n_all": counts[2]}
 
-    def training_step(self, batch, batch_idx):
-        self._oreal_metrics = {}
-        return super().training_step(batch, batch_idx)
-
-    def pad_to_global(self, ro: Rollouts, rw: Rewards):
-        ro, rw, real = super().pad_to_global(ro, rw)  # several ranks: padding rows (empty loss mask) added
-        self._R = rw.seq["oreal_R"].to(self.device)
-        return ro, rw, real
-
     def actor_frozen(self) -> bool:
         return self.token_rm is not None and self.global_step < self.rm_cfg["actor_freeze_steps"]
 
-    def update(self, ro: Rollouts, adv: torch.Tensor, extras: dict, n_updates: int) -> dict[str, float]:
-        if self.actor_frozen():  # the token RM warms up first; the actor's schedule still advances
-            self.clip_and_step(last=True)
-            return {"train/loss": 0.0, "train/grad_norm": 0.0, "train/entropy": 0.0, "train/clip_frac": 0.0,
-                    "train/nonfinite_skips": 0.0, "train/lr": self.optimizers().param_groups[0]["lr"],
-                    "oreal/actor_frozen": 1.0}
-        out = super().update(ro, adv, extras, n_updates)
-        out["oreal/actor_frozen"] = 0.0
-        return out
+    def policy_frozen(self) -> bool:
+        """The token RM warms up first (``actor_freeze_steps``): no policy update, its schedule still advances."""
+        frozen = self.actor_frozen()
+        self.metrics.mean("oreal/actor_frozen", float(frozen))
+        return frozen
 
-    def micro_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
+    def policy_loss(self, mb: Rollouts, logp: torch.Tensor, ent: torch.Tensor, adv: torch.Tensor, extras: dict,
+                    num_tokens, num_seqs: int):
+        """OREAL's objective (its own normalisation by the step's positive / negative / all token counts)."""
         o, mask = self.oreal_cfg, mb.loss_mask.float()
-        logp, ent = self.forward_logp(self.policy, mb, entropy=True)
         ref = mb.ref_logp if o["kl_target"] == "ref" else (mb.old_logp if mb.old_logp is not None else logp.detach())
         loss, parts = core.oreal_policy_loss(
             logp, adv, extras["positive"], mask, extras["w_pos"], extras["w_neg"], extras["n_pos"], extras["n_neg"],
             extras["n_all"], ref_logp=ref, eta=o["eta"], pos_factor=o["pos_factor"], pos_mult_adv=o["pos_mult_adv"],
             kl_coef=self.kl_cfg["coef"], kl_kind=self.kl_cfg["estimator"], kl_clamp=self.kl_cfg["clamp"])
-        for k, v in parts.items():
-            self._oreal_metrics[f"oreal/loss_{k}"] = self._oreal_metrics.get(f"oreal/loss_{k}", 0.0) + float(v)
         sums = {"train/entropy": core.masked_sum(ent.detach(), mask), "train/clip_frac": torch.zeros(()),
-                "tokens": mask.sum()}
+                "tokens": mask.sum(), **{f"oreal/loss_{k}": v for k, v in parts.items()}}
         if ref is not None:
             sums["train/kl"] = core.masked_sum(core.kl_penalty(logp.detach(), ref, self.kl_cfg["estimator"],
                                                                            self.kl_cfg["clamp"]), mask)
@@ -169,41 +134,39 @@ class OREAL(AuxOptimizers, RLModule):
         mbs = self.batch_cfg["micro_batch_size"]
         self.token_rm.train(grad)
         with torch.set_grad_enabled(grad):
-            return torch.cat([self.token_rm(ro.select(torch.arange(i, min(i + mbs, len(ro)))))
+            return torch.cat([self.token_rm.response_scores(ro.select(torch.arange(i, min(i + mbs, len(ro)))), head_on_all=False)
                               for i in range(0, len(ro), mbs)])
 
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        m = dict(self._oreal_metrics)
-        R = rewards.seq["oreal_R"]
-        m["oreal/pos_frac"] = float((R > 0).float().mean()) if len(R) else 0.0
-        if self.token_rm is None:
-            return m
+    def after_update(self, step: Step) -> None:
+        """One optimiser step of the token RM on BCE(σ(mean_t w_t), R > 0), after the policy's."""
+        ro, R = step.ro, step.rewards.seq["oreal_R"]
+        self.metrics.mean("oreal/pos_frac", float((R > 0).float().mean()) if len(R) else 0.0)
+        if self.token_rm is None or step.skipped:
+            return
+        m = {}
         c, mbs, N = self.rm_cfg, self.batch_cfg["micro_batch_size"], len(ro)
         opt, sched = self.aux["rm_optimizer"], self.aux["rm_scheduler"]
         labels = (R > 0).float()
-        opt.zero_grad(set_to_none=True)
         self.token_rm.train()
-        loss_sum, means = 0.0, []
-        n_seq = self.global_rows(torch.arange(N, device=labels.device))  # real rows of every rank
-        for i in range(0, N, mbs):
-            mid = torch.arange(i, min(i + mbs, N), device=labels.device)
-            mb = ro.select(mid)
-            logits = self.token_rm(mb)
-            loss = core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=n_seq)
-            if D.is_distributed():
-                self.aux_backward(loss)
-            else:
-                loss.backward()
-            loss_sum += float(loss.detach())
-            msk = mb.loss_mask.float()
-            means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
-        self.aux_step(opt, self.token_rm, c["max_grad_norm"])  # gradients averaged over ranks, then one step
+        means = []
+        n_seq = self.global_rows(torch.arange(N, device=labels.device), step.real)  # real rows of every rank
+
+        def micro_losses():
+            for i in range(0, N, mbs):
+                mid = torch.arange(i, min(i + mbs, N), device=labels.device)
+                mb = ro.select(mid)
+                logits = self.token_rm.response_scores(mb, head_on_all=False)
+                msk = mb.loss_mask.float()
+                means.append(((logits.detach() * msk).sum(-1) / msk.sum(-1).clamp_min(1)))
+                yield core.oreal_rm_loss(logits, mb.loss_mask, labels[mid], num_seqs=n_seq)
+
+        # one step over the batch: gradients averaged over ranks
+        loss_sum, _, _ = self.aux_update(opt, self.token_rm, micro_losses(), c["max_grad_norm"])
         if D.is_distributed():
             loss_sum = float(D.all_reduce([loss_sum])[0])
         sched.step()
-        opt.zero_grad(set_to_none=True)
         mean = torch.cat(means)
         m["oreal/rm_loss"] = loss_sum
         m["oreal/rm_acc"] = float(core.prm_pairwise_acc(mean, labels, ro.group_ids))
         m["oreal/rm_lr"] = sched.get_last_lr()[0]
-        return m
+        self.metrics.write(m)

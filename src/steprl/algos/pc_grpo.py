@@ -23,6 +23,8 @@ import torch
 
 from steprl import core
 from steprl.algos.base import Rewards, RLModule
+from steprl.algos.spans import token_offsets, token_pieces
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core import pc_grpo as pc
 from steprl.rollout.types import Rollouts, Sample
@@ -50,8 +52,6 @@ class PCGRPO(RLModule):
         self.ema_policy = None
         if self.care["enabled"]:  # CARE's reference: an EMA of the policy, not the frozen start
             self.ema_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.rac_candidates: list[tuple[Sample, str]] = []
-        self._confidence: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------ rewards
     def score(self, ro: Rollouts, samples: list[Sample]) -> Rewards:
@@ -59,7 +59,6 @@ class PCGRPO(RLModule):
         rows = [samples[i] for i in ro.sample_idx.tolist()]
         keys, num_opts, distinct = self.answer_keys(rows, ro.texts)
         rw.seq["pc_key"], rw.seq["pc_num_options"], rw.seq["pc_distinct"] = keys, num_opts, distinct
-        self.rac_candidates = list(zip(rows, ro.texts))
         return rw
 
     def answer_keys(self, rows: list[Sample], texts: list[str]):
@@ -86,26 +85,19 @@ class PCGRPO(RLModule):
         return torch.tensor(keys), torch.tensor(num_opts), torch.tensor(distinct)
 
     # ------------------------------------------------------------------------------------ CARE confidence
-    def prepare(self, ro: Rollouts) -> dict[str, torch.Tensor]:
-        extras = super().prepare(ro)
-        self._confidence = None
+    def prepare(self, step: Step) -> dict[str, torch.Tensor]:
+        """CARE: the EMA policy's confidence p̄_i in each row's answer."""
+        extras = super().prepare(step)
         if self.ema_policy is not None:
-            logp = self.logp_pass(self.ema_policy, ro)
-            self._confidence = pc.answer_confidence(logp, self.answer_mask(ro))
+            logp = self.logp_pass(self.ema_policy, step.ro)
+            extras["confidence"] = pc.answer_confidence(logp, self.answer_mask(step.ro))
         return extras
 
     def answer_mask(self, ro: Rollouts) -> torch.Tensor:
         """1 on the response tokens between the last ``<answer>`` and its ``</answer>`` (the answer span)."""
-        pieces = self._token_pieces()
         out = torch.zeros_like(ro.response_ids, dtype=torch.bool)
-        for r, (ids, m) in enumerate(zip(ro.response_ids.tolist(), ro.response_mask.tolist())):
-            n = int(sum(m))
-            toks = [pieces(t) for t in ids[:n]]
-            offsets, pos = [], 0
-            for piece in toks:
-                offsets.append((pos, pos + len(piece)))
-                pos += len(piece)
-            text = "".join(toks)
+        for r, (text, offsets) in enumerate(token_offsets(ro, token_pieces(self))):
+            n = len(offsets)
             a = text.rfind(ANSWER_OPEN)
             if a < 0:
                 continue
@@ -117,17 +109,18 @@ class PCGRPO(RLModule):
         return out
 
     # ------------------------------------------------------------------------------------ advantages
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+    def advantages(self, step: Step):
+        ro, rewards, conf = step.ro, step.rewards, step.extras.get("confidence")
         acc, gids = rewards.outcome, ro.group_ids
         r, stats = acc, {}
-        if self._confidence is not None:
+        if conf is not None:
             c = self.care
-            bonus = pc.care_bonus(acc, self._confidence.to(acc.device), gids, c["coef"], c["conf_cap"], c["margin"],
+            bonus = pc.care_bonus(acc, conf.to(acc.device), gids, c["coef"], c["conf_cap"], c["margin"],
                                   c["acc_floor"])
             r = acc + bonus
             stats.update({"pc_grpo/care_bonus": float(bonus.mean()),
                           "pc_grpo/care_bonus_frac": float((bonus > 0).float().mean()),
-                          "pc_grpo/ref_confidence": float(self._confidence.mean())})
+                          "pc_grpo/ref_confidence": float(conf.mean())})
         adv = core.grpo_advantage(r, gids, "group", 1e-4) if self.scale_by_std else core.drgrpo_advantage(r, gids)
         keys = rewards.seq["pc_key"].to(acc.device)
         d = pc.group_difficulty(acc, gids)
@@ -142,15 +135,15 @@ class PCGRPO(RLModule):
                       "pc_grpo/zero_weight_frac": float((w[first] == 0).float().mean()),
                       "pc_grpo/difficulty": float(d[first].mean()), "pc_grpo/dispersion": float(dpi[first].mean()),
                       "pc_grpo/invalid_answers": float((keys < 0).float().mean())})
-        self._pc_stats = stats
+        self.metrics.write(stats)
         return (adv * w)[:, None] * ro.loss_mask.to(adv.dtype), None
 
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        out = dict(super().after_update(ro, rewards))
-        out.update(getattr(self, "_pc_stats", {}))
+    def after_update(self, step: Step) -> None:
+        """CARE: every ``ema_every`` steps, π_ema <- decay·π_ema + (1 - decay)·π_θ."""
+        if step.skipped:
+            return
         if self.ema_policy is not None and self.global_step % self.care["ema_every"] == 0:
             pc.ema_update_(list(self.ema_policy.parameters()), list(self.policy.parameters()), self.care["ema_decay"])
-        return out
 
 
 def _first_rows(group_ids: torch.Tensor) -> torch.Tensor:

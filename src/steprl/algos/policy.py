@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import sys
-import time
 from typing import Any
 
 import lightning as L
@@ -234,7 +233,10 @@ class PolicyModule(L.LightningModule):
     def log_metrics(self, metrics: dict[str, float], bar: tuple[str, ...] = ()) -> None:
         """Send metrics to the loggers at step = RL steps completed (Lightning's own step counter runs one
         behind during a training step), and to the progress bar / callback_metrics."""
-        metrics = D.reduce_metrics(metrics)  # several ranks: counts summed, the rest averaged
+        self.emit_metrics(D.reduce_metrics(metrics), bar)  # several ranks: counts summed, the rest averaged
+
+    def emit_metrics(self, metrics: dict[str, float], bar: tuple[str, ...] = ()) -> None:
+        """Log metrics already reduced over ranks (see :meth:`log_metrics`)."""
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
         self.log_dict({k: v for k, v in metrics.items() if k not in bar}, logger=False)
@@ -290,22 +292,3 @@ def _np_state_to_plain(state) -> tuple:
 
 def _np_state_from_plain(state) -> tuple:
     return (state[0], np.asarray(state[1], dtype=np.uint32), state[2], state[3], state[4])
-
-
-class Timer:
-    """``with timer("rollout"): ...`` accumulates wall-clock seconds under ``time/rollout``."""
-
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Span:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.times[f"time/{name}"] = timer.times.get(f"time/{name}", 0.0) + time.perf_counter() - self.t
-
-        return _Span()

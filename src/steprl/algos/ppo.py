@@ -11,34 +11,19 @@ OpenRLHF do: a large value loss does not shrink the policy's step.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from steprl import core
 from steprl.algos.base import RLModule
 from steprl.config import ConfigError, node_defaults
-
-
-class Critic(torch.nn.Module):
-    def __init__(self, policy):
-        super().__init__()
-        self.trunk = copy.deepcopy(policy.get_decoder() if hasattr(policy, "get_decoder") else policy.model)
-        self.head = torch.nn.Linear(policy.config.hidden_size, 1)
-        torch.nn.init.zeros_(self.head.weight)
-        torch.nn.init.zeros_(self.head.bias)
-
-    def forward(self, input_ids, attention_mask, position_ids):
-        h = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).last_hidden_state
-        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # a bf16 trunk feeds the fp32 head
+from steprl.models.heads import ScalarHead
 
 
 class PPO(RLModule):
     def __init__(self, *args, critic_lr: float = 1e-4, vf_coef: float = 0.5, value_clip: float | None = 0.2,
                  critic: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.critic = Critic(self.policy)
+        self.critic = ScalarHead(self.policy)  # the policy's trunk, copied, with a scalar head
         self.critic_lr, self.vf_coef, self.value_clip = critic_lr, vf_coef, value_clip
         self.critic_cfg = {**node_defaults("ppo", "critic"), **(critic or {})}
         unknown = set(self.critic_cfg) - {"grad_clip"}
@@ -56,15 +41,11 @@ class PPO(RLModule):
 
     def values(self, mb) -> torch.Tensor:
         """V(s_t) for each response token t: the critic read at the position that predicts token t."""
-        ids, att = mb.input_ids, mb.attention_mask
-        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
-        v = self.critic(ids, att, pos)
-        T = mb.response_ids.shape[1]
-        return v[:, -T - 1:-1]
+        return self.critic.response_scores(mb)
 
     @torch.no_grad()
-    def prepare(self, ro):
-        mbs = self.batch_cfg["micro_batch_size"]
+    def prepare(self, step):
+        ro, mbs = step.ro, self.batch_cfg["micro_batch_size"]
         vals = [self.values(ro.select(torch.arange(i, min(i + mbs, len(ro))))) for i in range(0, len(ro), mbs)]
         return {"values": torch.cat(vals) * ro.loss_mask}
 

@@ -23,6 +23,7 @@ from steprl import core
 from steprl.algos.advantage import AdvantageInputs
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.ppo import PPO
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.agents import (place_at_positions, process_group_advantage, renorm_step_rewards,
                                 turn_end_positions)
@@ -39,7 +40,6 @@ class _PrincipleRewards:
             raise ConfigError("algo=ppr needs a judge: judge=rule (task=arith) | hf | openai | scripted")
         self.judge_cfg, self.judge = dict(judge), None
         self.pp = {**node_defaults("ppr", "ppr"), **(ppr or {})}
-        self._ppr_metrics: dict[str, float] = {}
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -97,10 +97,12 @@ class _PrincipleRewards:
                     out[i, col] = float(v)
         judged = out[:, :max(S - 1, 0)]
         fin = torch.isfinite(judged)
-        self._ppr_metrics = {"ppr/judged_turns": float(sum(int(K[i]) - 1 for i in rows)),
+        self.metrics.write({"ppr/judged_turns": float(sum(int(K[i]) - 1 for i in rows)),
                              "ppr/invalid_judgements": float(invalid),
                              "ppr/process_reward": float(judged[fin].mean()) if fin.any() else 0.0,
-                             "ppr/turns": float(K.float().mean())}
+                             "ppr/turns": float(K.float().mean())})
+        for k, v in self.judge.metrics().items():  # counts, summed over the step's rounds
+            self.metrics.add(k, v)
         return out
 
     def _segments(self, ids: list[int], ends: list[int]) -> list[str]:
@@ -133,19 +135,6 @@ class _PrincipleRewards:
         steps, ends = self.renorm_steps(ro, process, outcome)
         return place_at_positions(steps, ends, ro.response_ids.shape[1])
 
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        out = {**super().after_update(ro, rewards), **self._ppr_metrics}
-        if self.judge is not None:
-            out.update(self.judge.metrics())
-        return out
-
-    def _kl_token_rewards(self, ro: Rollouts, rewards: Rewards) -> torch.Tensor:
-        # rebuilt from the per-row step and outcome scores, which survive group filters and refills
-        token = self.renorm_tokens(ro, rewards.step, rewards.outcome).to(ro.response_mask.device)
-        if self.kl_cfg["coef"] > 0 and self.kl_cfg["in_reward"] and ro.ref_logp is not None:
-            kl = core.kl_penalty(ro.old_logp, ro.ref_logp, self.kl_cfg["estimator"], self.kl_cfg["clamp"])  # k1 in the code
-            token = token - self.kl_cfg["coef"] * kl * ro.loss_mask
-        return token
 
 
 class PPR(_PrincipleRewards, PPO):
@@ -156,19 +145,21 @@ class PPR(_PrincipleRewards, PPO):
         self._init_ppr(judge, ppr)
 
     @torch.no_grad()
-    def prepare(self, ro: Rollouts):
+    def prepare(self, step: Step):
         """Critic values on every response token: GAE runs over the observations too."""
-        mbs = self.batch_cfg["micro_batch_size"]
+        ro, mbs = step.ro, self.batch_cfg["micro_batch_size"]
         vals = [self.values(ro.select(torch.arange(i, min(i + mbs, len(ro))))) for i in range(0, len(ro), mbs)]
         return {"values": torch.cat(vals) * ro.response_mask}
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
-        token = self._kl_token_rewards(ro, rewards)
+    def advantages(self, step: Step):
+        """GAE over the ReNorm token rewards (+ the KL reward: k1 in the reference code) on every response token."""
+        ro, token = step.ro, step.rewards.token.to(step.ro.response_mask.device)
         zeros = torch.zeros(len(ro), device=token.device)  # the outcome is already on the last boundary
-        mask, rows = ro.response_mask.float(), self.real_rows(ro)
+        mask, rows = ro.response_mask.float(), step.real_rows
         if rows is not None:  # padding rows (several ranks) keep their response mask: leave them out of the stats
             mask = mask * rows[:, None].to(mask.dtype)
-        return self.advantage_fn(AdvantageInputs(zeros, token, mask, ro.group_ids, values, self.batch_reduce(), rows))
+        return self.advantage_fn(AdvantageInputs(zeros, token, mask, ro.group_ids, step.extras.get("values"),
+                                                 self.batch_reduce(), rows, step.kl_rewards))
 
 
 class PPRGRPO(_PrincipleRewards, RLModule):
@@ -181,7 +172,8 @@ class PPRGRPO(_PrincipleRewards, RLModule):
         self._init_ppr(judge, ppr)
         self.eps = eps
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+    def advantages(self, step: Step):
+        ro, rewards = step.ro, step.rewards
         steps, ends = self.renorm_steps(ro, rewards.step, rewards.outcome)
         dev = ro.response_mask.device
         adv = process_group_advantage(steps.to(dev), ends.to(dev), ro.group_ids, ro.response_mask.float(), self.eps)

@@ -26,7 +26,8 @@ import torch
 from steprl import core
 from steprl.algos.advantage import AdvantageInputs
 from steprl.algos.aux_model import AuxOptimizers
-from steprl.algos.base import Rewards, RLModule
+from steprl.algos.base import RLModule
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
@@ -102,7 +103,6 @@ class PRIME(AuxOptimizers, RLModule):
         if self.prm_cfg["ref_type"] == "freeze":
             self.prm_ref = self.ref_policy if self.ref_policy is not None else \
                 copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self._prime_metrics: dict[str, float] = {}
 
     def aux_modules(self) -> list[str]:
         return ["prm"]
@@ -127,23 +127,22 @@ class PRIME(AuxOptimizers, RLModule):
                                                    weight_decay=c["weight_decay"], betas=tuple(c["betas"]))}
 
     # ------------------------------------------------------------------------------------ the paper's step
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
+    def dense_rewards(self, step: Step) -> None:
+        """The implicit PRM as the step's token scorer: its rewards ``r_t = β q_t`` (trained on this batch)."""
+        super().dense_rewards(step)
+        ro, rewards = step.ro, step.rewards
         c, mask = self.prm_cfg, ro.loss_mask.bool()
         ref = self.logp_pass(self.prm_ref if self.prm_ref is not None else self.policy, ro, temperature=1.0)
-        q, metrics = self.implicit_q(ro, ref, rewards.outcome)
+        q, metrics = self.implicit_q(ro, ref, rewards.outcome, step.real)
         r = core.implicit_process_rewards(q, mask, c["beta"], c["granularity"])
         if c["norm"] == "batch_norm":
             r = core.prime_batch_norm(r, mask, reduce=self.batch_reduce())
         rewards.token = r
         metrics["prime/process_reward"] = float((r * mask).sum(-1).mean())
-        self._prime_metrics = metrics
-        return super().advantages(ro, rewards, values)
-
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        return self._prime_metrics
+        self.metrics.write(metrics)
 
     # ------------------------------------------------------------------------------------ implicit PRM
-    def implicit_q(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor):
+    def implicit_q(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, real: torch.Tensor | None = None):
         """``q`` [N, T] for the rewards (from the PRM before (``after``) or after (``before``) its update),
         and the PRM's metrics, its accuracies measured before it trains on this batch."""
         c, mask = self.prm_cfg, ro.loss_mask.bool()
@@ -153,7 +152,7 @@ class PRIME(AuxOptimizers, RLModule):
         if c["update"] == "none":
             q = q_seen = q_pre
         else:
-            q_seen, metrics = self.update_prm(ro, ref, outcome, q_pre)
+            q_seen, metrics = self.update_prm(ro, ref, outcome, q_pre, real)
             if c["update"] == "before":   # double forward: rewards from the updated PRM
                 q = self.prm_q(ro, ref)
             else:                         # single forward; with dpo, the pass before the update (verl "reverse")
@@ -167,7 +166,8 @@ class PRIME(AuxOptimizers, RLModule):
     def prm_q(self, ro: Rollouts, ref: torch.Tensor) -> torch.Tensor:
         return (self.logp_pass(self.prm, ro, temperature=1.0) - ref) * ro.loss_mask
 
-    def update_prm(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, q_pre: torch.Tensor | None):
+    def update_prm(self, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, q_pre: torch.Tensor | None,
+                   real: torch.Tensor | None = None):
         """One epoch of the PRM loss over the rollouts in mini-batches of ``algo.prm.mini_batch_size`` rows
         (global: each of W ranks takes ``mini_batch_size / W`` of its rows; micro-batched, each loss divided
         by its mini-batch's global row count). Returns the detached ``q`` of the forward that preceded each
@@ -180,28 +180,27 @@ class PRIME(AuxOptimizers, RLModule):
             group_q, group_o = _group_members((q_pre * ro.loss_mask).sum(-1), outcome, ro.group_ids)
         q_seen = torch.zeros_like(ref)
         loss_sum, norms, steps = 0.0, 0.0, 0
-        self.prm.train()
-        for start in range(0, N, mbs):
-            idx = torch.arange(start, min(start + mbs, N), device=ref.device)
-            n_seq = self.global_rows(idx)
-            opt.zero_grad(set_to_none=True)
+
+        def micro_losses(idx: torch.Tensor, n_seq: int):
             for m0 in range(0, len(idx), micro):
                 mid = idx[m0:m0 + micro]
                 mb = ro.select(mid)
                 logp, _ = self.forward_logp(self.prm, mb, temperature=1.0)
                 mask = mb.loss_mask.bool()
                 q = (logp - ref[mid]) * mask
-                if c["loss"] == "ce":
-                    loss = core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=n_seq)
-                else:
-                    loss = core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
-                                             num_seqs=n_seq)
-                self.aux_backward(loss)
-                loss_sum += float(loss.detach())
                 q_seen[mid] = q.detach()
-            norm, ok = self.aux_step(opt, self.prm, c["max_grad_norm"])
-            opt.zero_grad(set_to_none=True)
-            norms, steps = norms + (norm if ok else 0.0), steps + 1
+                if c["loss"] == "ce":
+                    yield core.prm_ce_loss(q, mask, outcome[mid], c["beta"], num_seqs=n_seq)
+                else:
+                    yield core.prm_dpo_loss(q, mask, outcome[mid], group_q[mid], group_o[mid], c["beta"],
+                                            num_seqs=n_seq)
+
+        self.prm.train()
+        for start in range(0, N, mbs):
+            idx = torch.arange(start, min(start + mbs, N), device=ref.device)
+            loss, norm, ok = self.aux_update(opt, self.prm, micro_losses(idx, self.global_rows(idx, real)),
+                                             c["max_grad_norm"])
+            loss_sum, norms, steps = loss_sum + loss, norms + (norm if ok else 0.0), steps + 1
         if D.is_distributed():  # each rank's losses are its share of the global mini-batch losses
             loss_sum = float(D.all_reduce([loss_sum])[0])
         return q_seen, {"prime/prm_loss": loss_sum / steps, "prime/prm_grad_norm": norms / steps,

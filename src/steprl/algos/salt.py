@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from steprl import core
-from steprl.algos.base import RLModule, Rewards
+from steprl.algos.base import RLModule
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 
@@ -41,7 +42,6 @@ class SALT(RLModule):
         if not 0.0 <= float(c["lam"]) <= 1.0:
             raise ConfigError(f"algo.salt.lam must be in [0, 1], got {c['lam']}")
         self.salt_cfg = c
-        self._metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------ the graph
     def step_texts(self, ro: Rollouts, steps: torch.Tensor) -> list[tuple[list[str], list[str]]]:
@@ -83,8 +83,9 @@ class SALT(RLModule):
                 edges.append(table.setdefault((g, key), len(table)))
         return rows, cols, edges
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values: torch.Tensor | None = None):
-        base, returns = super().advantages(ro, rewards, values)
+    def advantages(self, step: Step):
+        ro = step.ro
+        base, returns = super().advantages(step)
         mask = ro.loss_mask.float()
         traj_adv = core.masked_mean(base, mask, dim=-1)
         steps = core.fill_step_ids(ro.step_ids, ro.loss_mask)
@@ -102,11 +103,8 @@ class SALT(RLModule):
         adv = core.scatter_step_values(dense, steps) * mask
         _, inv, counts = torch.unique(e, return_inverse=True, return_counts=True)
         n_groups = max(1, int(torch.unique(ro.group_ids[rows_t]).numel()))
-        self._metrics = {"salt/merged_frac": float((counts[inv] > 1).float().mean()),
+        self.metrics.write({"salt/merged_frac": float((counts[inv] > 1).float().mean()),
                          "salt/edges_per_group": float(counts.numel()) / n_groups,
                          "salt/steps_per_traj": len(rows) / max(1, len(ro)),
-                         "salt/adv_shift": float((step_adv - traj_adv[rows_t]).abs().mean())}
+                            "salt/adv_shift": float((step_adv - traj_adv[rows_t]).abs().mean())})
         return adv, returns
-
-    def after_update(self, ro: Rollouts, rewards: Rewards) -> dict[str, float]:
-        return dict(self._metrics)

@@ -24,6 +24,8 @@ import torch
 
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
+from steprl.algos.collect import ReplayRounds
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.tp_grpo import (
     thought_ids_from_steps,
@@ -81,8 +83,8 @@ class TPGRPO(RLModule):
             raise ConfigError("algo=tp_grpo needs a step judge: judge=rule (task=arith) | hf | openai")
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
         self.tp, self.judge_cfg, self.judge = t, dict(judge), None
-        self._buffer: tuple[Rollouts, Rewards] | None = None
-        self._buf_pos, self._buf_born = 0, 0
+        if t["round_steps"] > 1:  # off-policy rounds: the rows with a non-zero advantage, served over R steps
+            self.collector = ReplayRounds(t["round_steps"], "tp_nonzero" if t["drop_zero_adv"] else None, "tp_grpo")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -116,11 +118,25 @@ class TPGRPO(RLModule):
                                    "fields": {"verdict": "correct" if c else "wrong"}})
                 for s, t, sp, c in zip(rows, ro.texts, spans, correct)]
         results = self.judge.score(reqs)
-        width = max([len(sp) for sp in spans] + [1])
-        bad = torch.full((len(ro), width), float("nan"))
+        W = self.fixed_width(ro)
+        bad = torch.full((len(ro), W), float("nan"))  # Stage I labels, NaN past each row's steps
         for i, (res, sp, c) in enumerate(zip(results, spans, correct)):
             flags = step_bad_flags(res, len(sp), c, self._answer_from(ro.texts[i], sp), self.tp["incorrect_rule"])
             bad[i, :len(flags)] = torch.tensor(flags)
+        rw.seq["tp_bad"] = bad
+        for k, v in self.judge.metrics().items():  # counts, summed over the step's rounds
+            self.metrics.add(k, v)
+        return rw
+
+    def fixed_width(self, ro: Rollouts) -> int:
+        """A width every round's rows share (per-row values follow the rows through refill concatenation)."""
+        return max(ro.response_ids.shape[1], int(getattr(self.engine, "max_new_tokens", 0) or 0))
+
+    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
+        """Stage II on whole groups: r̂ and r_c from the group's outcomes, thought rewards, advantages."""
+        bad = rw.seq["tp_bad"]
+        labelled = (~torch.isnan(bad)).any(0).nonzero()
+        bad = bad[:, :max(int(labelled.max()) + 1 if len(labelled) else 0, 1)]
         step_ids = ro.step_ids.cpu()
         mask = ro.loss_mask.float().cpu()
         tids, tbad, num = thought_ids_from_steps(step_ids, bad)
@@ -130,19 +146,15 @@ class TPGRPO(RLModule):
         cum = core.discounted_returns(token, mask)
         direct = tp_grpo_direct_advantages(tids, tbad, rw.correct.cpu(), rhat, r_c, mask)
         adv = cum if self.tp["placement"] == "cumulative" else direct
-        W = max(ro.response_ids.shape[1], int(getattr(self.engine, "max_new_tokens", 0) or 0))
+        W = self.fixed_width(ro)
         pad = lambda x: torch.nn.functional.pad(x, (0, W - x.shape[1]))  # noqa: E731 (fixed width: refill concat)
         rw.seq.update({"tp_adv": pad(adv), "tp_nonzero": (adv.abs() * mask).amax(-1) > 1e-8,
                        "tp_thoughts": num.float(), "tp_bad_steps": torch.nan_to_num(bad, nan=0.0).sum(-1),
                        "tp_table_gap": (cum - direct).abs().amax(-1)})
-        acc = getattr(self, "_judge_metrics", {})
-        for k, v in self.judge.metrics().items():
-            acc[k] = acc.get(k, 0.0) + v
-        self._judge_metrics = acc
         return rw
 
-    def keep_groups(self, ro: Rollouts, rw: Rewards, stats: dict) -> torch.Tensor:
-        keep = super().keep_groups(ro, rw, stats)
+    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
+        keep = super().keep(ro, rw)
         if not self.tp["drop_zero_adv"] or self.tp["round_steps"] > 1:  # off-policy rounds drop rows instead
             return keep
         g = ro.group_ids.cpu()
@@ -150,48 +162,16 @@ class TPGRPO(RLModule):
         for gid in torch.unique(g[rw.seq["tp_nonzero"].cpu()]):
             live |= g == gid
         dropped = torch.unique(g[keep.cpu()][~live[keep.cpu()]]).numel()
-        stats["tp_grpo/zero_adv_groups"] = stats.get("tp_grpo/zero_adv_groups", 0.0) + float(dropped)
+        self.metrics.add("tp_grpo/zero_adv_groups", float(dropped))
         return keep[live[keep.cpu()].to(keep.device)]
 
-    def advantages(self, ro: Rollouts, rewards: Rewards, values=None):
+    def advantages(self, step: Step):
+        ro, rw = step.ro, step.rewards
+        real = step.real.to(rw.outcome.device)
+        if bool(real.any()):
+            seq = {k: v[real] for k, v in rw.seq.items()}
+            self.metrics.write({"tp_grpo/thoughts": float(seq["tp_thoughts"].mean()),
+                                "tp_grpo/bad_steps": float(seq["tp_bad_steps"].mean()),
+                                "tp_grpo/table_gap": float(seq["tp_table_gap"].max())})
         T = ro.response_ids.shape[1]
-        return rewards.seq["tp_adv"][:, :T].to(ro.loss_mask.device) * ro.loss_mask, None
-
-    # ---------------------------------------------------------------------------------- off-policy rounds
-    def collect(self, samples, timer):
-        self._judge_metrics = {}
-        R = self.tp["round_steps"]
-        if R == 1:
-            ro, rw, stats = super().collect(samples, timer)
-        else:
-            ro, rw, stats = self._from_buffer(samples, timer, R)
-        stats.update(self._judge_metrics)
-        if len(ro):
-            stats["tp_grpo/thoughts"] = float(rw.seq["tp_thoughts"].mean())
-            stats["tp_grpo/bad_steps"] = float(rw.seq["tp_bad_steps"].mean())
-            stats["tp_grpo/table_gap"] = float(rw.seq["tp_table_gap"].max())
-        return ro, rw, stats
-
-    def _from_buffer(self, samples, timer, R: int):
-        want = len(samples) * self.batch_cfg["samples_per_prompt"]
-        stats: dict[str, float] = {}
-        if self._buffer is None or self._buf_pos >= len(self._buffer[0]):
-            extra = self.trainer.datamodule.draw((R - 1) * len(samples)) if R > 1 else []
-            ro, rw, stats = super().collect(list(samples) + extra, timer)
-            with timer("logprob"):  # the behaviour policy's log-probs, kept for the importance ratio
-                ro.old_logp = self.logp_pass(self.policy, ro.to(self.device)).cpu()
-            keep = torch.nonzero(rw.seq["tp_nonzero"].cpu()).flatten() if self.tp["drop_zero_adv"] \
-                else torch.arange(len(ro))
-            stats["tp_grpo/round_rollouts"] = float(len(ro))
-            stats["tp_grpo/round_kept"] = float(keep.numel())
-            self._buffer = (ro.select(keep), rw.select(keep))
-            self._buf_pos, self._buf_born = 0, self.global_step
-        ro_all, rw_all = self._buffer
-        take = torch.arange(self._buf_pos, min(self._buf_pos + want, len(ro_all)))
-        self._buf_pos += want
-        ro, rw = ro_all.select(take), rw_all.select(take)
-        if len(ro):
-            self._unfiltered = (ro, rw)  # metrics of the rows trained on (else: the round that came up empty)
-        stats["tp_grpo/policy_lag"] = float(self.global_step - self._buf_born)
-        stats["tp_grpo/buffer_left"] = float(max(0, len(ro_all) - self._buf_pos))
-        return ro, rw, stats
+        return rw.seq["tp_adv"][:, :T].to(ro.loss_mask.device) * ro.loss_mask, None

@@ -10,8 +10,8 @@ recovered: this is the spec's reconstruction) and parsed by :func:`parse_rac` (f
 appears in it. Unparsed or failed judgements are left out of the average and counted
 (``pc_grpo/rac_unjudged``). The judge sees text only: the puzzle's image is not sent.
 
-The module must expose ``rac_candidates``: ``[(Sample, response text), ...]`` of its latest rollouts
-(``PCGRPO`` does).
+The training step returns ``rac_candidates`` in its outputs: ``[(Sample, response text), ...]`` of its latest rollouts
+(every RL algorithm's, from ``RLModule.step_outputs``).
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ class RACMonitor(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
-        rows = list(getattr(pl_module, "rac_candidates", None) or [])
+        rows = list((outputs or {}).get("rac_candidates") or [])  # what RLModule.training_step returned
         if not rows or step % self.every_n_steps:
             return
         rng = random.Random(f"{self.seed}-{step}")

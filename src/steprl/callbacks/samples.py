@@ -11,7 +11,7 @@ class SampleTable(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
-        rows = getattr(pl_module, "last_samples", None)
+        rows = (outputs or {}).get("last_samples")  # what RLModule.training_step returned
         if not rows or step % self.every_n_steps:
             return
         table = {k: [str(r[k]) if k == "steps" else r[k] for r in rows] for k in rows[0]}

@@ -2,32 +2,13 @@
 from __future__ import annotations
 
 import inspect
-from importlib import resources
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from steprl.models.paths import DTYPES as _DTYPES
+from steprl.models.paths import SHIPPED_PREFIX, resolve_path, shipped_model_dir  # noqa: F401  (re-exported)
 from steprl.models.tokenizer import build_byte_tokenizer
-
-SHIPPED_PREFIX = "steprl:"
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def shipped_model_dir(name: str) -> Path:
-    """Directory of a checkpoint shipped inside the package (``steprl:<name>``)."""
-    path = Path(str(resources.files("steprl") / "assets" / name))
-    if not (path / "config.json").exists():
-        shipped = sorted(p.name for p in path.parent.iterdir() if (p / "config.json").exists()) \
-            if path.parent.exists() else []
-        raise FileNotFoundError(f"no shipped model {name!r} in {path.parent}; shipped: {shipped}")
-    return path
-
-
-def resolve_path(path: str) -> str:
-    return str(shipped_model_dir(path[len(SHIPPED_PREFIX):])) if path.startswith(SHIPPED_PREFIX) else path
-
 
 def tiny_qwen2(vocab_size: int, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                num_kv_heads: int = 2, intermediate_size: int = 512, max_position_embeddings: int = 512,

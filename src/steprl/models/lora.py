@@ -56,11 +56,11 @@ def freeze_copy(model: torch.nn.Module, device: torch.device | str | None = None
     on its own device (``next(copy.parameters()).device``).
     """
     if isinstance(dtype, str):
-        from steprl.models.build import _DTYPES
+        from steprl.models.paths import DTYPES
 
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
-        dtype = _DTYPES[dtype]
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
     out = copy.deepcopy(model).eval().requires_grad_(False)
     if device is not None or dtype is not None:
         out = out.to(device=device, dtype=dtype)

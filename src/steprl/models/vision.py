@@ -220,7 +220,7 @@ def load_processor(path: str | None = None, tiny: dict | None = None, vision: di
             temporal_patch_size=v.get("temporal_patch_size", 2), **overrides))
     from transformers import AutoConfig, AutoImageProcessor
 
-    from steprl.models.build import resolve_path
+    from steprl.models.paths import resolve_path
 
     src = resolve_path(path)
     config = AutoConfig.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)

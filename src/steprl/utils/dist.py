@@ -50,6 +50,16 @@ def all_reduce(values: torch.Tensor | list[float], op: str = "sum") -> torch.Ten
     return buf.to(device, dtype=t.dtype)
 
 
+def global_counts(loss_mask: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Loss tokens (clamped to >= 1) and real sequences of a minibatch, summed over ranks."""
+    n_tok = loss_mask.sum()
+    n_seq = int(real.sum())
+    if is_distributed():
+        tot = all_reduce(torch.stack([n_tok.double().cpu(), torch.tensor(float(n_seq), dtype=torch.float64)]))
+        n_tok, n_seq = tot[0].to(loss_mask.device, loss_mask.dtype), int(tot[1])
+    return n_tok.clamp(min=1), max(n_seq, 1)
+
+
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on any rank."""
     return bool(all_reduce([float(flag)], "max")[0] > 0) if is_distributed() else bool(flag)

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl import core
 from steprl.train import build
 from tests.helpers import compose_train
@@ -120,7 +121,7 @@ def test_ppr_invalid_judgement_scores_zero_process_reward(tmp_path):
     e = core.agents.turn_end_positions(ro.step_ids, ro.response_mask)[0].tolist()
     assert ro.info[0]["format_errors"] == 1
     assert rw.token[0, e[0]].item() == pytest.approx(-1.0)
-    assert module.judge.metrics()["judge/parse_failures"] >= 1
+    assert module.metrics.peek()["judge/parse_failures"] >= 1  # the judge's counts, drained into the step's metrics
 
 
 @pytest.mark.parametrize("algo", ["ppr", "ppr_grpo", "e_grpo"])
@@ -162,9 +163,9 @@ def test_egrpo_rewards_and_over_length_mask(tmp_path):
         assert r[1] == pytest.approx(0.3 * gam1 / gam0)
     assert ro.info[3]["over_length"] and not ro.info[0]["over_length"]
     # group statistics include the over-length rollout; then its tokens leave the loss
-    adv, _ = module.advantages(ro, rw)
+    adv, _ = module.advantages(Step(samples, ro, rw))
     assert adv[3].abs().sum() > 0
-    module.prepare(ro)
+    module.prepare(Step(samples, ro, rw))
     assert ro.loss_mask[3].sum() == 0 and ro.loss_mask[[0, 1, 2]].sum(-1).min() > 0
 
 
@@ -174,8 +175,10 @@ def test_ppr_update_lowers_the_objective_spec_case_6(tmp_path):
     module, data, _ = make_module(["algo=ppr", "judge=scripted", "judge.probe=false",
                                    "judge.scripted.fn=tests.unit.algos.test_agent_algos.principle_judge"], tmp_path)
     _, ro, rw = rollout_and_score(module, data)
-    extras = module.prepare(ro)
-    adv, ret = module.advantages(ro, rw, extras["values"])
+    st = Step([], ro, rw)
+    extras = module.prepare(st)
+    st.extras = extras
+    adv, ret = module.advantages(st)
     extras["advantages"], extras["returns"] = adv, ret
     ro.old_logp = module.logp_pass(module.policy, ro)
     n_tok = ro.loss_mask.sum()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl import core
 from steprl.algos.base import Rewards
 from steprl.config import ConfigError
@@ -82,7 +83,7 @@ def _per_turn(ro, adv):
 def test_salt_on_agent_turns_hand_example(tmp_path):
     m = _module("salt", tmp_path)
     ro = agent_rollouts(m.tokenizer, HAND + HAND, [0, 0, 0, 0, 1, 1, 1, 1])  # two groups never merge across
-    adv, _ = m.advantages(ro, rewards([1, 1, 0, 0, 0, 0, 1, 1]))
+    adv, _ = m.advantages(Step([], ro, rewards([1, 1, 0, 0, 0, 0, 1, 1])))
     got = _per_turn(ro, adv)
     a = pytest.approx
     assert got[0] == a([0.2887, 0.0, A], abs=1e-3) and got[1] == a([0.2887, A, A], abs=1e-3)
@@ -91,7 +92,7 @@ def test_salt_on_agent_turns_hand_example(tmp_path):
     # the EOS token joins its episode's last turn
     last = int(ro.response_mask[0].sum()) - 1
     assert float(adv[0, last]) == pytest.approx(A, abs=1e-3)
-    assert m.after_update(ro, None)["salt/merged_frac"] > 0
+    assert m.metrics.peek()["salt/merged_frac"] > 0
 
 
 def test_salt_action_regex_and_full_prefix(tmp_path):
@@ -100,7 +101,7 @@ def test_salt_action_regex_and_full_prefix(tmp_path):
            [("think y. go a", "[s1]"), ("go b", "[s2]")],
            [("think x. go a", "[s9]"), ("go b", "[s2]")]]
     ro = agent_rollouts(m.tokenizer, eps, [0, 0, 0])
-    adv, _ = m.advantages(ro, rewards([1, 0, 0]))
+    adv, _ = m.advantages(Step([], ro, rewards([1, 0, 0])))
     got = _per_turn(ro, adv)
     base = core.grpo_advantage(torch.tensor([1.0, 0, 0]), torch.zeros(3, dtype=torch.long)).tolist()
     # turn 1 of ep 0/1 merge (same parsed action, same next observation; the thoughts differ); ep 2 lands on s9
@@ -123,13 +124,13 @@ def test_salt_on_text_steps_and_lam_zero_is_grpo(tmp_path):
     ro = agent_rollouts(m.tokenizer, ARITH, [0, 0, 0, 0])
     rw = rewards([1, 0, 1, 1])
     base = core.grpo_advantage(rw.outcome, ro.group_ids).tolist()
-    got = _per_turn(ro, m.advantages(ro, rw)[0])
+    got = _per_turn(ro, m.advantages(Step([], ro, rw))[0])
     a = pytest.approx
     assert got[0][0] == a((base[0] + base[1] + base[3]) / 3, abs=1e-3) == got[1][0] == got[3][0]
     assert got[2] == a([base[2]] * 3, abs=1e-3)
     assert got[0][1:] == a([(base[0] + base[3]) / 2] * 2, abs=1e-3) and got[1][1:] == a([base[1]] * 2, abs=1e-3)
     m.salt_cfg["lam"] = 0.0
-    adv, _ = m.advantages(ro, rw)
+    adv, _ = m.advantages(Step([], ro, rw))
     assert torch.allclose(adv, torch.tensor(base)[:, None] * ro.loss_mask, atol=1e-6)
 
 
@@ -148,23 +149,23 @@ def test_empg_on_agent_turns_hand_case(tmp_path):
     for r, hs in enumerate([[0.2, 1.0], [0.6, 0.2]]):
         for s, h in enumerate(hs):
             ent[r][steps[r] == s] = h
-    m.old_entropy = ent
-    adv, _ = m.advantages(ro, rewards([2.0, 0.0]))
+    adv, _ = m.advantages(Step([], ro, rewards([2.0, 0.0]), extras={"old_entropy": ent}))
     got = _per_turn(ro, adv)
     assert got[0] == pytest.approx([1.4276, 0.5408], abs=1e-3)
     assert got[1] == pytest.approx([-0.6696, -1.2988], abs=1e-3)
-    assert m.after_update(ro, None)["empg/g_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert m.metrics.peek()["empg/g_mean"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_empg_prepare_reads_the_rollout_policy(tmp_path):
     m = _module("empg", tmp_path)
     ro = agent_rollouts(m.tokenizer, ARITH, [0, 0, 0, 0])
-    m.prepare(ro)
+    st = Step([], ro, rewards([1, 0, 1, 1]))
+    st.extras = m.prepare(st)
     with torch.no_grad():
         _, ent = m.forward_logp(m.policy, ro, entropy=True)
     mask = ro.response_mask.bool()
-    assert torch.allclose(m.old_entropy[mask], ent[mask], atol=1e-5)
-    adv, _ = m.advantages(ro, rewards([1, 0, 1, 1]))
+    assert torch.allclose(st.extras["old_entropy"][mask], ent[mask], atol=1e-5)
+    adv, _ = m.advantages(st)
     assert torch.isfinite(adv).all() and (adv[~ro.loss_mask.bool()] == 0).all()
     H = core.gather_step_values(ent, core.fill_step_ids(ro.step_ids, ro.loss_mask), 3, "mean")
     base = core.grpo_advantage(torch.tensor([1.0, 0, 1, 1]), ro.group_ids)
@@ -232,12 +233,13 @@ def test_salt_and_empg_on_agent_loop_rollouts(tmp_path):
     ro = loop.generate(m.policy, m.tokenizer, ["Who employs Kai Dro?\n"], n=4)
     assert [i["turns"] for i in ro.info] == [2, 2, 2, 1]
     rw = rewards([1, 1, 0, 0])
-    got = _per_turn(ro, m.advantages(ro, rw)[0])
+    got = _per_turn(ro, m.advantages(Step([], ro, rw))[0])
     a = pytest.approx
     assert got[0] == a([0.2887, A], abs=1e-3) and got[1] == a([0.2887, A], abs=1e-3)  # thoughts y0 / y1 differ
     assert got[2] == a([0.2887, -A], abs=1e-3) and got[3] == a([-A], abs=1e-3)
     e = _module("empg", tmp_path / "e")
-    e.prepare(ro)
-    adv, _ = e.advantages(ro, rw)
+    st = Step([], ro, rw)
+    st.extras = e.prepare(st)
+    adv, _ = e.advantages(st)
     _per_turn(ro, adv)  # constant per turn, zero on observations
-    assert torch.isfinite(adv).all() and e.after_update(ro, rw)["empg/steps_per_traj"] == pytest.approx(7 / 4)
+    assert torch.isfinite(adv).all() and e.metrics.peek()["empg/steps_per_traj"] == pytest.approx(7 / 4)

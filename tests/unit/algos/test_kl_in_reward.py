@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl.algos.advantage import GAE, AdvantageInputs, GroupAdvantage, ReinforcePP
 from steprl.algos.base import Rewards
 from steprl.config import ConfigError
@@ -74,13 +75,15 @@ def grpo_kl(tmp_path_factory):
 
 
 def test_module_adds_the_kl_to_the_sequence_reward(grpo_kl):
-    """RLModule.advantages builds the KL from old_logp - ref_logp and the GRPO advantage is the hand value."""
+    """RLModule.dense_rewards builds the KL from old_logp - ref_logp; the GRPO advantage is the hand value."""
     m = grpo_kl
     ids = torch.ones(4, 3, dtype=torch.long)
     ro = Rollouts(prompt_ids=ids, prompt_mask=ids, response_ids=ids, response_mask=ids, loss_mask=ids.clone(),
                   step_ids=torch.zeros_like(ids), group_ids=GIDS, sample_idx=GIDS, texts=[""] * 4,
                   finish_reason=["stop"] * 4, old_logp=KL - 1.0, ref_logp=torch.full((4, 3), -1.0))
-    adv, _ = m.advantages(ro, Rewards(outcome=SCORES, correct=SCORES))
+    step = Step([], ro, Rewards(outcome=SCORES, correct=SCORES))
+    m.dense_rewards(step)  # the KL reward, once
+    adv, _ = m.advantages(step)
     s = 0.7 / math.sqrt(2) + 1e-4
     assert adv[:2, 0].tolist() == pytest.approx([0.35 / s, -0.35 / s], rel=1e-5)
 

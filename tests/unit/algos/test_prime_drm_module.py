@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl.algos.base import Rewards
 from steprl.rollout.types import Rollouts, Sample
 from steprl.train import build
@@ -45,14 +46,16 @@ def test_prime_advantage_path_by_hand(tmp_path):
     L = int(ro.loss_mask[0].sum())
     assert all(int(x) == L for x in ro.loss_mask.sum(-1))
     outcome = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0] + [0.1] * 7)
-    adv, ret = m.advantages(ro, Rewards(outcome=outcome, correct=(outcome >= 1).float()))
+    step = Step([], ro, Rewards(outcome=outcome, correct=(outcome >= 1).float()))
+    m.dense_rewards(step)  # the implicit PRM's token rewards
+    adv, ret = m.advantages(step)
     v = torch.tensor([1, -1 / 3, -1 / 3, -1 / 3, 2 / 3, 2 / 3, -2 / 3, -2 / 3] + [0.0] * 7)
     sd = math.sqrt((28 / 9) * L / (15 * L - 1) + 1e-8)
     want = (v / sd)[:, None] * ro.loss_mask
     assert torch.allclose(adv, want, atol=1e-5)
     assert torch.allclose(ret, v[:, None] * ro.loss_mask, atol=1e-6)
     assert torch.equal(ret[8:], torch.zeros_like(ret[8:]))  # exactly 0 before whitening (which shifts every row)
-    assert m._prime_metrics["prime/process_reward"] == 0.0
+    assert m.metrics.peek()["prime/process_reward"] == 0.0
 
 
 def test_prime_prm_ratio_is_the_papers(tmp_path):
@@ -86,12 +89,11 @@ def test_drm_scoring_by_hand(tmp_path):
     try:
         ro = _rollouts(m, ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=1\n#### 1"]
                        + ["3+4-2=7-2\n7-2=4\n4=4\n#### 4"] * 7, [0, 0, 0] + [1] * 7)
-        m._reward_counts = {"reward/errors": 0, "reward/timeouts": 0}  # what training_step sets before scoring
-        rw = m.score(ro, [Q])
+        rw = m.group_values(ro, m.score(ro, [Q]))
     finally:
         m.teardown("fit")
     assert rw.outcome.tolist() == [1.0, 0.0, 0.0] + [0.0] * 7
-    assert m._drm_metrics["drm/coherence"] == pytest.approx((1.5 + 7 / 3) / 10, abs=1e-6)
+    assert m.metrics.peek()["drm/coherence"] == pytest.approx((1.5 + 7 / 3) / 10, abs=1e-6)
     zc = 0.5 / math.sqrt(1 / 6)
     assert rw.seq["drm_r"][:3].tolist() == pytest.approx([zc, 0.0, -zc], abs=1e-5)
     assert torch.equal(rw.seq["drm_adv"][3:], torch.zeros(7))
@@ -100,5 +102,5 @@ def test_drm_scoring_by_hand(tmp_path):
     zo = [(2 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9)]
     want = [zo[0] + zc / (1 + 1e-6), zo[1], zo[2] - zc / (1 + 1e-6)]
     assert rw.seq["drm_adv"].tolist() == pytest.approx(want, abs=1e-5)
-    adv, _ = m.advantages(ro, rw)
+    adv, _ = m.advantages(Step([], ro, rw))
     assert torch.allclose(adv, torch.tensor(want)[:, None] * ro.loss_mask, atol=1e-5)

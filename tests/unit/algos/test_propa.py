@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steprl.algos.step import Step
 from steprl.core import grpo_advantage
 from steprl.core.mcts import Node, log_boost, prm_examples
 from steprl.rollout.types import Sample
@@ -60,7 +61,7 @@ def test_tree_batch_makes_sibling_groups(m):
     assert int(ro.response_ids[3, last]) == tok.eos_token_id  # "#### 9" ended the solution: EOS replayed
     assert int(ro.response_ids[0, int(ro.response_mask[0].sum()) - 1]) != tok.eos_token_id
     assert torch.equal(ro.loss_mask, ro.response_mask)
-    adv, _ = m.advantages(ro, rw)
+    adv, _ = m.advantages(Step([], ro, rw))
     want = grpo_advantage(rw.outcome, ro.group_ids, eps=1e-4)
     assert torch.allclose(adv[:, 0], want, atol=1e-6)
 
@@ -88,13 +89,12 @@ def test_sft_examples_and_phase(m):
 
 
 def test_prm_regression_and_best_of_k(m):
-    m._trees = [(Q, _tree())]
     data = prm_examples(_tree())
     texts, y = [m.prm_text(Q, s) for s, _ in data], torch.tensor([v for _, v in data])
     with torch.no_grad():
         mse0 = float(((m.prm_scores(texts) - y) ** 2).mean())
     m.prm_cfg["epochs"] = 5
-    out = m.prm_phase()
+    out = m.prm_phase([(Q, _tree())])
     with torch.no_grad():
         mse1 = float(((m.prm_scores(texts) - y) ** 2).mean())
     assert out["propa/prm_examples"] == len(texts) == 6 and mse1 < mse0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from steprl.algos.propa_parts import EngineStepPolicy, final_step_test
+from steprl.algos.step import Step
+from steprl.algos.propa.parts import EngineStepPolicy, final_step_test
 from steprl.config import ConfigError
 from steprl.rollout.types import Sample
 from steprl.train import build
@@ -65,5 +66,5 @@ def test_pattern_matching_no_worked_solution_is_a_start_up_error(tmp_path):
 
 def test_sim_terminal_frac_is_logged(m):
     qs = [m.task.make_sample("train", i) for i in range(2)]
-    m.collect(qs, __import__("steprl.algos.policy", fromlist=["Timer"]).Timer())
-    assert 0.0 <= m._search_metrics["propa/sim_terminal_frac"] <= 1.0
+    m.collector.collect(m, Step(qs))
+    assert 0.0 <= m.metrics.peek()["propa/sim_terminal_frac"] <= 1.0

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from steprl.algos.propa_parts import EngineStepPolicy, clean_step
+from steprl.algos.step import Step
+from steprl.algos.propa.parts import EngineStepPolicy, clean_step
 from steprl.core import grpo_advantage
 from steprl.core.mcts import Node, log_boost, prm_examples
 from steprl.models.vision import IMAGE_TOKEN
@@ -92,7 +93,7 @@ def test_tree_batch_carries_each_questions_pixels(m):
         assert ro.pixel_values[row] is ro.pixel_values[6 * (row // 6)]  # one tensor per question
         assert _image_tokens(m, ro, row) == int(grid.prod()) // 4 == 16  # 112x112: 8x8 patches -> 16 tokens
     assert not torch.equal(ro.pixel_values[0], ro.pixel_values[6])
-    adv, _ = m.advantages(ro, rw)
+    adv, _ = m.advantages(Step([], ro, rw))
     assert torch.allclose(adv[:, 0], grpo_advantage(rw.outcome, ro.group_ids, eps=1e-4), atol=1e-6)
     # the update pass reads the images: the same rows with the other question's pixels give other log-probs
     logp = m.forward_logp(m.policy, ro.to(m.device))[0]
@@ -131,7 +132,6 @@ def test_sft_rows_and_phase_on_images(m):
 
 def test_prm_reads_the_image_and_regresses(m):
     q = _samples(m, "rotation", 2)
-    m._trees = [(q[0], _tree(q[0]))]
     data = prm_examples(_tree(q[0]))
     texts, y = [m.prm_text(q[0], s) for s, _ in data], torch.tensor([v for _, v in data])
     ims = [q[0].images] * len(texts)
@@ -139,7 +139,7 @@ def test_prm_reads_the_image_and_regresses(m):
     with torch.no_grad():
         mse0 = float(((m.prm_scores(texts, ims) - y) ** 2).mean())
     m.prm_cfg["epochs"] = 5
-    out = m.prm_phase()
+    out = m.prm_phase([(q[0], _tree(q[0]))])
     with torch.no_grad():
         mse1 = float(((m.prm_scores(texts, ims) - y) ** 2).mean())
         other = m.prm_scores(texts, [q[1].images] * len(texts))

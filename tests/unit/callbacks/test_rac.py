@@ -61,7 +61,7 @@ def test_moving_average_over_the_window_through_a_prompted_judge():
     for k, rows in enumerate(steps, start=1):
         trainer.global_step = k
         module.rac_candidates = [(s, f"<think>{r}</think><answer>90</answer>") for r in rows]
-        mon.on_train_batch_end(trainer, module, None, None, 0)
+        mon.on_train_batch_end(trainer, module, {"rac_candidates": module.rac_candidates}, None, 0)
     m1, m2, m3 = module.logged
     assert m1["pc_grpo/rac"] == 0.5 and m1["pc_grpo/rac_step"] == 0.5
     assert m2["pc_grpo/rac_step"] == 1.0 and m2["pc_grpo/rac_unjudged"] == 1.0

@@ -50,11 +50,11 @@ def _grads(model):
 @pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}],
                          ids=["plain", "lora"])
 def test_same_logp_entropy_and_gradients(lora, monkeypatch):
-    import steprl.algos.base as base
+    import steprl.algos.logprob as logprob  # where RLModule.forward_logp lives
 
     used = []
-    orig = base.shared_prompt_logits
-    monkeypatch.setattr(base, "shared_prompt_logits", lambda *a, **k: used.append(1) or orig(*a, **k))
+    orig = logprob.shared_prompt_logits
+    monkeypatch.setattr(logprob, "shared_prompt_logits", lambda *a, **k: used.append(1) or orig(*a, **k))
     model, tok = _policy(lora)
     assert supported(model), unsupported_reason(model)
     ro = HFEngine(max_new_tokens=10, temperature=1.5).generate(model, tok, PROMPTS, n=3,

@@ -1,20 +1,17 @@
-"""PROPA's parts around the algorithm box (``steprl.algos.propa``): the PRM head, the MCTS step policy over the
-HF engine, and the cleaning of generated steps."""
+"""PROPA's parts around the algorithm box (``steprl.algos.propa.module``): the PRM head, the MCTS step policy
+over the HF engine, the tree-search collector, and the cleaning of generated steps. Nothing here imports the
+module: the ``module`` arguments are the PROPA LightningModule."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
-from steprl.algos.ppo import Critic
-from steprl.models.vision import VISION_TOKENS, is_vision_model
+from steprl.models.heads import ScalarHead
+from steprl.models.vision import VISION_TOKENS
 from steprl.rollout.types import Sample
-
-if TYPE_CHECKING:
-    from steprl.algos.propa import PROPA
 
 _VISION_TEXT = re.compile("|".join(re.escape(t) for t in VISION_TOKENS))
 
@@ -77,37 +74,17 @@ def clean_step(text: str) -> str:
     return _VISION_TEXT.sub("", text)
 
 
-class PRMHead(Critic):
-    """PROPA's PRM: a scalar regression head on a copy of the policy's trunk, read at the last token. For a
-    vision-language policy the trunk is the whole multimodal model (vision tower + decoder), so the PRM's
-    score depends on the image as well as on the steps."""
-
-    def __init__(self, policy):
-        if not is_vision_model(policy):
-            super().__init__(policy)
-            self.vision = False
-            return
-        torch.nn.Module.__init__(self)
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy  # a LoRA wrapper
-        self.trunk = copy.deepcopy(base.model)
-        self.head = torch.nn.Linear(policy.config.text_config.hidden_size, 1)
-        torch.nn.init.zeros_(self.head.weight)
-        torch.nn.init.zeros_(self.head.bias)
-        self.vision = True
-
-    def forward(self, input_ids, attention_mask, position_ids, **vision):
-        if not vision:
-            return super().forward(input_ids, attention_mask, position_ids)
-        # the multimodal model computes its own (3-row) positions from the ids, the mask and the image grids
-        h = self.trunk(input_ids=vision.pop("input_ids", input_ids), attention_mask=attention_mask, use_cache=False,
-                       **vision).last_hidden_state
-        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # a bf16 trunk feeds the fp32 head
+def PRMHead(policy) -> ScalarHead:
+    """PROPA's PRM: a scalar regression head on a copy of the policy's trunk (PPO's critic architecture), read at
+    the last token; for a vision-language policy the trunk is the whole multimodal model, so the PRM's score
+    depends on the image as well as on the steps."""
+    return ScalarHead(policy)
 
 
 class EngineStepPolicy:
     """:class:`steprl.core.mcts.StepPolicy` over the module's HF engine for a batch of questions."""
 
-    def __init__(self, module: "PROPA", samples: list[Sample]):
+    def __init__(self, module, samples: list[Sample]):
         self.m, self.samples = module, samples
         self.prompts = self.image_prompts = 0  # prompts sent to the engine, and how many of them showed images
         c = module.mcts_cfg
@@ -169,3 +146,24 @@ class EngineStepPolicy:
 
     def is_correct(self, tree: int, steps: list[str]) -> bool:
         return self.m.task.verify(self.samples[tree], "\n".join(steps)) >= 1.0 - 1e-6
+
+
+class TreeSearch:
+    """PROPA's collector: MCTS on every question; the sibling groups of its trees are the step's rows (kept
+    with the trees in ``step.extras["trees"]`` for the SFT and PRM phases)."""
+
+    def collect(self, m, step) -> None:
+        with step.timer("rollout"):
+            roots, stats = m.search(step.samples)
+        trees = list(zip(step.samples, roots))
+        step.ro, step.rewards = m.tree_batch(trees)
+        step.unfiltered, step.extras["trees"] = (step.ro, step.rewards), trees
+        solved = sum(r.W > 0 for r in roots) / max(1, len(roots))
+        m.metrics.write({
+            "train/acc": solved, "propa/solved_frac": solved,
+            "propa/groups": float(torch.unique(step.ro.group_ids).numel()),
+            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
+            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
+            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
+            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
+            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])})

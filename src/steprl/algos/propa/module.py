@@ -29,9 +29,10 @@ import re
 import torch
 
 from steprl import core
+from steprl.algos.aux_model import inner_step
 from steprl.algos.base import RLModule, Rewards
-from steprl.algos.policy import Timer
-from steprl.algos.propa_parts import EngineStepPolicy, PRMHead, check_final_step, final_step_test
+from steprl.algos.propa.parts import EngineStepPolicy, PRMHead, TreeSearch, check_final_step, final_step_test
+from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.mcts import Node, mcts, prm_examples, sibling_groups
 from steprl.models.vision import vision_forward_kwargs
@@ -47,7 +48,7 @@ INFERENCE_MODES = ("greedy", "prm_best_of_k")
 class PROPA(RLModule):
     """``mcts``: iterations, c, uct_factor (2 = code, 1 = paper), max_depth, simulate_all, expand_temperature /
     top_k / top_p, step_stop, step_max_tokens, simulate_greedy, simulate_max_tokens, terminal_regex (null: the
-    task's own final step, ``propa_parts.final_step_test``; a regex overrides it), step_format
+    task's own final step, ``parts.final_step_test``; a regex overrides it), step_format
     (continue | propa), boost_a, min_label_range. ``sft``: enabled, lr (None: 1e-4 with the adapter, 1e-5 on full
     weights), epochs, micro_batch_size, warmup_ratio, scheduler (cosine | constant), weight_decay, lora (r, alpha,
     dropout, target_modules; null or r 0: full weights). ``prm``: enabled,
@@ -90,7 +91,7 @@ class PROPA(RLModule):
                              " and must be >= 2")
         # the PRM: a scalar head on a copy of the policy's trunk (PPO's critic architecture), read at the last token
         self.prm = PRMHead(self.policy) if self.prm_cfg["enabled"] else None
-        self._trees: list[tuple[Sample, Node]] = []
+        self.collector = TreeSearch()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -161,22 +162,6 @@ class PROPA(RLModule):
         stats["prompts"], stats["image_prompts"] = pol.prompts, pol.image_prompts
         return roots, stats
 
-    def collect(self, samples: list[Sample], timer: Timer) -> tuple[Rollouts, Rewards, dict[str, float]]:
-        with timer("rollout"):
-            roots, stats = self.search(samples)
-        self._trees = list(zip(samples, roots))
-        ro, rw = self.tree_batch(self._trees)
-        self._search_metrics = {
-            "propa/solved_frac": sum(r.W > 0 for r in roots) / max(1, len(roots)),
-            "propa/groups": float(torch.unique(ro.group_ids).numel()),
-            "propa/root_q": sum(r.Q for r in roots) / max(1, len(roots)),
-            "propa/tree_nodes": sum(sum(1 for _ in r.walk()) for r in roots) / max(1, len(roots)),
-            "propa/expansions": float(stats["expansions"]), "propa/simulations": float(stats["simulations"]),
-            "propa/sim_terminal_frac": stats["sim_final"] / max(1, stats["simulations"]),
-            "propa/image_prompts": float(stats["image_prompts"]) / max(1, stats["prompts"])}
-        self._unfiltered = (ro, rw)
-        return ro, rw, {}
-
     def tree_batch(self, trees: list[tuple[Sample, Node]]) -> tuple[Rollouts, Rewards]:
         """The sibling GRPO groups of the trees as rollouts: prompt = the parent's prefix, completion = the stored
         child text (replayed, not resampled), reward = the child's label."""
@@ -210,21 +195,19 @@ class PROPA(RLModule):
         return ro, Rewards(outcome=y, correct=(y >= 1.0 - 1e-6).float())
 
     def rollout_metrics(self, ro: Rollouts, rw: Rewards) -> dict[str, float]:
-        m = dict(self._search_metrics)
-        m["train/acc"] = m["propa/solved_frac"]                 # questions whose search found a correct answer
+        m = {}  # train/acc: the share of questions whose search found a correct answer (TreeSearch)
         m["train/reward"] = float(rw.outcome.mean()) if len(rw.outcome) else 0.0  # mean sibling label
         m["train/response_len"] = float(ro.response_mask.sum(-1).float().mean()) if len(ro) else 0.0
         return m
 
     # ------------------------------------------------------------------------------------ SFT and PRM phases
-    def training_step(self, batch: list[Sample], batch_idx: int):
-        super().training_step(batch, batch_idx)  # search + GRPO on the sibling groups (a skipped step if none)
-        metrics: dict[str, float] = {}
+    def after_update(self, step: Step) -> None:
+        """After GRPO on the sibling groups (or a skipped step when there were none): the SFT and PRM phases."""
+        trees = step.extras["trees"]
         if self.sft_cfg["enabled"]:
-            metrics.update(self.sft_phase([s for s, root in self._trees if root.W == 0]))
+            self.metrics.write(self.sft_phase([s for s, root in trees if root.W == 0]))
         if self.prm is not None:
-            metrics.update(self.prm_phase())
-        self.log_metrics(metrics)
+            self.metrics.write(self.prm_phase(trees))
 
     def _fresh_adamw(self, params, lr, weight_decay: float | None = None):
         o = self.optim_cfg
@@ -281,21 +264,19 @@ class PROPA(RLModule):
             sched = sft_schedule(opt, epochs * math.ceil(len(ro) / mbs), c["scheduler"], float(c["warmup_ratio"]))
             losses = []
             self.policy.train()
+
+            def nll(mb: Rollouts):
+                logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
+                mask = mb.loss_mask.float()
+                yield core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
+
             for _ in range(epochs):
                 order = torch.randperm(len(ro), generator=self.shuffler)
                 for i in range(0, len(ro), mbs):
-                    mb = ro.select(order[i:i + mbs])
-                    logp = self.forward_logp(self.policy, mb, temperature=1.0)[0]  # NLL at T = 1 (images included)
-                    mask = mb.loss_mask.float()
-                    loss = core.aggregate_loss(-logp, mask, "token-mean", num_tokens=mask.sum().clamp(min=1))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if torch.isfinite(loss):
-                        torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.get("max_grad_norm") or float("inf"))
-                        opt.step()
-                    losses.append(float(loss.detach()))
+                    loss, _, _ = inner_step(opt, params, nll(ro.select(order[i:i + mbs])),
+                                            self.optim_cfg.get("max_grad_norm"))
+                    losses.append(loss)
                     sched.step()
-            opt.zero_grad(set_to_none=True)
         out["propa/sft_loss"] = sum(losses) / len(losses)
         out["propa/sft_lr"] = lr
         return out
@@ -333,10 +314,10 @@ class PROPA(RLModule):
         vis = vision_forward_kwargs(self.policy, ids, pix, grids) if pix is not None else {}
         return self.prm(ids, att, None if vis else (att.long().cumsum(-1) - 1).clamp(min=0), **vis)[:, -1]
 
-    def prm_phase(self) -> dict[str, float]:
+    def prm_phase(self, trees: list[tuple[Sample, Node]]) -> dict[str, float]:
         """MSE regression of the PRM on log_boost(Q) of every node of this step's trees."""
         texts, labels, images = [], [], []
-        for s, root in self._trees:
+        for s, root in trees:
             for steps, y in prm_examples(root, float(self.mcts_cfg["boost_a"])):
                 texts.append(self.prm_text(s, steps))
                 labels.append(y)
@@ -348,18 +329,14 @@ class PROPA(RLModule):
         opt = self._fresh_adamw(params, float(self.prm_cfg["lr"]))
         mbs, losses = int(self.prm_cfg["micro_batch_size"]), []
         self.prm.train()
+
+        def mse(idx: list[int]):
+            yield torch.nn.functional.mse_loss(self.prm_scores([texts[j] for j in idx], [images[j] for j in idx]), y[idx])
+
         for _ in range(int(self.prm_cfg["epochs"])):
             order = torch.randperm(len(texts), generator=self.shuffler).tolist()
             for i in range(0, len(texts), mbs):
-                idx = order[i:i + mbs]
-                pred = self.prm_scores([texts[j] for j in idx], [images[j] for j in idx])
-                loss = torch.nn.functional.mse_loss(pred, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if torch.isfinite(loss):
-                    opt.step()
-                losses.append(float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
+                losses.append(inner_step(opt, params, mse(order[i:i + mbs]), None)[0])
         return {"propa/prm_examples": float(len(texts)), "propa/prm_loss": sum(losses) / len(losses)}
 
     # ------------------------------------------------------------------------------------ inference
