@@ -38,10 +38,11 @@ LEVEL = 0.95
 
 # The warm starts and tasks; a claim whose model or task config is missing refuses to run and says which.
 ARITH = ("model=tiny_arith", "task=arith")
-ARITH_LONG = ("model=tiny_arith_long", "task=arith_long")
-# the search recipes make one update of all their rollouts a step (minibatch = 8 x 4); under the shared 4 x 4
-# budget that is a minibatch of 16, with their micro-batch of 8
-SEARCH = ("model=tiny_search_qa", "task=search_qa_tiny", "batch.minibatch_size=16")
+# a long chain's worked solution runs to ~250 tokens: the rule's new-token cap on arith_long is 272 (docs/testbed.md)
+ARITH_LONG = ("model=tiny_arith_long", "task=arith_long", "rollout.max_new_tokens=272")
+# one update of all the step's rollouts (the rule): under the shared 16 x 8 budget the search recipes' minibatch
+# is 128, with their micro-batch of 8
+SEARCH = ("model=tiny_search_qa", "task=search_qa_tiny", "batch.minibatch_size=128")
 # pc_grpo_tiny brings task=puzzles and the RAC monitor; window 1: RAC per step (not a running mean), so a "tail"
 # statistic reads the end of training
 PUZZLES = ("model=tiny_vl_puzzles", "callbacks.rac_monitor.window=1")
@@ -193,12 +194,17 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
 
 @dataclass
 class Budget:
+    """The shared budget: the `_tiny` recipes' one scale rule (docs/testbed.md, "The tiny recipes: one rule")."""
     steps: int = 100         # the default run's 100 RL steps
-    val_every: int = 10
-    num_val: int = 256
-    prompts: int = 4          # the *_tiny recipes' rollout shape: 4 prompts x G = 4 a step
-    samples: int = 4
+    val_every: int = 25
+    num_val: int = 512        # s.e. of one accuracy <= 0.022
+    prompts: int = 16         # the default run's rollout shape: 16 prompts x G = 8 a step
+    samples: int = 8
     threads: int = 1
+
+    def old_shape(self) -> bool:
+        """Stored runs made under another rollout shape than the rule's (e.g. the 4 x 4 before the rule)."""
+        return (self.prompts, self.samples) != (Budget.prompts, Budget.samples)
 
     def overrides(self) -> list[str]:
         return [f"batch.prompts_per_step={self.prompts}", f"batch.samples_per_prompt={self.samples}",
@@ -497,6 +503,8 @@ def run_cmd(claim: Claim, seeds: list[int], budget: Budget, extra: list[str]) ->
 def doc_row(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str, budget: Budget) -> str:
     exp = (f"{' vs '.join(f'`{a}`' for a in claim.arms)} on `{' '.join(claim.setting)}`; {budget.steps} RL steps "
            f"× {budget.prompts}×{budget.samples} rollouts, greedy val on {budget.num_val}")
+    if rows and budget.old_shape():
+        exp += f" — **{old_shape(budget)}**"
     if not rows:
         miss = missing_configs(claim)
         needs = f" (needs {', '.join(f'`{m}`' for m in miss)}, not in conf/ yet)" if miss else ""
@@ -525,6 +533,11 @@ def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str)
     L += ["", f"Command: `{cmd}`", ""]
     if rows:
         L += [f"Code measured: commit {', '.join(sorted({r['commit'] for r in rows}))}.", ""]
+        if (ob := budget_from_row(rows[0])[0]).old_shape():
+            L += [f"**{old_shape(ob)}**: these runs are kept as they were measured; the rule's budget is "
+                  f"{Budget.prompts} prompts × G = {Budget.samples} a step, {Budget.steps} RL steps, greedy val on "
+                  f"{Budget.num_val} every {Budget.val_every} (move `bench/claims/{claim.key}.csv` away to rerun "
+                  "at it).", ""]
     if rows and res and res["complete"]:
         b = rows[0]
         L += [f"Runs: {len(rows)} ({', '.join(f'{a}: {n} seeds' for a, n in res['counts'].items())}); budget "
@@ -577,18 +590,23 @@ def final_gain(rows: list[dict], arm: str) -> float:
     return mean_std([curve(r, "val/acc")[-1][1] - curve(r, "val/acc")[0][1] for r in rs])[0]
 
 
+def old_shape(b: Budget) -> str:
+    return f"old shape ({b.prompts} prompts × G = {b.samples} a step, before the `_tiny` recipes' scale rule)"
+
+
 HEADER = """# The papers' claims in miniature
 
 Each seed paper makes one headline claim about process or dense rewards. `bench/claims.py` tests each in
 miniature: every arm of a claim starts from the same warm start, on the same task, with the same rollout budget
-(4 prompts × G = 4 rollouts a step, the `*_tiny` recipes' shape), for at least 5 seeds (seed s of every arm shares
-its data order and initial sampling seed, so differences are paired per seed). Each arm is a list of Hydra
-overrides — the algorithm's `experiment=<algo>_tiny` recipe plus, for an ablation, the one switch the ablation is
-about; no arm is tuned alone. The recipes keep each paper's defaults (`algo=<algo>`) and shrink the batch to
-4 prompts × 4 samples a step and responses to 32 new tokens; beyond that they change only scale-dependent knobs
-(e.g. PRIME's PRM learning rate at twice the policy's, the paper's ratio; OREAL's token-RM learning rate and a
-2-step actor warm-up for its zero-initialised head). The claim's warm start, task and budget are then set on every
-arm alike. The baseline is the method the paper compares against.
+(the `*_tiny` recipes' one scale rule, [testbed.md](testbed.md#the-tiny-recipes-one-rule): 16 prompts × G = 8
+rollouts a step, one optimiser update of them all, 100 RL steps, greedy validation on 512 held-out problems every
+25 steps; 48 new tokens on `arith`, 272 on `arith_long`), for at least 5 seeds (seed s of every arm shares its data
+order and initial sampling seed, so differences are paired per seed). Each arm is a list of Hydra overrides — the
+algorithm's `experiment=<algo>_tiny` recipe plus, for an ablation, the one switch the ablation is about; no arm is
+tuned alone. The recipes keep each paper's defaults (`algo=<algo>`) at the policy learning rate 3e-5; an auxiliary
+model learns at the paper's ratio to it (PRIME's PRM 2×, OREAL's token RM 4×, a PPO critic 10×). The claim's warm
+start, task and budget are then set on every arm alike. The baseline is the method the paper compares against.
+Runs stored under an older shape keep their numbers and say so.
 
 **Statistic.** Held-out greedy accuracy (`val/acc`) at the last step, unless the claim is about sample efficiency:
 then the mean of the accuracy curve over the rollouts every run consumed (area under the curve against rollouts,

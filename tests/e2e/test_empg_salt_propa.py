@@ -43,8 +43,10 @@ def test_paper_recipes_compose(recipe, tmp_path):
 
 def test_propa_tiny_runs_two_steps(tmp_path):
     """One outer PROPA iteration per step: MCTS, GRPO on sibling groups, SFT on unsolved questions, PRM."""
+    # 2 questions and 4 MCTS iterations (the recipe's 16 questions x 20 iterations take ~55 s a step here)
     rows, m, out = run(["experiment=propa_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
-                        "trainer.val_check_interval=100"], tmp_path, outputs=True)
+                        "trainer.val_check_interval=100", "batch.prompts_per_step=2", "batch.minibatch_size=8",
+                        "batch.micro_batch_size=8", "algo.mcts.iterations=4"], tmp_path, outputs=True)
     assert len(rows) == 2
     for r in rows:
         assert math.isfinite(r["train/loss"]) and 0.0 <= r["train/reward"] <= 1.0

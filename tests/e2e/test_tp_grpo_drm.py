@@ -14,7 +14,8 @@ from tests.helpers import compose_train
 def _fit(exp: str, tmp_path, *extra):
     cfg = compose_train(["logger=none", "callbacks.progress_bar=null", f"experiment={exp}", "trainer.max_steps=2",
                          "trainer.val_check_interval=2", "task.num_val=8", "trainer.num_sanity_val_steps=0",
-                         "batch.prompts_per_step=2", *extra], tmp_path)
+                         "batch.prompts_per_step=2", "batch.minibatch_size=16", "batch.micro_batch_size=16", *extra],
+                        tmp_path)
     module, data, trainer = build(cfg)
     trainer.fit(module, datamodule=data)
     return module, {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -24,7 +25,7 @@ def test_tp_grpo_tiny_two_steps_off_policy(tmp_path):
     module, m = _fit("tp_grpo_tiny", tmp_path)
     assert math.isfinite(m["train/loss"]) and module.global_step == 2
     assert m["judge/requests"] > 0 and m["judge/parse_failures"] == 0 and m["tp_grpo/table_gap"] < 1e-5
-    assert m["tp_grpo/round_rollouts"] == 2 * 2 * 4            # round_steps x prompts x G
+    assert m["tp_grpo/round_rollouts"] == 2 * 2 * 8            # round_steps x prompts x G
     assert m["tp_grpo/policy_lag"] == 1.0                     # step 2 trained on step 1's rollouts
     ro, rw, _ = module.collector.buffer  # ReplayRounds: the round's kept rows and its prompts
     assert ro.old_logp is not None and len(ro) == m["tp_grpo/round_kept"]

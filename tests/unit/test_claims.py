@@ -155,7 +155,7 @@ def _dry(capsys, tmp_path, *args):
 def test_dry_run_prints_the_train_commands(capsys, tmp_path):
     out = _dry(capsys, tmp_path, "--claims", "prime", "--seeds", "3", "--steps", "20", "--val-every", "5",
                "--num-val", "64")
-    common = ("model=tiny_arith task=arith batch.prompts_per_step=4 batch.samples_per_prompt=4 "
+    common = ("model=tiny_arith task=arith batch.prompts_per_step=16 batch.samples_per_prompt=8 "
               "trainer.max_steps=20 trainer.val_check_interval=5 task.num_val=64 torch_threads=1 seed=3 "
               "logger=csv callbacks.model_checkpoint=null callbacks.progress_bar=null "
               "++trainer.enable_progress_bar=false")
@@ -173,7 +173,7 @@ def test_resume_skips_runs_with_a_row_and_refuses_another_budget(capsys, tmp_pat
     assert [o.split("hydra.run.dir=")[1] for o in out] == [
         "outputs/claims/prime/prime-seed0", "outputs/claims/prime/prime-seed1", "outputs/claims/prime/rloo-seed1"]
     with pytest.raises(SystemExit, match="another setting/budget"):
-        cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime", "--steps", "40"])
+        cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime", "--steps", "50"])
 
 
 def test_bad_arguments_are_named(capsys, tmp_path):
@@ -204,7 +204,8 @@ def test_every_arm_with_its_configs_composes(tmp_path):
             ov = [o for o in cmd[2:] if not o.startswith("hydra.run.dir=")]
             cfg = compose_train(ov, out_dir=tmp_path)
             check_config(cfg)
-            assert cfg.batch.prompts_per_step == 4 and cfg.batch.samples_per_prompt == 4
+            # the rule's shape: 16 x 8 rollouts, one update of them all (docs/testbed.md)
+            assert cfg.batch.prompts_per_step == 16 and cfg.batch.samples_per_prompt == 8
             assert cfg.trainer.max_steps == b.steps and cfg.task.num_val == b.num_val
             want = [o.split("=", 1)[1] for o in claim.setting if o.startswith("model=")]
             assert [cfg.hydra.runtime.choices.model] == want   # the same warm start in every arm

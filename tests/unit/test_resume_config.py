@@ -20,11 +20,13 @@ def test_flatten_round_trip():
 
 
 def test_merge_keeps_the_saved_config_and_applies_only_what_the_command_line_changes():
-    """The saved run had experiment=grpo_tiny (4 prompts per step) and a learning rate that today's files no
-    longer give (1e-4). Resumed with `trainer.max_steps=9 logger=none`: both of those change, the saved lr and
-    batch stay, and the saved run's own override (the experiment) is not re-applied as a change."""
+    """The saved run had experiment=grpo_tiny with a batch (4 prompts per step, minibatch 32) and a learning rate
+    (1e-4) that today's files no longer give. Resumed with `trainer.max_steps=9 logger=none`: both of those
+    change, the saved lr and batch stay, and the saved run's own override (the experiment) is not re-applied as a
+    change."""
     saved = flatten(_plain(compose_train(["experiment=grpo_tiny"])))
-    saved["optim.lr"] = 1e-4
+    assert saved["batch.prompts_per_step"] != 4 and saved["optim.lr"] != 1e-4   # the test's premise
+    saved.update({"optim.lr": 1e-4, "batch.prompts_per_step": 4, "batch.minibatch_size": 32})
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):  # merge composes as inside src/train.py
         merged, effective = merge(unflatten(saved), ["experiment=grpo_tiny"],
