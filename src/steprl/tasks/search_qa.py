@@ -43,7 +43,7 @@ from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
 
 __all__ = ["SearchQATask", "KnowledgeBase", "make_knowledge_base", "normalize_answer", "exact_match",
            "extract_answer", "thoughts", "PROMPT", "SHORT_PROMPT", "load_qa_jsonl", "load_corpus_jsonl",
-           "scripted_episode", "principle_judge"]
+           "scripted_episode", "scripted_segments", "principle_judge"]
 
 PROMPT = ("Answer the given question. Reason inside <think> and </think> every time you get new information. "
           "If you find you lack some knowledge, call the search engine with <search> query </search>; it returns "
@@ -170,16 +170,23 @@ def synthetic_questions(kb: KnowledgeBase, hops: Sequence[int] = (1, 2, 3)) -> l
     return out
 
 
-def scripted_episode(env: SearchEnv, entities: Sequence[str]) -> str:
-    """The worked episode of a question whose chain is ``entities`` (start, intermediates, answer): one
-    think + search turn per hop with ``env``'s real observations, then think + answer (see the module docstring)."""
+def scripted_segments(env: SearchEnv, entities: Sequence[str]) -> list[tuple[str, bool]]:
+    """The worked episode of a question whose chain is ``entities`` (start, intermediates, answer) as
+    ``(text, written)`` segments: one think + search turn per hop (written by the agent) followed by ``env``'s
+    real observation (written by the tool), then think + answer (see the module docstring). ``algo=sft`` trains
+    on the written segments only, as RL trains on the agent's turns and never on the tool's observations."""
     if len(entities) < 2:
         raise ValueError(f"a scripted episode needs a chain of at least 2 entities, got {list(entities)}")
-    text = ""
+    segs: list[tuple[str, bool]] = []
     for e in entities[:-1]:
         turn = f"<think>{e}</think><search>{e}</search>"
-        text += turn + env.step(turn, final=False).observation
-    return text + f"<think>{entities[-1]}</think><answer>{entities[-1]}</answer>"
+        segs += [(turn, True), (env.step(turn, final=False).observation, False)]
+    return segs + [(f"<think>{entities[-1]}</think><answer>{entities[-1]}</answer>", True)]
+
+
+def scripted_episode(env: SearchEnv, entities: Sequence[str]) -> str:
+    """The worked episode of :func:`scripted_segments` as one text."""
+    return "".join(t for t, _ in scripted_segments(env, entities))
 
 
 _TAGGED = re.compile(r"<(think|search|information|answer)>(.*?)</\1>", re.DOTALL)
@@ -315,7 +322,9 @@ class SearchQATask(Task):
         solution = None
         if "support" in q:
             meta["support"], meta["hops"] = q["support"], q["hops"]
-            solution = scripted_episode(self.make_env(), q["entities"])
+            segments = scripted_segments(self.make_env(), q["entities"])
+            solution = "".join(t for t, _ in segments)
+            meta["solution_segments"] = segments  # algo=sft: loss on the agent's turns, not the documents
         return Sample(prompt=self.prompt_template.format(question=q["question"]), answer=golds[0],
                       solution=solution, uid=f"{self.name}-{split}-{q.get('id', i)}",
                       source=f"{self.name}_{q['hops']}hop" if self.hops_in_source and "hops" in q else self.name,
