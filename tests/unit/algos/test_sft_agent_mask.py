@@ -18,7 +18,8 @@ def m(tmp_path_factory):
 
 
 def test_observations_are_context_not_targets(m):
-    turn, obs, last = "<search>Ann Bo</search>", "\n\n<information>Ann Bo is here.</information>\n\n", "<answer>Bo</answer>"
+    turn, last = "<search>Ann Bo</search>", "<answer>Bo</answer>"
+    obs = "\n\n<information>Ann Bo is here.</information>\n\n"
     s = Sample(prompt="Q: x\n", solution=turn + obs + last, meta={"solution_segments": [(turn, True), (obs, False),
                                                                                         (last, True)]})
     ids, att, lm = m.encode([s, Sample(prompt="Q: y\n", solution=turn + obs + last)])
