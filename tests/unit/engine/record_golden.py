@@ -27,10 +27,13 @@ OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar
 
 
 # Where a recipe's first STEPS steps log a loss of exactly 0 the safety net could not fail: OREAL's actor is frozen
-# for its first 2 steps while its token RM warms up, so its run unfreezes it at once. PC-GRPO's stays [0, 0]: its
-# warm start earns no reward on the recipe's puzzles (train/reward 0.000 with 2 or 4 prompts, seeds 0 and 1), so
-# every advantage is 0 there — the recipe itself does not learn yet (see docs/testbed.md).
-EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"]}
+# for its first 2 steps while its token RM warms up, so its run unfreezes it at once. The search recipes' multi-turn
+# episodes and PC-GRPO's 132-token puzzle answers run 2 prompts x 4 here instead of the recipes' 16 x 8 (one step
+# of those takes minutes on a 2-core CPU).
+_LIGHT = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+          "batch.micro_batch_size=8"]
+EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
+         **{a: _LIGHT for a in ("e_grpo", "empg", "pc_grpo", "ppr", "salt")}}
 
 
 def losses(algo: str, out: Path) -> list[float]:
