@@ -10,7 +10,8 @@ from tests.e2e.test_train import run
 from tests.helpers import compose_train
 
 FAST = ["trainer.max_steps=2", "trainer.num_sanity_val_steps=0", "trainer.val_check_interval=100",
-        "batch.prompts_per_step=2", "batch.minibatch_size=8", "rollout.max_new_tokens=24"]
+        "batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+        "batch.micro_batch_size=8", "rollout.max_new_tokens=24"]
 
 
 @pytest.mark.parametrize("algo", ["empg", "salt"])

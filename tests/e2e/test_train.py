@@ -46,7 +46,8 @@ TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks.m
 
 # the search recipes' episodes are ~10x longer than arith solutions: 2 questions x 4 episodes per step here, and
 # still 160-240 s each on the shared 2-core machine, so they are `slow` (tests/e2e/test_empg_salt_propa.py runs
-# empg_tiny and salt_tiny for 2 steps in the fast suite)
+# empg_tiny and salt_tiny for 2 steps in the fast suite); pc_grpo_tiny's puzzles also run 2 x 4 here instead of
+# the recipe's 16 x 8
 SEARCH = {"e_grpo", "ppr", "empg", "salt"}
 # a PROPA step at its recipe's 16 questions (an MCTS each) takes ~55 s on the 2-core machine: 2 questions and
 # 4 MCTS iterations here
@@ -56,7 +57,8 @@ LIGHT = {"propa": ["batch.prompts_per_step=2", "batch.minibatch_size=8", "batch.
 
 @pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) if a in SEARCH else a for a in ALGOS])
 def test_every_tiny_experiment_runs(algo, tmp_path):
-    light = ["batch.prompts_per_step=2", "batch.minibatch_size=8"] if algo in SEARCH else LIGHT.get(algo, [])
+    light = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+             "batch.micro_batch_size=8"] if algo in SEARCH | {"pc_grpo"} else LIGHT.get(algo, [])
     rows, module = run([f"experiment={algo}_tiny", *TWO_STEPS, *light], tmp_path)
     assert len(rows) == 2
     assert all(math.isfinite(r["train/loss"]) for r in rows)

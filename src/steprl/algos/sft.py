@@ -1,6 +1,9 @@
 """Supervised fine-tuning on a task's worked solutions (``algo=sft``): how the shipped warm start is made.
 
-Loss: token-mean negative log-likelihood of ``solution + EOS`` given ``prompt``. A vision-language model reads
+Loss: token-mean negative log-likelihood of ``solution + EOS`` given ``prompt``. A sample whose
+``meta["solution_segments"]`` lists ``(text, written)`` pieces of its solution (an agent episode: the agent's
+turns and the tool's observations, ``task=search_qa``) has each piece tokenised on its own, as the AgentLoop does,
+and the loss on the written pieces only: the observations are context, never a target. A vision-language model reads
 each sample's images with its prompt (``task=puzzles``: the puzzles' worked solutions).
 """
 from __future__ import annotations
@@ -40,9 +43,16 @@ class SFT(PolicyModule):
                 raise ConfigError(f"algo=sft needs worked solutions; task {self.task.name!r} sample {s.uid!r} has none")
             prompt = s.prompt if self._grids is None else self.processor.expand(s.prompt, self._grids[r])
             p = tok(prompt, add_special_tokens=False)["input_ids"]
-            a = tok(s.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            rows.append(p + a)
-            masks.append([0] * len(p) + [1] * len(a))
+            segments = s.meta.get("solution_segments") or [(s.solution, True)]
+            if "".join(t for t, _ in segments) != s.solution:
+                raise ConfigError(f"sample {s.uid!r}: meta['solution_segments'] do not join to its solution")
+            a, m = [], []
+            for text, written in segments:
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                a += ids
+                m += [int(bool(written))] * len(ids)
+            rows.append(p + a + [tok.eos_token_id])
+            masks.append([0] * len(p) + m + [1])
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
         att = torch.zeros_like(ids)

@@ -43,7 +43,7 @@ from steprl.tasks.search_tools import BM25Retriever, Document, SearchEnv
 
 __all__ = ["SearchQATask", "KnowledgeBase", "make_knowledge_base", "normalize_answer", "exact_match",
            "extract_answer", "thoughts", "PROMPT", "SHORT_PROMPT", "load_qa_jsonl", "load_corpus_jsonl",
-           "scripted_episode", "principle_judge"]
+           "scripted_episode", "scripted_segments", "principle_judge"]
 
 PROMPT = ("Answer the given question. Reason inside <think> and </think> every time you get new information. "
           "If you find you lack some knowledge, call the search engine with <search> query </search>; it returns "
@@ -109,19 +109,24 @@ def _name(rng: random.Random, syllables: int) -> str:
 
 
 def make_knowledge_base(seed: int = 0, people: int = 40, companies: int = 15, cities: int = 20,
-                        countries: int = 6) -> KnowledgeBase:
-    """A random knowledge base (deterministic under ``seed``): unique made-up names, each person born in a city
+                        countries: int = 6, syllables: Sequence[int] = (2, 3)) -> KnowledgeBase:
+    """A random knowledge base (deterministic under ``seed``): unique made-up names (each word of
+    ``syllables[0]``-``syllables[1]`` syllables; a person's name is two words), each person born in a city
     and working for a company, each company based in a city and founded by a person, each city in a country."""
+    lo, hi = (int(x) for x in syllables)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"task.name_syllables must be [min, max] with 1 <= min <= max, got {list(syllables)}")
     rng = random.Random(f"search_qa-kb-{seed}")
-    used: set[str] = set()
+    used: set[str] = set()  # every word of every name: no two entities share one (a search for one name
+    # would also match the other's document, e.g. a company "Fen Corp" and a person "Fen Bur")
 
     def names(k: int, words: int, suffix: str = "") -> list[str]:
         out = []
         while len(out) < k:
-            n = " ".join(_name(rng, rng.randint(2, 3)).capitalize() for _ in range(words)) + suffix
-            if n.lower() not in used:
-                used.add(n.lower())
-                out.append(n)
+            ws = [_name(rng, rng.randint(lo, hi)).capitalize() for _ in range(words)]
+            if len({w.lower() for w in ws} | used) == len(used) + words:
+                used.update(w.lower() for w in ws)
+                out.append(" ".join(ws) + suffix)
         return out
 
     ent = {"country": names(countries, 1, "ia"), "city": names(cities, 1),
@@ -170,16 +175,23 @@ def synthetic_questions(kb: KnowledgeBase, hops: Sequence[int] = (1, 2, 3)) -> l
     return out
 
 
-def scripted_episode(env: SearchEnv, entities: Sequence[str]) -> str:
-    """The worked episode of a question whose chain is ``entities`` (start, intermediates, answer): one
-    think + search turn per hop with ``env``'s real observations, then think + answer (see the module docstring)."""
+def scripted_segments(env: SearchEnv, entities: Sequence[str]) -> list[tuple[str, bool]]:
+    """The worked episode of a question whose chain is ``entities`` (start, intermediates, answer) as
+    ``(text, written)`` segments: one think + search turn per hop (written by the agent) followed by ``env``'s
+    real observation (written by the tool), then think + answer (see the module docstring). ``algo=sft`` trains
+    on the written segments only, as RL trains on the agent's turns and never on the tool's observations."""
     if len(entities) < 2:
         raise ValueError(f"a scripted episode needs a chain of at least 2 entities, got {list(entities)}")
-    text = ""
+    segs: list[tuple[str, bool]] = []
     for e in entities[:-1]:
         turn = f"<think>{e}</think><search>{e}</search>"
-        text += turn + env.step(turn, final=False).observation
-    return text + f"<think>{entities[-1]}</think><answer>{entities[-1]}</answer>"
+        segs += [(turn, True), (env.step(turn, final=False).observation, False)]
+    return segs + [(f"<think>{entities[-1]}</think><answer>{entities[-1]}</answer>", True)]
+
+
+def scripted_episode(env: SearchEnv, entities: Sequence[str]) -> str:
+    """The worked episode of :func:`scripted_segments` as one text."""
+    return "".join(t for t, _ in scripted_segments(env, entities))
 
 
 _TAGGED = re.compile(r"<(think|search|information|answer)>(.*?)</\1>", re.DOTALL)
@@ -264,7 +276,7 @@ class SearchQATask(Task):
     ``max_turn_tokens`` (new tokens per turn; None: the rollout engine's ``max_new_tokens``),
     ``max_response_tokens`` (turns + observations), ``max_obs_tokens``; ``topk`` documents per search.
     ``hops_in_source``: synthetic samples' source is ``"<name>_<h>hop"`` (validation logs ``val/acc/<source>``
-    per number of hops).
+    per number of hops). ``name_syllables``: ``[min, max]`` syllables per word of the synthetic entity names.
     """
 
     name = "search_qa"
@@ -273,7 +285,8 @@ class SearchQATask(Task):
                  kb_size: dict | None = None, num_val: int = 64, train_file: str | None = None,
                  val_file: str | None = None, corpus_file: str | None = None, prompt_template: str | None = None,
                  topk: int = 3, max_turns: int = 2, max_turn_tokens: int | None = None,
-                 max_response_tokens: int = 1024, max_obs_tokens: int | None = 500, hops_in_source: bool = False):
+                 max_response_tokens: int = 1024, max_obs_tokens: int | None = 500, hops_in_source: bool = False,
+                 name_syllables: Sequence[int] = (2, 3)):
         super().__init__()
         self.splitter = None  # steps are agent turns: the AgentLoop writes step_ids
         prompt_template = PROMPT if prompt_template is None else prompt_template
@@ -290,7 +303,9 @@ class SearchQATask(Task):
                           "max_response_tokens": max_response_tokens, "max_obs_tokens": max_obs_tokens}
         self._retriever: BM25Retriever | None = None
         if source == "synthetic":
-            self.kb = make_knowledge_base(seed, **dict(kb_size or {}))
+            if len(name_syllables) != 2:
+                raise ValueError(f"task.name_syllables must be [min, max], got {list(name_syllables)}")
+            self.kb = make_knowledge_base(seed, **dict(kb_size or {}), syllables=tuple(name_syllables))
             self.docs = self.kb.corpus()
             qs = synthetic_questions(self.kb, tuple(hops))
             random.Random(f"search_qa-split-{seed}").shuffle(qs)
@@ -315,7 +330,9 @@ class SearchQATask(Task):
         solution = None
         if "support" in q:
             meta["support"], meta["hops"] = q["support"], q["hops"]
-            solution = scripted_episode(self.make_env(), q["entities"])
+            segments = scripted_segments(self.make_env(), q["entities"])
+            solution = "".join(t for t, _ in segments)
+            meta["solution_segments"] = segments  # algo=sft: loss on the agent's turns, not the documents
         return Sample(prompt=self.prompt_template.format(question=q["question"]), answer=golds[0],
                       solution=solution, uid=f"{self.name}-{split}-{q.get('id', i)}",
                       source=f"{self.name}_{q['hops']}hop" if self.hops_in_source and "hops" in q else self.name,

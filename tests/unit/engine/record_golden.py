@@ -27,13 +27,16 @@ OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar
 
 
 # Where a recipe's first STEPS steps log a loss of exactly 0 the safety net could not fail: OREAL's actor is frozen
-# for its first 10 steps while its token RM warms up, so its run unfreezes it at once. PC-GRPO's stays [0, 0]: its
-# warm start earns no reward on the recipe's puzzles (train/reward 0.000 with 2 or 4 prompts, seeds 0 and 1), so
-# every advantage is 0 there — the recipe itself does not learn yet (see docs/testbed.md).
-# PROPA's recipe (16 questions, an MCTS of 20 iterations each) takes ~55 s a step here: 2 questions, 4 iterations.
+# for its first 10 steps while its token RM warms up, so its run unfreezes it at once. Recipes whose full step takes
+# minutes on a 2-core CPU run light here: the search recipes' multi-turn episodes and PC-GRPO's 132-token puzzle
+# answers at 2 prompts x 4 instead of 16 x 8; PROPA (16 questions, an MCTS of 20 iterations each, ~55 s a step) at
+# 2 questions and 4 iterations.
+_LIGHT = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+          "batch.micro_batch_size=8"]
 EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
          "propa": ["batch.prompts_per_step=2", "batch.minibatch_size=8", "batch.micro_batch_size=8",
-                   "algo.mcts.iterations=4"]}
+                   "algo.mcts.iterations=4"],
+         **{a: _LIGHT for a in ("e_grpo", "empg", "pc_grpo", "ppr", "salt")}}
 
 
 def losses(algo: str, out: Path) -> list[float]:

@@ -73,3 +73,24 @@ T2 = "<think>Tova</think><search>Tova</search>\n\n<information>Doc 1(Title: Tova
 ])
 def test_principle_judge_on_hand_made_turns(query, turn, score):
     assert _ask(query, turn) == score
+
+
+def test_short_names_keep_every_search_on_its_own_document():
+    """task.name_syllables=[1, 2] (task=search_qa_tiny): words of 1-2 syllables, no word shared by two entities,
+    so each scripted search returns the searched entity's own document; [2, 1] or [0, 2] is refused."""
+    import re
+
+    from steprl.tasks.search_qa import make_knowledge_base
+
+    kb = make_knowledge_base(0, people=150, companies=50, cities=50, countries=10, syllables=(1, 2))
+    words = [w.lower() for names in kb.entities.values() for n in names for w in n.removesuffix(" Corp").split()]
+    assert len(words) == len(set(words)) == 150 * 2 + 50 + 50 + 10
+    # a syllable is onset + vowel + coda, 2 to 2 + 2 + 2 characters: a word of 1-2 syllables has 2-12
+    assert all(2 <= len(w) <= 12 for w in words)  # [2, 3] syllables would allow up to 18
+    t = SearchQATask(seed=0, kb_size={"people": 150, "companies": 50, "cities": 50, "countries": 10}, num_val=16,
+                     topk=1, max_turns=3, name_syllables=[1, 2])
+    for s in list(t.train_dataset())[:200]:
+        assert re.findall(r"\(Title: (.*?)\)", s.solution) == s.meta["entities"][:-1]
+    for bad in ([2, 1], [0, 2], [1, 2, 3]):
+        with pytest.raises(ValueError, match="name_syllables"):
+            SearchQATask(seed=0, name_syllables=bad)
