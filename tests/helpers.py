@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -30,6 +31,19 @@ def compose_train(overrides: list[str], out_dir: Path | None = None, config_name
 
 # ------------------------------------------------------------------------------------------ float comparisons
 FP32_EPS = torch.finfo(torch.float32).eps  # 2^-23 = 2u, u the unit roundoff of float32
+
+
+class Recorder(L.Callback):
+    """Collects the logged metrics after every training step, and the last step's outputs (an RLModule's
+    ``Step`` under ``"step"``)."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+        self.outputs: dict | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.outputs = outputs
 
 
 def fp32_tol(terms: int) -> float:

@@ -21,15 +21,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from steprl.train import build  # noqa: E402
-from tests.helpers import compose_train  # noqa: E402
-
-
-class Recorder(L.Callback):
-    def __init__(self):
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+from tests.helpers import Recorder, compose_train  # noqa: E402
 
 
 def aux_checksums(module) -> dict[str, list[float]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,18 +14,10 @@ from steprl.algos.step import Step
 from steprl.config import check_config
 from steprl.rollout.types import Sample
 from steprl.train import build
-from tests.helpers import compose_train
+from tests.helpers import Recorder, compose_train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Recorder(L.Callback):
-    def __init__(self):
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
 def judge_fn(prompt: str) -> str:
@@ -38,6 +29,9 @@ def test_pc_grpo_tiny_runs_two_steps(tmp_path):
     judge = "{backend: scripted, scripted: {fn: tests.e2e.test_pc_grpo.judge_fn}}"
     cfg = compose_train(["experiment=pc_grpo_tiny", "logger=none", "callbacks.progress_bar=null",
                          "trainer.max_steps=2", "trainer.val_check_interval=2", "task.num_val=2",
+                         # the recipe's 16 x 8 puzzles of 132 tokens take minutes a step on 2 cores: 2 x 4 here
+                         "batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+                         "batch.micro_batch_size=8",
                          "callbacks.model_checkpoint.every_n_train_steps=2",
                          f"callbacks.rac_monitor.judge={judge}"], tmp_path)
     module, data, trainer = build(cfg)
@@ -49,7 +43,7 @@ def test_pc_grpo_tiny_runs_two_steps(tmp_path):
     for key in ("pc_grpo/curriculum_weight", "pc_grpo/difficulty", "pc_grpo/dispersion", "pc_grpo/invalid_answers",
                 "pc_grpo/care_bonus", "pc_grpo/ref_confidence", "pc_grpo/rac", "pc_grpo/judge/requests"):
         assert key in last, key
-    assert last["pc_grpo/judge/requests"] == 4  # num_samples judged by the scripted backend
+    assert last["pc_grpo/judge/requests"] == cfg.callbacks.rac_monitor.num_samples == 8  # judged by the scripted backend
     assert 0.0 <= last["pc_grpo/rac"] <= 1.0
     assert module.val_history[-1][0] == 2 and (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert module.ema_policy is not None and type(module.policy).__name__ == "Qwen2VLForConditionalGeneration"

@@ -5,27 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
 from steprl.train import build, train
-from tests.helpers import CONF, compose_train
+from tests.helpers import CONF, Recorder, compose_train
 
 # every algorithm's CPU recipe (league_tiny is a sweep over them, tested in tests/unit/test_league.py)
 ALGOS = sorted(p.stem[: -len("_tiny")] for p in (CONF / "experiment").glob("*_tiny.yaml") if p.stem != "league_tiny")
-
-
-class Recorder(L.Callback):
-    """Collects the logged metrics after every training step."""
-
-    def __init__(self):
-        self.rows: list[dict[str, float]] = []
-        self.outputs: dict | None = None  # the last training step's outputs (RLModule: its Step under "step")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-        self.outputs = outputs
 
 
 def run(overrides, out: Path, outputs: bool = False):

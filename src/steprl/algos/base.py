@@ -213,6 +213,8 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         step, t0 = Step(list(batch)), time.perf_counter()
         if not getattr(self, "_probed", False):
             self.probe_engine()
+        for k in ("reward/errors", "reward/timeouts"):  # counted every step, 0 where no verifier call ran (PROPA)
+            self.metrics.add(k, 0.0)
         self.collector.collect(self, step)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.trainer.datamodule.mark_consumed(batch)

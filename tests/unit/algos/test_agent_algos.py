@@ -12,7 +12,7 @@ import torch
 from steprl.algos.step import Step
 from steprl import core
 from steprl.train import build
-from tests.helpers import compose_train
+from tests.helpers import Recorder, compose_train
 from tests.scripted import ScriptedEngine
 
 JUDGE_PROMPTS: list = []
@@ -130,15 +130,10 @@ def test_one_training_step_with_a_scripted_agent(algo, tmp_path):
              "judge.scripted.fn=tests.unit.algos.test_agent_algos.principle_judge"] if algo != "e_grpo" else []
     module, data, trainer = make_module([f"algo={algo}", *extra], tmp_path)
     before = [p.detach().clone() for p in module.policy.parameters()]
-    rows = []
-
-    class Rec(__import__("lightning").Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    trainer.callbacks.append(Rec())
+    rec = Recorder()
+    trainer.callbacks.append(rec)
     trainer.fit(module, datamodule=data)
-    m = rows[-1]
+    m = rec.rows[-1]
     assert math.isfinite(m["train/loss"]) and m["agent/tool_calls"] == 1.25 and m["agent/over_length"] == 0.25
     assert m["train/acc"] == 0.25
     changed = any(not torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))

@@ -41,24 +41,15 @@ EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
 
 def losses(algo: str, out: Path) -> list[float]:
     """The per-step ``train/loss`` of ``experiment=<algo>_tiny`` run for STEPS steps in this process."""
-    import lightning as L
-
     from steprl.train import build
-    from tests.helpers import compose_train
-
-    class Losses(L.Callback):
-        def __init__(self):
-            self.values: list[float] = []
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.values.append(float(trainer.callback_metrics["train/loss"]))
+    from tests.helpers import Recorder, compose_train
 
     cfg = compose_train([f"experiment={algo}_tiny", *OVERRIDES, *EXTRA.get(algo, [])], out)
     module, data, trainer = build(cfg)
-    rec = Losses()
+    rec = Recorder()
     trainer.callbacks.append(rec)
     trainer.fit(module, datamodule=data)
-    return rec.values
+    return [r["train/loss"] for r in rec.rows]
 
 
 def main() -> None:
