@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import mean_std, rollouts_to_reach  # noqa: E402
+from benchlib import compose, mean_std, rollouts_to_reach  # noqa: E402
 
 ARMS = {
     "grpo": ["algo=grpo"],
@@ -37,23 +37,6 @@ ARMS = {
     "prime_lowlr": ["algo=prime", "algo.filters.max_refill_rounds=0", "algo.prm.lr=6e-6"],
     "oreal": ["algo=oreal", "algo.token_rm.lr=1e-3", "algo.token_rm.actor_freeze_steps={freeze}"],
 }
-
-
-def compose(overrides: list[str], out_dir: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-        cfg.paths.root_output = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def run_one(arm: str, seed: int, a, out: Path, bar) -> dict:
