@@ -28,7 +28,9 @@ def store(tmp_path_factory):
     """A real 2-step GRPO run logged to its own MLflow store."""
     out = tmp_path_factory.mktemp("run")
     cfg = compose_train(["experiment=grpo_tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                         "task.num_val=16", "callbacks.progress_bar=null", "torch_threads=1"], out)
+                         "task.num_val=16", "callbacks.progress_bar=null", "torch_threads=1",
+                         "batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=16",
+                         "batch.micro_batch_size=16"], out)
     train(cfg)
     return out, cfg.logger.tracking_uri
 

@@ -19,7 +19,10 @@ def test_tp_grpo_stops_when_every_judge_call_fails(tmp_path, caplog):
         srv.plan.extend(["500"] * 10_000)  # every chat completion fails; GET /models (the probe) answers
         cfg = compose_train(["experiment=tp_grpo_tiny", "judge=openai", f"judge.openai.base_url={srv.base_url}",
                              "judge.openai.retries=0", "judge.max_failed_steps=2", "algo.tp_grpo.round_steps=1",
-                             "trainer.max_steps=6", "trainer.num_sanity_val_steps=0", "trainer.val_check_interval=100",
+                             "trainer.max_steps=6", "trainer.num_sanity_val_steps=0",
+                             # 4 prompts x 4 samples, one update (the recipe's 16 x 8 costs minutes a step here)
+                             "batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=16",
+                             "batch.micro_batch_size=16", "trainer.val_check_interval=100",
                              "logger=none", "callbacks.progress_bar=null", "torch_threads=1"], tmp_path)
         with caplog.at_level(logging.WARNING, logger="steprl.rewards.judges"), \
                 pytest.raises(JudgeFailing, match=r"every call failed in 2 judged batches in a row.*HTTP 500"):
