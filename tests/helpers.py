@@ -16,6 +16,13 @@ CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared"
 
 
+# The 4 prompts x 4 samples shape the *_tiny recipes had before the scale rule (docs/testbed.md): tests whose counts
+# were written for it, or that only need a step to run, pin it (a 16 x 8 step with 512 validation problems costs
+# seconds to minutes on a 2-core CPU).
+SMOKE = ["batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=8", "batch.micro_batch_size=4",
+         "rollout.max_new_tokens=32", "task.num_val=32"]
+
+
 def compose_train(overrides: list[str], out_dir: Path | None = None, config_name: str = "train") -> DictConfig:
     """The composed training config, with Hydra's runtime set so `${hydra:...}` interpolations resolve."""
     GlobalHydra.instance().clear()

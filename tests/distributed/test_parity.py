@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["experiment=grpo_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
           "trainer.val_check_interval=100", "rollout.top_k=1", "algo.loss.entropy_coef=0.01",
-          "batch.minibatch_size=16", "callbacks.model_checkpoint.every_n_train_steps=1"]
+          "batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=16", "batch.micro_batch_size=4",
+          "callbacks.model_checkpoint.every_n_train_steps=1"]
 KEYS = ("train/loss", "train/entropy", "train/grad_norm", "train/response_len", "train/reward")
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

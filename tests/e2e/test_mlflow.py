@@ -9,12 +9,13 @@ from mlflow.tracking import MlflowClient
 
 from steprl.plot import latest_run, metric_history, plot_run
 from steprl.train import train
-from tests.helpers import compose_train
+from tests.helpers import SMOKE, compose_train
 
 
 def test_mlflow_round_trip(tmp_path):
     cfg = compose_train(["experiment=grpo_tiny", "callbacks.progress_bar=null", "callbacks.sample_table.every_n_steps=2",
-                         "trainer.val_check_interval=2", "algo.log_samples=3"], tmp_path)
+                         "trainer.val_check_interval=2", "algo.log_samples=3", *SMOKE, "trainer.max_steps=4",
+                         "callbacks.model_checkpoint.every_n_train_steps=4"], tmp_path)
     assert cfg.logger.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     train(cfg)
 

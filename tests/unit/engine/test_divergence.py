@@ -16,6 +16,7 @@ from tests.helpers import ROOT
 @pytest.mark.slow  # ~25 s on 2 shared cores (a real training process)
 def test_lr_1e3_diverges_and_exits_non_zero(tmp_path):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "experiment=grpo_tiny", "optim.lr=1e3",
+           "batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=8", "batch.micro_batch_size=4",
            "trainer.max_steps=12", "algo.max_consecutive_skips=3", "trainer.num_sanity_val_steps=0",
            "trainer.val_check_interval=100", "logger=none", "callbacks.progress_bar=null", "torch_threads=1",
            f"paths.root_output={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]
