@@ -42,7 +42,8 @@ def test_every_job_of_the_sweep_composes(tmp_path):
         assert "league_tiny" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]
         check_config(cfg)
         module = cfg.algo._target_.rsplit(".", 1)[0]  # the algorithm's module exists (importing it is slow)
-        assert (CONF.parent / "src" / (module.replace(".", "/") + ".py")).exists(), cfg.algo._target_
+        path = CONF.parent / "src" / module.replace(".", "/")
+        assert path.with_suffix(".py").exists() or (path / "__init__.py").exists(), cfg.algo._target_  # module or package
 
 
 def test_the_reduced_scale_overrides_compose(tmp_path):
