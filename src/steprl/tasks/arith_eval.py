@@ -19,14 +19,10 @@ directory, a hub id or ``steprl:<name>``; ``--ckpt`` a steprl training checkpoin
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
 from collections import defaultdict
 
-import torch
-
 from steprl.rollout.hf import HFEngine
+from steprl.tasks import eval_cli
 from steprl.tasks.arith import ArithTask
 
 
@@ -58,7 +54,7 @@ def summarize(rows: dict[int, list[tuple[float, int, int, float, int | None]]]) 
         final = sum(x[0] for x in r) / len(r)
         right, wrong = sum(x[1] for x in r), sum(x[2] for x in r)
         errs = [x[4] for x in r if x[4] is not None]
-        out[n] = {"n": len(r), "final": final, "final_se": math.sqrt(final * (1 - final) / len(r)),
+        out[n] = {"n": len(r), "final": final, "final_se": eval_cli.se(final, len(r)),
                   "step": right / max(1, right + wrong), "steps_right": right, "first_errors": wrong,
                   "local": sum(x[3] for x in r) / len(r),
                   "first_err": sum(errs) / len(errs) if errs else float("nan")}
@@ -73,36 +69,22 @@ def format_table(res: dict) -> str:
                      f"{r['local']:.3f} | {r['first_err']:.2f} |")
     tot = sum(r["n"] for r in res.values())
     final = sum(r["final"] * r["n"] for r in res.values()) / tot
-    lines.append(f"| all | {tot} | {final:.3f} ± {math.sqrt(final * (1 - final) / tot):.3f} | "
+    lines.append(f"| all | {tot} | {final:.3f} ± {eval_cli.se(final, tot):.3f} | "
                  f"{sum(r['steps_right'] for r in res.values()) / max(1, sum(r['steps_right'] + r['first_errors'] for r in res.values())):.3f} | "
                  f"{sum(r['local'] * r['n'] for r in res.values()) / tot:.3f} | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model directory, hub id or steprl:<name>")
-    src.add_argument("--ckpt", help="a steprl training checkpoint")
+    p = eval_cli.parser(__doc__, batch_size=128)
     p.add_argument("--num-terms", type=int, nargs=2, default=[2, 10], metavar=("LO", "HI"))
     p.add_argument("--num-val", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-new-tokens", type=int, default=272)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="write the per-length results as JSON here")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    from steprl.export import load_model_or_checkpoint
-
-    model, tok = load_model_or_checkpoint(a.model, a.ckpt)
+    model, tok = eval_cli.load(a)
     task = ArithTask(num_terms=a.num_terms, num_val=a.num_val, num_train=0, seed=a.seed)
     res = evaluate(model, tok, task, a.batch_size, a.max_new_tokens)
-    print(format_table(res))
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({str(k): v for k, v in res.items()}, f, indent=1)
-    return res
+    return eval_cli.report(res, format_table(res), a.out)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,15 @@ training checkpoint instead of ``--model``; ``--out`` writes the table as JSON.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from steprl.rewards.entities import entity_match_rate, thoughts
 from steprl.rollout.agent import AgentLoop
 from steprl.rollout.hf import HFEngine
+from steprl.tasks import eval_cli
 from steprl.tasks.search_qa import SearchQATask
 
 TASK_CONF = Path(__file__).resolve().parents[3] / "conf" / "task"
@@ -51,7 +48,7 @@ def evaluate(model, tokenizer, task: SearchQATask, batch_size: int = 64, limit: 
     for h in sorted(rows):
         r = rows[h]
         acc = sum(x[0] for x in r) / len(r)
-        out[h] = {"n": len(r), "acc": acc, "acc_se": math.sqrt(acc * (1 - acc) / len(r)),
+        out[h] = {"n": len(r), "acc": acc, "acc_se": eval_cli.se(acc, len(r)),
                   "answered": sum(x[1] for x in r) / len(r), "searches": sum(x[2] for x in r) / len(r),
                   "format_errors": sum(x[3] for x in r) / len(r), "entity_match": sum(x[4] for x in r) / len(r)}
     return out
@@ -65,31 +62,17 @@ def format_table(res: dict) -> str:
                      f"{r['searches']:.2f} | {r['format_errors']:.2f} | {r['entity_match']:.2f} |")
     tot = sum(r["n"] for r in res.values())
     acc = sum(r["acc"] * r["n"] for r in res.values()) / tot
-    lines.append(f"| all | {tot} | {acc:.3f} ± {math.sqrt(acc * (1 - acc) / tot):.3f} | | | | |")
+    lines.append(f"| all | {tot} | {acc:.3f} ± {eval_cli.se(acc, tot):.3f} | | | | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model directory, hub id or steprl:<name>")
-    src.add_argument("--ckpt", help="a steprl training checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1)
+    p = eval_cli.parser(__doc__, batch_size=64)
     p.add_argument("--limit", type=int, help="the first N held-out questions only")
-    p.add_argument("--out", help="write the per-hop results as JSON here")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    from steprl.export import load_model_or_checkpoint
-
-    model, tok = load_model_or_checkpoint(a.model, a.ckpt)
+    model, tok = eval_cli.load(a)
     res = evaluate(model, tok, tiny_task(a.seed), a.batch_size, a.limit)
-    print(format_table(res))
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({str(k): v for k, v in res.items()}, f, indent=1)
-    return res
+    return eval_cli.report(res, format_table(res), a.out)
 
 
 if __name__ == "__main__":
