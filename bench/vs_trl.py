@@ -273,7 +273,7 @@ class Ours:
     name = "steprl"
 
     def __init__(self, w: Workload | str, seed: int, out: Path, fast_decode: str | None = None,
-                 compact: bool | None = None):
+                 compact: bool | None = None, extra: tuple[str, ...] = ()):
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.hydra_config import HydraConfig
@@ -295,7 +295,7 @@ class Ours:
             f"optim.lr={LR}", "optim.scheduler=constant", "optim.max_grad_norm=1.0", "optim.weight_decay=0.0",
             "algo.loss.agg=token-mean", "algo.kl.coef=0.0", "torch_threads=null", "reward=inline",
         ] + ([f"rollout.fast_decode={fast_decode}"] if fast_decode is not None else []) \
-            + ([f"rollout.compact={str(compact).lower()}"] if compact is not None else [])
+            + ([f"rollout.compact={str(compact).lower()}"] if compact is not None else []) + list(extra)
         if compact is False:
             self.name = "steprl-nocompact"
         GlobalHydra.instance().clear()
@@ -452,15 +452,15 @@ class TRL:
 # ---------------------------------------------------------------------------------------------- main
 def bench(config: str, rounds: int, steps: int, seed: int, memory: bool = True,
           fast_decode: str | None = None, prompts: int | None = None, micro: int | None = None,
-          with_uncompacted: bool = False, peak_tflops: float | None = None) -> dict:
+          with_uncompacted: bool = False, peak_tflops: float | None = None, extra: tuple[str, ...] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix="vs_trl-"))
     w = workload(config, prompts, micro, out)
-    ours = Ours(w, seed, out, fast_decode)
+    ours = Ours(w, seed, out, fast_decode, extra=extra)
     theirs = TRL(w, seed, out, {k: v.clone() for k, v in ours.policy().state_dict().items()},
                  ours.module.tokenizer, ours.module.task)
     frameworks = [ours, theirs]
     if with_uncompacted:  # our engine without decode-batch compaction, same weights, as a third contestant
-        plain = Ours(w, seed, out, fast_decode, compact=False)
+        plain = Ours(w, seed, out, fast_decode, compact=False, extra=extra)
         plain.policy().load_state_dict(ours.policy().state_dict())
         frameworks.insert(1, plain)
     n_params = sum(p.numel() for p in ours.policy().parameters())
@@ -570,6 +570,8 @@ def main() -> None:
                     help="also run our engine with rollout.compact=false (the decode-batch compaction's effect)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the GPU's dense fp32 peak for the update's MFU (default: known for H100 / H200 / A100)")
+    ap.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more Hydra overrides for our side only, e.g. --ours batch.packed=true")
     a = ap.parse_args()
     DEVICE = a.device
     if DEVICE == "cuda" and not torch.cuda.is_available():
@@ -586,7 +588,7 @@ def main() -> None:
         if config not in rounds:
             raise SystemExit(f"--configs: unknown config {config!r} (small, large, realistic)")
         results[config] = bench(config, rounds[config], a.steps, a.seed, not a.no_memory, a.fast_decode,
-                                a.prompts, a.micro, a.with_uncompacted, a.peak_tflops)
+                                a.prompts, a.micro, a.with_uncompacted, a.peak_tflops, tuple(a.ours))
     if "large" in results:
         print(f"large_ratio_vs_trl={results['large']['ratio']:.2f}")
     if "realistic" in results:
