@@ -314,7 +314,8 @@ class Ours:
         self.profile_step: int | None = None
         self.profiled = _Profiled()
         self.phase = _Phase()
-        self.module.collect = self.phase.wrap(self.module.collect)  # rollout + rewards of a step
+        c = self.module.collector  # rollout + rewards of a step
+        c.collect = self.phase.wrap(c.collect)
 
     def policy(self):
         return self.module.policy
