@@ -168,3 +168,15 @@ def test_the_check_finds_a_lazy_cycle_and_an_upward_import(tmp_path):
 def test_import_forms(tmp_path, line, target):
     mods = _tree(tmp_path, {"__init__.py": "", "job.py": "", "config.py": "", "cli.py": line + "\n"})
     assert import_graph(mods)["steprl.cli"] == {target}
+
+
+def test_unit_tests_mirror_src_names():
+    """tests/unit/<name>/ tests steprl.<name> (a package or a top-level module); besides those only the engine's
+    step-level tests (engine/: algos.base and its helpers run end to end), the scale checks, the bench scripts
+    and the docs have folders, and the only test at the top is this one (the package as a whole)."""
+    unit = Path(__file__).parent
+    names = {p.stem for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    other = {"engine", "scale", "bench", "docs"}
+    folders = {p.name for p in unit.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert not folders - names - other, f"tests/unit/ folders that name nothing in src/steprl: {folders - names - other}"
+    assert [p.name for p in unit.glob("test_*.py")] == [Path(__file__).name]
