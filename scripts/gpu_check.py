@@ -8,9 +8,10 @@ imported: what runs is each algorithm's own recipe, its stages, judge, reward mo
     python scripts/gpu_check.py --device cpu --algos grpo    # the same steps on CPU, with small batches
     python scripts/gpu_check.py --dry-run                    # compose and check every algorithm's config only
 
-Each run must log a finite ``train/loss`` and ``train/grad_norm`` at every step, a non-zero gradient at some
-step (unless every rollout of the run had the same outcome: no learning signal), with the policy on the device; a line per run gives the seconds per step, the loss, the gradient norm, the accuracy of
-the rollouts and the peak GPU memory. ``--dry-run`` composes each algorithm's config for the device and checks it
+Each run must log a finite ``train/loss`` and ``train/grad_norm`` at every step and a non-zero gradient at some
+step (unless every rollout of the run had the same outcome: no learning signal), with the policy on the device;
+a line per run gives the seconds per step, the loss, the gradient norm, the accuracy of the rollouts and the peak
+GPU memory. ``--dry-run`` composes each algorithm's config for the device and checks it
 (``steprl.config.check_config``: keys, batch arithmetic) without building a model, so it needs no GPU.
 ``STEPRL_CHECK_CPU=1`` is ``--device cpu``.
 """

@@ -800,12 +800,16 @@ def _prompt(template, parser) -> tuple[str | Mapping[str, str], Parser]:
 def _backend_options(cls: type, opts: Mapping[str, Any] | None, key: str) -> dict:
     """``opts`` checked against ``cls``'s constructor: a misspelt option is a ConfigError naming it."""
     opts = dict(opts or {})
-    valid = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
+    valid = list(params)
     for k in opts:
         if k not in valid:
             near = difflib.get_close_matches(k, valid, n=3)
             raise ConfigError(f"judge.{key}.{k} is not an option of the {key} judge backend"
                               f"{f' (did you mean {near}?)' if near else ''}; valid: {valid}")
+    for n, p in params.items():
+        if p.default is inspect.Parameter.empty and n not in opts:
+            raise ConfigError(f"judge.{key}.{n} must be set (the {key} judge backend has no default for it)")
     return opts
 
 
@@ -823,7 +827,7 @@ def rule_judge(task=None, template=None, parser=None) -> RuleStepJudge:
     return RuleStepJudge(task)
 
 
-def hf_judge(hf: Mapping[str, Any], template="step_labels", parser=None, probe: bool = True,
+def hf_judge(hf: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
              warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3, task=None) -> PromptedJudge:
     """``judge=hf``: a local causal LM (:class:`HFChatBackend`, options under ``judge.hf``) prompted with
     ``template``, its reply read by ``parser``; ``probe`` checks the backend at once."""
@@ -831,7 +835,7 @@ def hf_judge(hf: Mapping[str, Any], template="step_labels", parser=None, probe: 
                      warn_failure_rate, max_failed_steps)
 
 
-def openai_judge(openai: Mapping[str, Any], template="step_labels", parser=None, probe: bool = True,
+def openai_judge(openai: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
                  warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3,
                  task=None) -> PromptedJudge:
     """``judge=openai``: an OpenAI-compatible endpoint (:class:`OpenAIChatBackend`, options under
@@ -840,7 +844,7 @@ def openai_judge(openai: Mapping[str, Any], template="step_labels", parser=None,
                      probe, warn_failure_rate, max_failed_steps)
 
 
-def scripted_judge(scripted: Mapping[str, Any], template="step_labels", parser=None, probe: bool = True,
+def scripted_judge(scripted: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
                    warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3,
                    task=None) -> PromptedJudge:
     """``judge=scripted``: a Python function ``fn(prompt) -> reply`` plays the judge model (``judge.scripted.fn``,

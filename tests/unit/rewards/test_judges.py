@@ -106,14 +106,18 @@ def test_composed_judges_are_built_by_their_target(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, match", [
-    ({"backend": "gpt"}, r"judge\._target_ is missing \(`backend: gpt` is now `_target_: steprl\.rewards\.judges\.gpt_judge`\)"),
-    ({"_target_": "steprl.rewards.judges.gpt_judge"}, r"judge\._target_=steprl\.rewards\.judges\.gpt_judge: cannot import"),
+    ({"backend": "gpt"},
+     r"judge\._target_ is missing \(`backend: gpt` is now `_target_: steprl\.rewards\.judges\.gpt_judge`\)"),
+    ({"_target_": "steprl.rewards.judges.gpt_judge"},
+     r"judge\._target_=steprl\.rewards\.judges\.gpt_judge: cannot import"),
     ({"_target_": "steprl.rewards.judges.scripted_judge", "tmplate": "x", "scripted": {"fn": f"{__name__}._reply_yes"}},
      r"judge\.tmplate is not a key of judge steprl\.rewards\.judges\.scripted_judge \(did you mean \['template'\]\?\)"),
     ({"_target_": "steprl.rewards.judges.openai_judge", "probe": False,
       "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "retry": 2}},
      r"judge\.openai\.retry is not an option of the openai judge backend \(did you mean \['retries'\]\?\)"),
     ({"_target_": "steprl.rewards.judges.scripted_judge", "scripted": {"fn": None}}, r"judge\.scripted\.fn must be"),
+    ({"_target_": "steprl.rewards.judges.openai_judge", "openai": {"model": "m"}},
+     r"judge\.openai\.base_url must be set"),
 ])
 def test_a_bad_judge_config_is_one_config_error_naming_the_key(cfg, match):
     from steprl.config import ConfigError
