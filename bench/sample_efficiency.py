@@ -5,6 +5,7 @@ the raw numbers in the folder it names).
 
     python bench/sample_efficiency.py --out outputs/bench/sample_efficiency          # the full run
     python bench/sample_efficiency.py --arms grpo,prime --seeds 0 --steps 4 --val-every 2 --num-val 16  # smoke
+    python bench/sample_efficiency.py --from-results     # the table and figure of the kept run, without training
 
 Every arm draws `prompts x samples` rollouts per step (PRIME's refill is off here, so its accuracy filter only
 drops groups and never samples more), so step k means the same rollout count for all arms. `prime_outcome`
@@ -22,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
+#: the run docs/prime_oreal.md reports (5 arms x 3 seeds, 100 steps, on an H100): its results.json, kept here
+KEPT = ROOT / "bench" / "sample_efficiency_prime.json"
 
 from benchlib import compose, mean_std, rollouts_to_reach  # noqa: E402
 
@@ -152,6 +155,17 @@ def plot(results: list[dict], a, path: Path) -> None:
     plt.close(fig)
 
 
+def redraw(results_json: Path, out: Path) -> None:
+    """``table.md`` and ``sample_efficiency.png`` in ``out`` from a results file (the run's own arguments)."""
+    data = json.loads(results_json.read_text())
+    a = argparse.Namespace(**data["args"])
+    out.mkdir(parents=True, exist_ok=True)
+    table = report(data["runs"], a, out)
+    (out / "table.md").write_text(table)
+    plot(data["runs"], a, out / "sample_efficiency.png")
+    print(table)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default="grpo,rloo,prime,prime_outcome,oreal")
@@ -167,8 +181,12 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true", help="skip runs already in <out>/results.json")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes); 1: sequential")
     p.add_argument("--work", default=None, help="folder for the runs' own output (default <out>/runs)")
+    p.add_argument("--from-results", type=Path, nargs="?", const=KEPT,
+                   help=f"redraw the table and figure of a results.json without training (no path: {KEPT.name})")
     p.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     a = p.parse_args(argv)
+    if a.from_results:
+        return redraw(a.from_results, Path(a.out))
     a.arms = [x for x in a.arms.split(",") if x]
     a.seeds = [int(s) for s in a.seeds.split(",") if s]
     unknown = set(a.arms) - set(ARMS)

@@ -1,164 +1,169 @@
-"""GPU smoke checks of the algorithms (run on a CUDA machine), in fp32 and bf16, one runner for all:
+"""GPU check of every algorithm through the config a user runs: ``experiment=<algo>_tiny`` composed with Hydra's
+compose API (the config ``src/train.py`` would compose, plus the check's overrides), built by
+``steprl.train.build`` and trained for a few RL steps on the device, once per precision. No algorithm class is
+imported: what runs is each algorithm's own recipe, its stages, judge, reward models and update as configured.
 
-* grpo / tp_grpo / drm / empg / salt: rollouts of the tiny arith model, the algorithm's advantages (judge-labelled
-  thought advantages for TP-GRPO, DRM's three dimensions, EMPG / SALT step-level advantages), the clipped loss and
-  its backward pass, with stored behaviour log-probs and a moved policy where the algorithm trains off-policy;
-* propa: MCTS (batched expansions and simulations), the sibling GRPO batch, SFT and PRM phases and a PRM-guided
-  best-of-k solve.
+    python scripts/gpu_check.py                              # every algorithm, fp32 and bf16-mixed, on one GPU
+    python scripts/gpu_check.py --algos grpo,tp_grpo,drm     # a subset
+    python scripts/gpu_check.py --device cpu --algos grpo    # the same steps on CPU, with small batches
+    python scripts/gpu_check.py --dry-run                    # compose and check every algorithm's config only
 
-    python scripts/gpu_check.py                             # every algorithm
-    python scripts/gpu_check.py --algos grpo,tp_grpo,drm    # a subset
-
-``STEPRL_CHECK_CPU=1`` runs the same code on CPU with small batches, fp32 only by default (checks the script, not
-the GPU).
+Each run must log a finite ``train/loss`` and ``train/grad_norm`` at every step and a non-zero gradient at some
+step (unless every rollout of the run had the same outcome: no learning signal), with the policy on the device;
+a line per run gives the seconds per step, the loss, the gradient norm, the accuracy of the rollouts and the peak
+GPU memory. ``--dry-run`` composes each algorithm's config for the device and checks it
+(``steprl.config.check_config``: keys, batch arithmetic) without building a model, so it needs no GPU.
+``STEPRL_CHECK_CPU=1`` is ``--device cpu``.
 """
+from __future__ import annotations
+
 import argparse
+import math
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+CONF = ROOT / "conf"
 
-from steprl.algos.step import Step
-from steprl.rollout.hf import HFEngine
-from steprl.tasks import ArithTask
-
-CPU_DRY_RUN = os.environ.get("STEPRL_CHECK_CPU") == "1"
-DEVICE = "cpu" if CPU_DRY_RUN else "cuda"
-PROMPTS, G, MICRO = (4, 4, 8) if CPU_DRY_RUN else (16, 8, 32)
-BATCH = {"prompts_per_step": PROMPTS, "samples_per_prompt": G, "minibatch_size": PROMPTS * G,
-         "micro_batch_size": MICRO, "ppo_epochs": 1}
-
-
-def sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def build(name: str, common: dict):
-    """The algorithm's module with smoke-check settings (imports only what the algorithm needs)."""
-    if name == "grpo":
-        from steprl.algos.advantage import GroupAdvantage
-        from steprl.algos.base import RLModule
-        return RLModule(**common, advantage=GroupAdvantage())
-    if name == "tp_grpo":
-        from steprl.algos.tp_grpo import TPGRPO
-        return TPGRPO(**common, judge={"backend": "rule"}, tp_grpo={"round_steps": 2})
-    if name == "drm":
-        from steprl.algos.drm import DRM
-        return DRM(**common, judge={"backend": "rule"}, drm={"spans": "last_step"},
-                   relevance={"path": None, "tiny": {}, "device": DEVICE})
-    if name == "empg":
-        from steprl.algos.empg import EMPG
-        return EMPG(**common)
-    if name == "salt":
-        from steprl.algos.salt import SALT
-        return SALT(**common)
-    if name == "propa":
-        from steprl.algos.propa import PROPA
-        pcommon = {**common, "rollout": HFEngine(max_new_tokens=32, temperature=1.0),
-                   "batch": {**BATCH, "prompts_per_step": max(2, PROMPTS // 2), "samples_per_prompt": 4}}
-        return PROPA(**pcommon, mcts={"iterations": 4 if CPU_DRY_RUN else 8, "terminal_regex": "^####",
-                                      "step_max_tokens": 16, "simulate_max_tokens": 32, "max_depth": 6})
-    raise SystemExit(f"unknown algorithm {name!r}; choose from {', '.join(ALGOS)}")
+# the 15 RL algorithms, each with its own CPU recipe (experiment=<algo>_tiny: its task, warm start and settings)
+ALGOS = ("grpo", "rloo", "drgrpo", "reinforce_pp", "ppo", "prime", "ppr", "tp_grpo", "empg", "salt", "e_grpo",
+         "oreal", "drm", "propa", "pc_grpo")
+PRECISIONS = {"fp32": ["trainer.precision=32-true"], "bf16": ["trainer.precision=bf16-mixed"]}
+STEPS = 2
+# a fixed seed, STEPS steps; no validation, sanity pass, checkpoint, logger or progress bar
+COMMON = ["seed=0", "logger=none", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null",
+          "callbacks.sample_table=null", f"trainer.max_steps={STEPS}", "trainer.val_check_interval=1000",
+          "trainer.num_sanity_val_steps=0", "+trainer.enable_progress_bar=false", "task.num_val=8"]
+DEVICE = {"cuda": ["hardware=gpu"], "cpu": ["hardware=cpu", "torch_threads=1"]}
+# OREAL's actor waits 10 steps for its token RM in the recipe: here it trains at once (else its loss is 0).
+# PROPA's 16 questions x 20 MCTS iterations take a minute a step: 2 questions, 4 iterations here.
+EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
+         "propa": ["batch.prompts_per_step=2", "batch.minibatch_size=8", "batch.micro_batch_size=8",
+                   "algo.mcts.iterations=4"]}
+# on CPU every recipe runs 2 prompts x 4 samples (the recipes' 16 x 8 take minutes a step on a 2-core CPU)
+SMALL = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
+         "batch.micro_batch_size=8", "rollout.max_new_tokens=48"]
 
 
-ALGOS = ("grpo", "tp_grpo", "drm", "empg", "salt", "propa")
-OFF_POLICY = ("tp_grpo", "drm")  # trained on stored rounds: check the ratio != 1 path
+def overrides(algo: str, device: str, precision: str) -> list[str]:
+    """The Hydra overrides of one check: the algorithm's recipe, the device, the precision, a short run."""
+    small = SMALL if device == "cpu" else []
+    return [f"experiment={algo}_tiny", *DEVICE[device], *PRECISIONS[precision], *COMMON, *small,
+            *EXTRA.get(algo, [])]
 
 
-def step(m, task, name: str, dtype: str) -> None:
-    """One rollout -> score -> advantages -> loss -> backward on the device, with the algorithm's metrics."""
-    m.setup("fit")
-    samples = [task.train_dataset()[i] for i in range(PROMPTS)]
-    t = time.time()
-    ro = m.rollout(samples)
-    sync()
-    gen_s = time.time() - t
-    assert m.sampler.device.type == DEVICE
-    rw = m.group_values(ro, m.score(ro, samples))
-    ro, rw = ro.to(DEVICE), rw.to(DEVICE)
-    st = Step(samples, ro, rw, real=torch.ones(len(ro), dtype=torch.bool, device=DEVICE))
-    st.extras = m.prepare(st)
-    m.dense_rewards(st)
-    adv, _ = m.advantages(st)
-    ro.old_logp = m.logp_pass(m.policy, ro)  # behaviour log-probs, as a round stores them
-    if name in OFF_POLICY:
-        with torch.no_grad():  # move the policy so the ratio is not 1
-            for p in m.policy.parameters():
-                p.add_(1e-3 * torch.randn_like(p))
-    n = min(len(ro), MICRO)
-    mb = torch.arange(n, device=DEVICE)
-    loss, stats = m.micro_loss(ro.select(mb), adv[mb], {}, ro.loss_mask[mb].sum(), n)
-    loss.backward()
-    gn = sum(float(p.grad.float().norm() ** 2) for p in m.policy.parameters() if p.grad is not None) ** 0.5
-    assert torch.isfinite(loss) and torch.isfinite(adv).all() and gn > 0, (name, float(loss), gn)
-    assert (adv[~ro.loss_mask.bool()] == 0).all(), name
-    m.after_update(st)
-    metrics = {k: round(v, 4) for k, v in m.metrics.compute().items()}  # what every stage wrote this step
-    m.metrics.reset()
-    print(f"[gpu_check] {name} {dtype}: rollouts {len(ro)} in {gen_s:.2f}s, acc {float(rw.correct.mean()):.3f}, "
-          f"|adv|>0 {float((adv.abs() > 0).float().mean()):.3f}, loss {float(loss.detach()):.4f}, clip_frac "
-          f"{stats['train/clip_frac'] / max(stats['tokens'], 1):.4f}, grad_norm {gn:.3f} {metrics}", flush=True)
-    if name == "grpo":  # greedy decoding and the ratio = 1 identity of the engine's log-probs
-        greedy = m.generate([s.prompt for s in samples], n=1, greedy=True)
-        acc = sum(task.verify(s, t) for s, t in zip(samples, greedy.texts)) / len(samples)
-        k = min(8, len(ro))
-        with torch.no_grad():
-            gap = (m.forward_logp(m.policy, ro.select(torch.arange(k)))[0] - ro.old_logp[:k]) * ro.loss_mask[:k]
-        print(f"[gpu_check] grpo {dtype}: greedy acc {acc:.3f}, ratio==1 max|logp-old| "
-              f"{float(gap.abs().max()):.2e}", flush=True)
-    m.teardown("fit")
+def compose(over: list[str], out_dir: Path):
+    """The training config for ``over``, as ``src/train.py`` composes it (Hydra's runtime set, so
+    ``${hydra:...}`` resolves), writing under ``out_dir``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from steprl.config import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=over, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out_dir)
+        cfg.paths.root_output = str(out_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
-def propa(m, task, dtype: str) -> None:
-    m.setup("fit")
-    n_q = m.batch_cfg["prompts_per_step"]
-    samples = [task.train_dataset()[i] for i in range(n_q)]
-    t = time.time()
-    roots, stats = m.search(samples)
-    sync()
-    t_search = time.time() - t
-    trees = list(zip(samples, roots))
-    ro, rw = m.tree_batch(trees)
-    assert ((rw.outcome >= 0) & (rw.outcome <= 1)).all()
-    line = f"[gpu_check] propa {dtype}: search {t_search:.2f}s {stats}, solved {sum(r.W > 0 for r in roots)}/{n_q}, " \
-           f"groups {int(torch.unique(ro.group_ids).numel())}"
-    if len(ro):
-        adv, _ = m.advantages(Step(samples, ro, rw))
-        n = min(len(ro), 16)
-        loss, _ = m.micro_loss(ro.select(torch.arange(n)), adv[:n], {}, ro.loss_mask[:n].sum(), n)
-        loss.backward()
-        assert torch.isfinite(loss)
-        line += f", grpo loss {float(loss.detach()):.4f}"
-        m.policy.zero_grad(set_to_none=True)
-    sft = m.sft_phase([s for s, r in trees if r.W == 0] or samples[:2])
-    prm = m.prm_phase(trees)
-    k = min(4, n_q)
-    texts, _ = m.best_of_k(samples[:k], k=4, max_steps=6)
-    acc = sum(task.verify(s, t) for s, t in zip(samples, texts)) / k
-    print(f"{line}, sft {sft}, prm {prm}, best-of-4 acc {acc:.2f}", flush=True)
+def run(algo: str, device: str, precision: str, out_dir: Path, dry_run: bool) -> str:
+    """One algorithm in one precision: compose, check, (unless ``dry_run``) train STEPS steps and check each."""
+    import lightning as L
+
+    from steprl.config import check_config
+
+    cfg = compose(overrides(algo, device, precision), out_dir)
+    check_config(cfg)
+    if cfg.trainer.accelerator != ("gpu" if device == "cuda" else "cpu"):
+        raise AssertionError(f"{algo}: trainer.accelerator={cfg.trainer.accelerator} for --device {device}")
+    shape = f"{cfg.batch.prompts_per_step} x {cfg.batch.samples_per_prompt}"
+    if dry_run:
+        return f"{algo} {precision}: composed ({cfg.algo._target_}, task {cfg.task._target_.rsplit('.', 1)[1]}, " \
+               f"{shape} rollouts a step, {cfg.trainer.accelerator} {cfg.trainer.precision})"
+    import torch
+
+    from steprl.train import build, quiet
+
+    class Steps(L.Callback):
+        def __init__(self):
+            self.rows, self.t = [], time.time()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = time.time()
+            self.rows.append({"s": now - self.t, **{k: float(v) for k, v in trainer.callback_metrics.items()}})
+            self.t = now
+
+    quiet()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    module, data, trainer = build(cfg)
+    steps = Steps()
+    trainer.callbacks.append(steps)
+    trainer.fit(module, datamodule=data)
+    where = next(module.policy.parameters()).device.type
+    if where != device:
+        raise AssertionError(f"{algo} {precision}: the policy trained on {where}, not {device}")
+    if len(steps.rows) != STEPS:
+        raise AssertionError(f"{algo} {precision}: {len(steps.rows)} steps ran, not {STEPS}")
+    for i, r in enumerate(steps.rows):
+        loss, gn = r.get("train/loss", math.nan), r.get("train/grad_norm", math.nan)
+        if not (math.isfinite(loss) and math.isfinite(gn)):
+            raise AssertionError(f"{algo} {precision} step {i + 1}: train/loss {loss}, train/grad_norm {gn}")
+    # a step whose rollouts all got the same outcome (accuracy 0 or 1) may carry no learning signal at all
+    flat = all(r.get("train/acc") in (0.0, 1.0) for r in steps.rows)
+    if not flat and not any(r["train/grad_norm"] > 0 for r in steps.rows):
+        raise AssertionError(f"{algo} {precision}: no step had a gradient (train/grad_norm 0 at every step)")
+    last = steps.rows[-1]
+    mem = f", peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device == "cuda" else ""
+    return (f"{algo} {precision}: {STEPS} steps of {shape}, {sum(r['s'] for r in steps.rows) / STEPS:.1f} s/step, "
+            f"loss {last['train/loss']:.4g}, grad_norm {last['train/grad_norm']:.4g}, "
+            f"acc {last.get('train/acc', math.nan):.3f}{mem}{' (every outcome equal: no signal)' if flat else ''}")
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algos", default=",".join(ALGOS), help=f"comma-separated subset of {','.join(ALGOS)}")
-    ap.add_argument("--dtypes", default="float32" if CPU_DRY_RUN else "float32,bfloat16")
+    ap.add_argument("--device", choices=("cuda", "cpu"),
+                    default="cpu" if os.environ.get("STEPRL_CHECK_CPU") == "1" else "cuda")
+    ap.add_argument("--precisions", default=None,
+                    help=f"comma-separated subset of {','.join(PRECISIONS)} (default: all on cuda, fp32 on cpu)")
+    ap.add_argument("--dry-run", action="store_true", help="compose and check the configs only (no model, no GPU)")
     args = ap.parse_args(argv)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    for a in algos:
-        if a not in ALGOS:
-            raise SystemExit(f"--algos: unknown algorithm {a!r}; choose from {', '.join(ALGOS)}")
-    if not CPU_DRY_RUN:
-        assert torch.cuda.is_available(), "no CUDA device (STEPRL_CHECK_CPU=1 runs the script on CPU)"
-    task = ArithTask(num_val=32)
-    for dtype in args.dtypes.split(","):
-        common = dict(model={"path": "steprl:tiny_arith", "dtype": dtype}, task=task,
-                      rollout=HFEngine(max_new_tokens=32, temperature=0.7), optim={"lr": 3e-5}, batch=BATCH)
-        for name in algos:
-            m = build(name, common).to(DEVICE)
-            propa(m, task, dtype) if name == "propa" else step(m, task, name, dtype)
-            del m
-    where = "CPU (dry run)" if CPU_DRY_RUN else torch.cuda.get_device_name()
+    bad = [a for a in algos if a not in ALGOS]
+    if bad:
+        ap.error(f"--algos: unknown algorithm {bad[0]!r}; choose from {', '.join(ALGOS)}")
+    precisions = (args.precisions or ("fp32,bf16" if args.device == "cuda" else "fp32")).split(",")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        ap.error(f"--precisions: unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
+    if args.device == "cuda" and not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device (--device cpu runs the same steps on CPU, --dry-run composes only)")
+    for precision in precisions:
+        for algo in algos:
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"[gpu_check] {run(algo, args.device, precision, Path(tmp), args.dry_run)}", flush=True)
+    if args.device == "cuda" and not args.dry_run:
+        import torch
+
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"{args.device}{' (dry run: composed only)' if args.dry_run else ''}"
     print(f"[gpu_check] {', '.join(algos)} OK on {where}", flush=True)
     print("GPU_CHECK_OK")
 

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# GPU checks of the scale features, each independent (one failing does not stop the others), all within
-# ~8 minutes on one H100:
+# GPU checks of the scale features, each independent (one failing does not stop the others), on one H100:
 #   1. bf16 GRPO steps with a ~0.4B random Qwen2 (Qwen2.5-0.5B shape) on 1 GPU (Lightning, bf16-mixed)
 #   2. the same through FSDP2 (ModelParallelStrategy + fully_shard) on 1 GPU
 #   3. the same with the vLLM rollout engine, when vLLM is installed
-#   4. the engine / loss smoke check of GRPO (scripts/gpu_check.py --algos grpo)
-#   5. the same runner for the other algorithms with their own parts: TP-GRPO, DRM, EMPG, SALT, PROPA
+#   4. GRPO's recipe (experiment=grpo_tiny) trained 2 steps on the GPU in fp32 and bf16 (scripts/gpu_check.py)
+#   5. the same runner for the other 14 algorithms' recipes, each composed as src/train.py composes it
 #   6. rollout.fast_decode=true against false (same tokens? speed? memory?) (scripts/gpu_fast_decode.py)
 #   7. bench/vs_trl.py --device cuda: our GRPO step against TRL's on the GPU, when TRL is installed
 # Checks 1-3 print rollout / update tokens/s, peak GPU memory and the update's MFU.
@@ -44,8 +43,9 @@ NAMES=("$@")
 for name in "${NAMES[@]}"; do
   case $name in
     single|fsdp|vllm) check "$name" "$([ "$name" = vllm ] && echo 120 || echo 150)" "$PY" scripts/gpu_scale_check.py "$name" ;;
-    smoke) check smoke 60 "$PY" scripts/gpu_check.py --algos grpo ;;
-    algos) check algos 150 "$PY" scripts/gpu_check.py --algos tp_grpo,drm,empg,salt,propa ;;
+    smoke) check smoke 90 "$PY" scripts/gpu_check.py --algos grpo ;;
+    algos) check algos 420 "$PY" scripts/gpu_check.py \
+             --algos rloo,drgrpo,reinforce_pp,ppo,prime,ppr,tp_grpo,empg,salt,e_grpo,oreal,drm,propa,pc_grpo ;;
     fast_decode) check fast_decode 120 "$PY" scripts/gpu_fast_decode.py ;;
     vs_trl)
       if ! err=$("$PY" -c "import trl, datasets" 2>&1); then

@@ -221,11 +221,11 @@ def check_model_source(cfg: DictConfig, key: str = "model.path") -> None:
 # ------------------------------------------------------------------------------------------------ entry
 def preflight(cfg: DictConfig) -> DictConfig:
     """All checks in order; on resume the merged config. Exits with a one-line error on a ConfigError."""
-    from steprl import resume
+    from steprl import job, resume
 
-    resume.effective_overrides = resume.effective_choices = None  # one Hydra job after another (multirun)
+    job.reset()
     try:
-        overrides = _task_overrides()
+        overrides = job.task_overrides()
         check_shape(cfg)
         if cfg.get("ckpt_path"):
             cfg = resume.resume_config(cfg, overrides)
@@ -235,12 +235,3 @@ def preflight(cfg: DictConfig) -> DictConfig:
     except ConfigError as e:
         fail(str(e))
     return cfg
-
-
-def _task_overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:
-        return []

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from steprl import job
+
 
 class ConfigError(ValueError):
     """A composed configuration that cannot run; the message names the keys."""
@@ -122,10 +124,8 @@ def _algo_choices(cfg: DictConfig) -> list[str]:
     hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
     if hydra_node is not None and OmegaConf.select(hydra_node, "runtime.choices.algo"):
         out.append(str(OmegaConf.select(hydra_node, "runtime.choices.algo")))
-    from steprl import resume
-
-    if resume.effective_choices is not None and resume.effective_choices.get("algo"):
-        out.append(str(resume.effective_choices["algo"]))
+    if job.effective_choices is not None and job.effective_choices.get("algo"):
+        out.append(str(job.effective_choices["algo"]))
     try:
         from hydra.core.hydra_config import HydraConfig
 

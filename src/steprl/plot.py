@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,19 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-DEFAULT_URI = f"sqlite:///{os.environ.get('STEPRL_OUTPUTS', 'outputs')}/mlflow.db"  # where src/train.py logs
-
-
-def metric_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:
-    hist = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    steps, values = [], []
-    for m in hist:  # keep the last value logged at a step
-        if steps and steps[-1] == m.step:
-            values[-1] = m.value
-        else:
-            steps.append(m.step)
-            values.append(m.value)
-    return steps, values
+from steprl.report import DEFAULT_URI, find_runs, load_curves, metric_history, plot_curves  # noqa: E402
 
 
 def latest_run(client: MlflowClient, experiment: str, metric: str = "val/acc", run_name: str | None = None) -> str:
@@ -95,8 +82,6 @@ def main() -> None:
                          f"pass --tracking-uri)")
     client = MlflowClient(tracking_uri=a.tracking_uri)
     if a.sweep:
-        from steprl.report import find_runs, load_curves, plot_curves
-
         curves = load_curves(client, find_runs(client, a.experiment, a.sweep), a.metrics[0])
         if not curves:
             raise SystemExit(f"no run of sweep {a.sweep} has logged {a.metrics[0]}")

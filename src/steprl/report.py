@@ -18,16 +18,34 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
+import matplotlib
 
-from steprl.plot import DEFAULT_URI, metric_history, plt
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
-__all__ = ["RunCurve", "find_runs", "latest_sweep", "load_curves", "summarize", "markdown_table", "plot_curves",
-           "report"]
+__all__ = ["DEFAULT_URI", "metric_history", "RunCurve", "find_runs", "latest_sweep", "load_curves", "summarize",
+           "markdown_table", "plot_curves", "report"]
+
+DEFAULT_URI = f"sqlite:///{os.environ.get('STEPRL_OUTPUTS', 'outputs')}/mlflow.db"  # where src/train.py logs
+
+
+def metric_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of one run's metric, in step order (the last value where a step logged it twice)."""
+    hist = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    steps, values = [], []
+    for m in hist:  # keep the last value logged at a step
+        if steps and steps[-1] == m.step:
+            values[-1] = m.value
+        else:
+            steps.append(m.step)
+            values.append(m.value)
+    return steps, values
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from steprl import job
 from steprl.config import ConfigError
 
 RUN_KEY = "steprl_run"
@@ -21,10 +22,6 @@ RUN_KEY = "steprl_run"
 FROZEN = ("model.path", "model.tiny", "model.lora", "model.quantization", "algo._target_", "task._target_",
           "batch.prompts_per_step", "batch.samples_per_prompt")
 _MISSING = object()
-#: the overrides the current run was made with (the resumed run's own plus today's): stored in its checkpoints
-effective_overrides: list[str] | None = None
-#: the config-group choices of the run being resumed (Hydra's own would be today's defaults)
-effective_choices: dict[str, str] | None = None
 #: groups a resumed run cannot change
 FROZEN_GROUPS = ("algo", "model", "task")
 
@@ -126,7 +123,6 @@ def merge(saved: dict, saved_overrides: list[str], now_overrides: list[str]) -> 
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The config to resume ``cfg.ckpt_path`` with; exits (status 0) when that run has nothing left to train."""
-    global effective_overrides, effective_choices
     ckpt_path = str(cfg.ckpt_path)
     ck = read_checkpoint(ckpt_path)
     step = int(ck.get("global_step", 0))
@@ -146,8 +142,8 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                                   f"it (start a new run without ckpt_path)")
             if key in choices and "." not in key and not key.startswith(("+", "~")):
                 choices[key] = value
-        effective_choices = choices
-        merged, effective_overrides = merge(saved, saved_overrides, overrides)
+        job.effective_choices = choices
+        merged, job.effective_overrides = merge(saved, saved_overrides, overrides)
         merged["ckpt_path"] = ckpt_path
         old = flatten(saved)
         diffs = [(k, old.get(k, _MISSING), merged.get(k, _MISSING)) for k in sorted(set(old) | set(merged))
@@ -215,27 +211,16 @@ def run_info(cfg: DictConfig, trainer) -> dict[str, Any]:
     """What a checkpoint stores about its run (see ``RUN_KEY``)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from steprl.cli import _task_overrides
-
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
-    overrides = effective_overrides if effective_overrides is not None else _task_overrides()
+    overrides = job.effective_overrides if job.effective_overrides is not None else job.task_overrides()
     info: dict[str, Any] = {"config": plain,
                             "overrides": [o for o in overrides if override_key(o) != "ckpt_path"
                                           and not o.startswith("hydra.")],
-                            "choices": dict(effective_choices if effective_choices is not None else _choices())}
+                            "choices": dict(job.effective_choices if job.effective_choices is not None
+                                        else job.hydra_choices())}
     for lg in trainer.loggers:
         if isinstance(lg, MLFlowLogger):
             info["mlflow_run_id"] = lg.run_id
             info["tracking_uri"] = str(cfg.logger.tracking_uri)
     return info
-
-
-def _choices() -> dict[str, str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return {k: v for k, v in HydraConfig.get().runtime.choices.items()
-                if v is not None and not k.startswith("hydra")}
-    except Exception:  # noqa: BLE001 - composed without a Hydra app
-        return {}

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from steprl import core
 from steprl.algos.advantage import GAE, AdvantageInputs, GroupAdvantage, ReinforcePP
-from steprl.algos.prime import PrimeAdvantage
+from steprl.algos.advantage import PrimeAdvantage
 from steprl.utils import dist as D
 from tests.helpers import assert_close_fp32
 

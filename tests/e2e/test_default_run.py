@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steprl.plot import latest_run, metric_history
+from steprl.plot import latest_run
+from steprl.report import metric_history
 from steprl.train import train
 from tests.helpers import compose_train
 

@@ -7,7 +7,8 @@ import json
 import yaml
 from mlflow.tracking import MlflowClient
 
-from steprl.plot import latest_run, metric_history, plot_run
+from steprl.plot import latest_run, plot_run
+from steprl.report import metric_history
 from steprl.train import train
 from tests.helpers import SMOKE, compose_train
 

@@ -26,7 +26,7 @@ def judge_fn(prompt: str) -> str:
 
 
 def test_pc_grpo_tiny_runs_two_steps(tmp_path):
-    judge = "{backend: scripted, scripted: {fn: tests.e2e.test_pc_grpo.judge_fn}}"
+    judge = "{_target_: steprl.rewards.judges.scripted_judge, scripted: {fn: tests.e2e.test_pc_grpo.judge_fn}}"
     cfg = compose_train(["experiment=pc_grpo_tiny", "logger=none", "callbacks.progress_bar=null",
                          "trainer.max_steps=2", "trainer.val_check_interval=2", "task.num_val=2",
                          # the recipe's 16 x 8 puzzles of 132 tokens take minutes a step on 2 cores: 2 x 4 here

@@ -11,7 +11,7 @@ import torch
 from steprl.train import build, train
 from tests.helpers import CONF, Recorder, compose_train
 
-# every algorithm's CPU recipe (league_tiny is a sweep over them, tested in tests/unit/test_league.py)
+# every algorithm's CPU recipe (league_tiny is a sweep over them, tested in tests/unit/config/test_league.py)
 ALGOS = sorted(p.stem[: -len("_tiny")] for p in (CONF / "experiment").glob("*_tiny.yaml") if p.stem != "league_tiny")
 
 

@@ -99,6 +99,47 @@ class ReinforcePP:
         return core.reinforce_pp_advantage(rewards, x.mask, self.gamma, x.reduce), None
 
 
+PRIME_ESTIMATORS = ("rloo", "grpo", "reinforce")
+
+
+@dataclass
+class PrimeAdvantage:
+    """``advantage=prime``: outcome scores plus the implicit PRM's dense rewards (``token_rewards``).
+
+    ``estimator``: ``rloo`` (PRIME, Eq. 5), ``grpo`` (GRPO with PRIME, Eq. 7), ``reinforce`` (REINFORCE
+    with PRIME, Eq. 8). ``form`` (rloo): ``code`` (both reference codes: r·K/(K-1) - S/(K-1)) or ``paper``
+    (r - mean of the others' average rewards). ``whiten``: the reference code whitens the summed returns
+    over the batch (not in the paper). PRIME sets the KL to 0 and its reference code has no KL reward: a KL in
+    the reward is refused at start-up (``takes_kl_reward``)."""
+
+    takes_kl_reward = False
+    estimator: str = "rloo"
+    form: str = "code"
+    whiten: bool = True
+    gamma_process: float = 1.0
+    gamma_outcome: float = 1.0
+    process_coef: float = 1.0
+    outcome_coef: float = 1.0
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.estimator not in PRIME_ESTIMATORS:
+            raise ConfigError(f"advantage.estimator={self.estimator!r} is not one of {list(PRIME_ESTIMATORS)}")
+        if self.form not in core.PRIME_FORMS:
+            raise ConfigError(f"advantage.form={self.form!r} is not one of {list(core.PRIME_FORMS)}")
+
+    def __call__(self, x: AdvantageInputs):
+        if self.estimator == "rloo":
+            return core.prime_rloo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.form,
+                                           self.gamma_process, self.gamma_outcome, self.process_coef,
+                                           self.outcome_coef, self.whiten, x.reduce)
+        if self.estimator == "grpo":
+            return core.prime_grpo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.gamma_process,
+                                           self.eps, self.whiten, x.reduce)
+        return core.prime_reinforce_returns(x.token_rewards, x.scores, x.mask, self.gamma_process, self.whiten,
+                                            x.reduce)
+
+
 @dataclass
 class GAE:
     """PPO's generalised advantage estimation with a critic; advantages whitened over the batch."""

@@ -17,7 +17,7 @@ import torch
 
 from steprl import core
 from steprl.config import ConfigError, node_defaults
-from steprl.core.agents import egrpo_rewards
+from steprl.core.e_grpo import egrpo_rewards
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.step import Step
 from steprl.rewards.entities import entity_match_rate, thoughts

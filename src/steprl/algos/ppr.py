@@ -25,8 +25,8 @@ from steprl.algos.base import RLModule, Rewards
 from steprl.algos.ppo import PPO
 from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
-from steprl.core.agents import (place_at_positions, process_group_advantage, renorm_step_rewards,
-                                turn_end_positions)
+from steprl.core.ppr import (place_at_positions, process_group_advantage, renorm_step_rewards,
+                             turn_end_positions)
 from steprl.rewards.judges import JudgeRequest, RuleStepJudge, build_judge
 from steprl.rewards.principle import PRINCIPLE_TEMPLATE, parse_principle_reply, user_message
 from steprl.rollout.types import Rollouts, Sample

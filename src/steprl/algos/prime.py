@@ -19,59 +19,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 
 from steprl import core
-from steprl.algos.advantage import AdvantageInputs
 from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import RLModule
 from steprl.algos.step import Step
 from steprl.config import ConfigError, node_defaults
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
-
-ESTIMATORS = ("rloo", "grpo", "reinforce")
-
-
-@dataclass
-class PrimeAdvantage:
-    """``advantage=prime``: outcome scores plus the implicit PRM's dense rewards (``token_rewards``).
-
-    ``estimator``: ``rloo`` (PRIME, Eq. 5), ``grpo`` (GRPO with PRIME, Eq. 7), ``reinforce`` (REINFORCE
-    with PRIME, Eq. 8). ``form`` (rloo): ``code`` (both reference codes: r·K/(K-1) - S/(K-1)) or ``paper``
-    (r - mean of the others' average rewards). ``whiten``: the reference code whitens the summed returns
-    over the batch (not in the paper). PRIME sets the KL to 0 and its reference code has no KL reward: a KL in
-    the reward is refused at start-up (``takes_kl_reward``)."""
-
-    takes_kl_reward = False
-    estimator: str = "rloo"
-    form: str = "code"
-    whiten: bool = True
-    gamma_process: float = 1.0
-    gamma_outcome: float = 1.0
-    process_coef: float = 1.0
-    outcome_coef: float = 1.0
-    eps: float = 1e-6
-
-    def __post_init__(self):
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"advantage.estimator={self.estimator!r} is not one of {list(ESTIMATORS)}")
-        if self.form not in core.PRIME_FORMS:
-            raise ConfigError(f"advantage.form={self.form!r} is not one of {list(core.PRIME_FORMS)}")
-
-    def __call__(self, x: AdvantageInputs):
-        if self.estimator == "rloo":
-            return core.prime_rloo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.form,
-                                           self.gamma_process, self.gamma_outcome, self.process_coef,
-                                           self.outcome_coef, self.whiten, x.reduce)
-        if self.estimator == "grpo":
-            return core.prime_grpo_returns(x.token_rewards, x.scores, x.mask, x.group_ids, self.gamma_process,
-                                           self.eps, self.whiten, x.reduce)
-        return core.prime_reinforce_returns(x.token_rewards, x.scores, x.mask, self.gamma_process, self.whiten,
-                                            x.reduce)
-
 
 PRM_CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "ref_type": ("freeze", "policy"),
                "granularity": core.PRIME_GRANULARITIES, "norm": ("batch_norm", "none")}

@@ -3,10 +3,11 @@
 Every ``every_n_steps`` training steps, ``num_samples`` of the step's rollouts are drawn uniformly (own seeded
 RNG) and a judge says whether the ``<think>`` rationale explicitly supports the emitted ``<answer>`` (binary).
 ``pc_grpo/rac`` is the moving average over the last ``window`` steps (the paper uses 100), ``pc_grpo/rac_step``
-the current step's mean. The judge is any ``steprl.rewards.judges`` backend (``judge: {backend: openai, ...}``,
+the current step's mean. The judge is any ``steprl.rewards.judges`` backend (a judge config as in ``conf/judge/*.yaml``,
+``judge: {_target_: steprl.rewards.judges.openai_judge, openai: {...}}``,
 the paper uses Qwen2.5-VL-72B) prompted with :data:`RAC_TEMPLATE` (the paper's prompt, Fig. S5, was not
 recovered: this is the spec's reconstruction) and parsed by :func:`parse_rac` (first 0/1 digit); with
-``judge: null`` (or ``backend: rule``) a rule decides: the rationale supports the answer when the answer text
+``judge: null`` (or the ``rule_judge``) a rule decides: the rationale supports the answer when the answer text
 appears in it. Unparsed or failed judgements are left out of the average and counted
 (``pc_grpo/rac_unjudged``). The judge sees text only: the puzzle's image is not sent.
 
@@ -79,7 +80,7 @@ class RACMonitor(L.Callback):
         if every_n_steps < 1 or num_samples < 1 or window < 1:
             raise ValueError("callbacks.rac_monitor: every_n_steps, num_samples and window must be >= 1")
         is_judge = isinstance(judge, StepJudge)
-        self.judge_cfg = dict(judge) if judge and not is_judge else None
+        self.judge_cfg = judge if judge and not is_judge else None
         self.every_n_steps, self.num_samples, self.window = every_n_steps, num_samples, window
         self.seed, self.prefix = seed, prefix
         self.judge: StepJudge | None = judge if is_judge else None
@@ -91,7 +92,7 @@ class RACMonitor(L.Callback):
 
     @staticmethod
     def build(cfg: dict | None) -> StepJudge:
-        if not cfg or cfg.get("backend") == "rule":
+        if not cfg or cfg.get("_target_") == "steprl.rewards.judges.rule_judge":
             return RuleRACJudge()
         return build_judge(cfg, template=RAC_TEMPLATE, parser=parse_rac)
 

@@ -29,9 +29,11 @@ two-message chat. Named templates + parsers are in :data:`TEMPLATES` (``step_lab
 from __future__ import annotations
 
 import base64
+import difflib
 import functools
 import http.client
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -48,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from steprl.config import ConfigError
 from steprl.utils.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -777,46 +780,115 @@ def _resolve_callable(path: str) -> Callable:
         raise ValueError(f"cannot import {path!r}: {e}") from e
 
 
-BACKENDS = ("rule", "hf", "openai", "scripted")
+def _prompt(template, parser) -> tuple[str | Mapping[str, str], Parser]:
+    """The prompt and its reply parser: ``template`` a name in :data:`TEMPLATES` (its parser unless ``parser``
+    is given) or a literal template (then ``parser`` is required); ``parser`` a TEMPLATES name, a dotted path to
+    ``fn(reply, request) -> JudgeResult``, or the function itself (an algorithm's own)."""
+    template = template or "step_labels"
+    if isinstance(template, str) and template in TEMPLATES:
+        t, p = TEMPLATES[template]
+    elif parser is None:
+        raise ConfigError(f"judge.template is a literal template, so judge.parser must name its parser "
+                          f"(one of {list(TEMPLATES)} or a dotted path); named templates: {list(TEMPLATES)}")
+    else:
+        t, p = template, None
+    if parser is not None:
+        p = parser if callable(parser) else TEMPLATES[parser][1] if parser in TEMPLATES else _resolve_callable(parser)
+    return t, p
+
+
+def _backend_options(cls: type, opts: Mapping[str, Any] | None, key: str) -> dict:
+    """``opts`` checked against ``cls``'s constructor: a misspelt option is a ConfigError naming it."""
+    opts = dict(opts or {})
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
+    valid = list(params)
+    for k in opts:
+        if k not in valid:
+            near = difflib.get_close_matches(k, valid, n=3)
+            raise ConfigError(f"judge.{key}.{k} is not an option of the {key} judge backend"
+                              f"{f' (did you mean {near}?)' if near else ''}; valid: {valid}")
+    for n, p in params.items():
+        if p.default is inspect.Parameter.empty and n not in opts:
+            raise ConfigError(f"judge.{key}.{n} must be set (the {key} judge backend has no default for it)")
+    return opts
+
+
+def _prompted(backend: ChatBackend, template, parser, probe: bool, warn_failure_rate, max_failed_steps):
+    t, p = _prompt(template, parser)
+    judge = PromptedJudge(backend, t, p, warn_failure_rate=warn_failure_rate, max_failed_steps=max_failed_steps)
+    if probe:
+        judge.probe()
+    return judge
+
+
+def rule_judge(task=None, template=None, parser=None) -> RuleStepJudge:
+    """``judge=rule``: the task's exact step checker (``task.score_steps``); no model, no network. An algorithm's
+    prompt (``template``, ``parser``) does not apply to it."""
+    return RuleStepJudge(task)
+
+
+def hf_judge(hf: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
+             warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3, task=None) -> PromptedJudge:
+    """``judge=hf``: a local causal LM (:class:`HFChatBackend`, options under ``judge.hf``) prompted with
+    ``template``, its reply read by ``parser``; ``probe`` checks the backend at once."""
+    return _prompted(HFChatBackend(**_backend_options(HFChatBackend, hf, "hf")), template, parser, probe,
+                     warn_failure_rate, max_failed_steps)
+
+
+def openai_judge(openai: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
+                 warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3,
+                 task=None) -> PromptedJudge:
+    """``judge=openai``: an OpenAI-compatible endpoint (:class:`OpenAIChatBackend`, options under
+    ``judge.openai``); a dead URL or a model it does not serve fails at start-up when ``probe``."""
+    return _prompted(OpenAIChatBackend(**_backend_options(OpenAIChatBackend, openai, "openai")), template, parser,
+                     probe, warn_failure_rate, max_failed_steps)
+
+
+def scripted_judge(scripted: Mapping[str, Any] | None = None, template="step_labels", parser=None, probe: bool = True,
+                   warn_failure_rate: float | None = 0.25, max_failed_steps: int | None = 3,
+                   task=None) -> PromptedJudge:
+    """``judge=scripted``: a Python function ``fn(prompt) -> reply`` plays the judge model (``judge.scripted.fn``,
+    a dotted path)."""
+    opts = _backend_options(ScriptedBackend, scripted, "scripted")
+    if not opts.get("fn"):
+        raise ConfigError("judge.scripted.fn must be a dotted path to a function prompt -> reply")
+    return _prompted(ScriptedBackend(opts["fn"]), template, parser, probe, warn_failure_rate, max_failed_steps)
+
+
+#: the judge builders of ``conf/judge/*.yaml`` (``_target_: steprl.rewards.judges.<name>``)
+BUILDERS = ("rule_judge", "hf_judge", "openai_judge", "scripted_judge")
 
 
 def build_judge(cfg: Mapping[str, Any] | None, task=None, template=None, parser=None) -> StepJudge:
-    """A judge from its config (``conf/judge/*.yaml``): ``backend`` is one of rule | hf | openai | scripted.
+    """A judge from its config node (``conf/judge/*.yaml``), built with ``hydra.utils.instantiate`` like every
+    other group: ``_target_`` names the builder (:data:`BUILDERS`, or any function with their keywords), the
+    other keys are its arguments. The caller adds the ``task`` (the rule judge's step checker) and, for the
+    generative backends, an algorithm's own prompt (``template`` and ``parser`` objects), which replace the
+    config's. Any config mistake (no or an unknown ``_target_``, a misspelt key) is a :class:`ConfigError`
+    naming the key."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
 
-    For the generative backends ``template`` / ``parser`` (a name in :data:`TEMPLATES`, a literal template /
-    a dotted path to a parser) come from the config unless an algorithm passes its own objects. ``probe``
-    (default true) checks the backend at once, so a dead endpoint fails at start-up.
-    """
-    cfg = dict(cfg or {})
-    kind = cfg.get("backend")
-    if kind not in BACKENDS:
-        raise ValueError(f"judge.backend={kind!r} is not one of {list(BACKENDS)}")
-    if kind == "rule":
-        return RuleStepJudge(task)
-    if template is None or parser is None:
-        name = cfg.get("template") or "step_labels"
-        if name in TEMPLATES:
-            t, p = TEMPLATES[name]
-        else:
-            if cfg.get("parser") is None:
-                raise ValueError(f"judge.template is a literal template, so judge.parser must name its parser "
-                                 f"(one of {list(TEMPLATES)} or a dotted path); named templates: {list(TEMPLATES)}")
-            t, p = name, None
-        if cfg.get("parser"):
-            pname = cfg["parser"]
-            p = TEMPLATES[pname][1] if pname in TEMPLATES else _resolve_callable(pname)
-        template, parser = template or t, parser or p
-    opts = dict(cfg.get(kind) or {})
-    if kind == "hf":
-        backend: ChatBackend = HFChatBackend(**opts)
-    elif kind == "openai":
-        backend = OpenAIChatBackend(**opts)
-    else:
-        if not opts.get("fn"):
-            raise ValueError("judge.scripted.fn must be a dotted path to a function prompt -> reply")
-        backend = ScriptedBackend(opts["fn"])
-    health = {k: cfg[k] for k in ("warn_failure_rate", "max_failed_steps") if k in cfg}
-    judge = PromptedJudge(backend, template, parser, **health)
-    if cfg.get("probe", True):
-        judge.probe()
-    return judge
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    target = cfg.get("_target_")
+    if not target:
+        old = f" (`backend: {cfg['backend']}` is now `_target_: steprl.rewards.judges.{cfg['backend']}_judge`)" \
+            if "backend" in cfg else ""
+        raise ConfigError(f"judge._target_ is missing{old}: give judge=rule | hf | openai | scripted, or a judge "
+                          f"config whose _target_ is one of steprl.rewards.judges.{{{', '.join(BUILDERS)}}}")
+    try:
+        fn = hydra.utils.get_method(target)
+    except Exception as e:  # noqa: BLE001 - Hydra wraps import errors in its own exception types
+        raise ConfigError(f"judge._target_={target}: cannot import it ({type(e).__name__}); the judges are "
+                          f"steprl.rewards.judges.{{{', '.join(BUILDERS)}}}") from e
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [n for n in params if n not in ("task",)]
+        for k in cfg:
+            if not k.startswith("_") and k not in params:
+                near = difflib.get_close_matches(k, valid, n=3)
+                raise ConfigError(f"judge.{k} is not a key of judge {target}"
+                                  f"{f' (did you mean {near}?)' if near else ''}; valid: {valid}")
+    make = hydra.utils.instantiate(cfg, _partial_=True, _convert_="all")
+    mine = {k: v for k, v in (("template", template), ("parser", parser)) if v is not None}
+    return make(task=task, **mine)

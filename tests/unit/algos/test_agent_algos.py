@@ -86,7 +86,7 @@ def test_ppr_judges_non_final_turns_and_renorms(tmp_path):
     # judged: every non-final turn (1 per 2-turn episode, 2 for the 3-turn one) -> 2 * (1 + 1 + 1 + 2)
     assert len(JUDGE_PROMPTS) == 10
     # the second turn of a 3-turn episode: Query = user message + segment 1; Response = segment 2
-    ends = core.agents.turn_end_positions(ro.step_ids, ro.response_mask)[3].tolist()
+    ends = core.ppr.turn_end_positions(ro.step_ids, ro.response_mask)[3].tolist()
     ids = ro.response_ids[3].tolist()
     seg1 = module.tokenizer.decode(ids[:ends[0] + 1])
     seg2 = module.tokenizer.decode(ids[ends[0] + 1:ends[1] + 1])
@@ -97,12 +97,12 @@ def test_ppr_judges_non_final_turns_and_renorms(tmp_path):
     assert "principles" in JUDGE_PROMPTS[3][0]["content"]
     # ReNorm on the boundaries: correct row 0 -> 4/6 + 1 - 1 at the end of turn 1, 1.0 at its last token
     assert rw.correct.tolist() == [1, 0, 0, 0] * 2
-    e0 = core.agents.turn_end_positions(ro.step_ids, ro.response_mask)[0].tolist()
+    e0 = core.ppr.turn_end_positions(ro.step_ids, ro.response_mask)[0].tolist()
     tok = rw.token[0]
     assert tok[e0[0]].item() == pytest.approx(4 / 6) and tok[e0[1]].item() == 1.0
     assert int((tok != 0).sum()) == 2
     # wrong row 1: 4/6 + 0 - 1 on turn 1, 0 at the end; over-length row 3: two judged turns, each 4/6 - 1
-    e1 = core.agents.turn_end_positions(ro.step_ids, ro.response_mask)[1].tolist()
+    e1 = core.ppr.turn_end_positions(ro.step_ids, ro.response_mask)[1].tolist()
     assert rw.token[1, e1[0]].item() == pytest.approx(-1 / 3)
     assert sorted(v for v in rw.token[3].tolist() if v != 0) == pytest.approx([-1 / 3, -1 / 3])
     # observation tokens carry the reward of a search turn (its boundary is the last <information> token)
@@ -118,7 +118,7 @@ def test_ppr_invalid_judgement_scores_zero_process_reward(tmp_path):
                                          max_new_tokens=60)
     _, ro, rw = rollout_and_score(module, data)
     # turn 1 is free text (a format error; the judge's reply does not parse) -> r_p = 0 -> 0 + 0 - 1
-    e = core.agents.turn_end_positions(ro.step_ids, ro.response_mask)[0].tolist()
+    e = core.ppr.turn_end_positions(ro.step_ids, ro.response_mask)[0].tolist()
     assert ro.info[0]["format_errors"] == 1
     assert rw.token[0, e[0]].item() == pytest.approx(-1.0)
     assert module.metrics.peek()["judge/parse_failures"] >= 1  # the judge's counts, drained into the step's metrics

@@ -10,6 +10,8 @@ from steprl.rewards.judges import OpenAIChatBackend, RuleStepJudge, build_judge
 from steprl.tasks import ArithTask
 from tests.helpers import compose_train
 
+RULE = {"_target_": "steprl.rewards.judges.rule_judge"}
+
 
 def _cfg(exp: str, tmp_path):
     cfg = compose_train([f"experiment={exp}", "logger=none"], tmp_path)
@@ -32,7 +34,7 @@ def test_tp_grpo_paper_recipes(exp, model, steps, tmp_path):
     assert c["algo"]["loss"]["agg"] == "seq-mean-token-mean"
     assert c["task"]["hf_name"] == "agentica-org/DeepScaleR-Preview-Dataset"
     j = c["algo"]["judge"]
-    assert j["backend"] == "openai" and j["openai"]["model"] == "Qwen/Qwen3-32B"
+    assert j["_target_"] == "steprl.rewards.judges.openai_judge" and j["openai"]["model"] == "Qwen/Qwen3-32B"
     backend = OpenAIChatBackend(**j["openai"])   # the recipe's endpoint settings are valid (no server needed)
     assert backend.max_concurrency == 64
 
@@ -52,7 +54,7 @@ def test_drm_paper_recipe(tmp_path):
 @pytest.mark.parametrize("exp", ["tp_grpo_tiny", "drm_tiny"])
 def test_tiny_recipes_use_the_rule_judge(exp, tmp_path):
     c = _cfg(exp, tmp_path)
-    assert c["algo"]["judge"] == {"backend": "rule"}
+    assert c["algo"]["judge"] == RULE
     assert isinstance(build_judge(c["algo"]["judge"], task=ArithTask(num_train=2, num_val=1)), RuleStepJudge)
 
 
@@ -60,9 +62,9 @@ def test_bad_algo_options_name_the_key(tmp_path):
     from steprl.algos.drm import DRM
     from steprl.algos.tp_grpo import TPGRPO
 
-    for cls, kwargs, key in [(TPGRPO, {"tp_grpo": {"placement": "sideways"}, "judge": {"backend": "rule"}},
+    for cls, kwargs, key in [(TPGRPO, {"tp_grpo": {"placement": "sideways"}, "judge": RULE},
                               "algo.tp_grpo.placement"),
-                             (TPGRPO, {"tp_grpo": {"round_steps": 0}, "judge": {"backend": "rule"}},
+                             (TPGRPO, {"tp_grpo": {"round_steps": 0}, "judge": RULE},
                               "algo.tp_grpo.round_steps"),
                              (TPGRPO, {}, "needs a step judge"),
                              (DRM, {"drm": {"norm": "rank"}}, "algo.drm.norm"),

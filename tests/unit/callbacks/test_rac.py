@@ -78,6 +78,24 @@ def test_moving_average_over_the_window_through_a_prompted_judge():
 
 def test_rule_is_the_default_and_bad_settings_are_named():
     assert isinstance(RACMonitor.build(None), RuleRACJudge)
-    assert isinstance(RACMonitor.build({"backend": "rule"}), RuleRACJudge)
+    assert isinstance(RACMonitor.build({"_target_": "steprl.rewards.judges.rule_judge"}), RuleRACJudge)
     with pytest.raises(ValueError, match="rac_monitor"):
         RACMonitor(window=0)
+
+
+def _yes(prompt):
+    return "1"
+
+
+def test_a_judge_config_reaches_the_monitor_unbuilt(tmp_path):
+    """Hydra leaves the monitor's judge node alone (``_recursive_: false``): the monitor builds it with the RAC
+    prompt, not the judge config's own template."""
+    import hydra
+
+    from tests.helpers import compose_train
+
+    judge = "{_target_: steprl.rewards.judges.scripted_judge, probe: false, scripted: {fn: %s._yes}}" % __name__
+    cfg = compose_train(["experiment=pc_grpo_tiny", f"callbacks.rac_monitor.judge={judge}"], tmp_path)
+    mon = hydra.utils.instantiate(cfg.callbacks.rac_monitor)
+    j = mon.build(mon.judge_cfg)
+    assert isinstance(j, PromptedJudge) and j.template is RAC_TEMPLATE and j.parser is parse_rac

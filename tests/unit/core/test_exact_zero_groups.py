@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from steprl import core
-from steprl.core.agents import egrpo_rewards, process_group_advantage
+from steprl.core.e_grpo import egrpo_rewards
+from steprl.core.ppr import process_group_advantage
 from steprl.core.drm import drm_advantage, drm_combine, group_normalize
 
 # group 0: eight 0.3 (float32), group 1: seven 0.1, group 2: a normal group (1, 0) as a control

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from steprl.algos.base import RLModule
-from steprl.models import load_model
 from steprl.models.packing import (micro_batches, pack, packable, packed_attention, token_budget_chunks, unpack,
                                    usable)
-from steprl.rollout.hf import HFEngine
 from tests.helpers import assert_close_fp32, decoder_terms
+from tests.unit.models.conftest import LORA
 
 # three rows, prompt columns 3 (left-padded), response columns 4 (right-padded)
 IDS = torch.tensor([[0, 5, 6, 7, 8, 9, 0],
@@ -113,49 +112,23 @@ def test_segment_attention_equals_masked_sdpa(share):
     torch.testing.assert_close(out, ref.transpose(1, 2), rtol=0, atol=1e-6)
 
 
-TINY = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48,
-            max_position_embeddings=256)
-PROMPTS = ["1+2=", "hello world, a longer prompt", "ab"]  # different lengths: left padding
-
-
-def _policy(lora=None):
-    model, tok = load_model(tiny=TINY, lora=lora)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # larger weights than the stock init, so that every position matters
-        for name, p in model.named_parameters():
-            if p.dim() == 2 and "lora" not in name:
-                p.normal_(0.0, 0.3, generator=g)
-    return model, tok
-
-
-def _module(packed: bool, share: bool) -> RLModule:
-    mod = RLModule.__new__(RLModule)  # forward_logp reads only these two
-    mod.engine = HFEngine(temperature=1.0)
-    mod.batch_cfg = {"share_prompt": share, "packed": packed}
-    return mod
-
-
-@pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}],
-                         ids=["plain", "lora"])
+@pytest.mark.parametrize("lora", [None, LORA], ids=["plain", "lora"])
 @pytest.mark.parametrize("share", [False, True], ids=["own-prompt", "shared-prompt"])
-def test_same_logp_entropy_and_gradients_as_padded(lora, share, monkeypatch):
+def test_same_logp_entropy_and_gradients_as_padded(lora, share, monkeypatch, tiny_policy, shuffled_rollouts,
+                                                    logp_module):
     import steprl.models.packing as packing
 
     calls = []
     orig = packing.packed_forward
     monkeypatch.setattr(packing, "packed_forward", lambda *a, **k: calls.append(1) or orig(*a, **k))
-    model, tok = _policy(lora)
-    ro = HFEngine(max_new_tokens=10, temperature=1.5).generate(model, tok, PROMPTS, n=3,
-                                                               generator=torch.Generator().manual_seed(0))
-    lens = ro.response_mask.sum(-1)
-    assert len(set(lens.tolist())) > 1  # right padding of the responses is exercised too
-    mb = ro.select(torch.randperm(len(ro), generator=torch.Generator().manual_seed(1)))  # rows shuffled
+    model, tok = tiny_policy(lora)
+    mb = shuffled_rollouts(model, tok)
     assert usable(model, mb.attention_mask, mb.prompt_ids.shape[1])
     model.train()
     out = {}
     for packed in (False, True):
         model.zero_grad(set_to_none=True)
-        logp, ent = RLModule.forward_logp(_module(packed, share), model, mb, entropy=True, temperature=0.7)
+        logp, ent = RLModule.forward_logp(logp_module(share, packed), model, mb, entropy=True, temperature=0.7)
         ((logp * mb.response_mask).sum() + (ent * mb.response_mask).sum()).backward()
         out[packed] = (logp.detach(), ent.detach(),
                        torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))

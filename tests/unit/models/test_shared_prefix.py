@@ -6,15 +6,9 @@ import pytest
 import torch
 
 from steprl.algos.base import RLModule
-from steprl.models import load_model
 from steprl.models.shared_prefix import prompt_groups, shared_prompt_logits, supported, unsupported_reason
-from steprl.rollout.hf import HFEngine
 from tests.helpers import assert_close_fp32, decoder_terms
-
-TINY = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48,
-            max_position_embeddings=256)
-PROMPTS = ["1+2=", "hello world, a longer prompt", "ab"]  # different lengths: left padding
-
+from tests.unit.models.conftest import LORA
 
 def test_prompt_groups_hand_computed():
     ids = torch.tensor([[5, 6], [7, 8], [5, 6], [0, 6]])
@@ -26,47 +20,25 @@ def test_prompt_groups_hand_computed():
     assert len(same_ids_other_mask) == 2
 
 
-def _policy(lora=None):
-    model, tok = load_model(tiny=TINY, lora=lora)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # larger weights than the stock init, so that every position matters
-        for name, p in model.named_parameters():
-            if p.dim() == 2 and "lora" not in name:
-                p.normal_(0.0, 0.3, generator=g)
-    return model, tok
-
-
-def _module(share: bool, temperature: float = 1.0) -> RLModule:
-    mod = RLModule.__new__(RLModule)  # forward_logp reads only these two
-    mod.engine = HFEngine(temperature=temperature)
-    mod.batch_cfg = {"share_prompt": share}
-    return mod
-
-
 def _grads(model):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}],
-                         ids=["plain", "lora"])
-def test_same_logp_entropy_and_gradients(lora, monkeypatch):
+@pytest.mark.parametrize("lora", [None, LORA], ids=["plain", "lora"])
+def test_same_logp_entropy_and_gradients(lora, monkeypatch, tiny_policy, shuffled_rollouts, logp_module):
     import steprl.algos.logprob as logprob  # where RLModule.forward_logp lives
 
     used = []
     orig = logprob.shared_prompt_logits
     monkeypatch.setattr(logprob, "shared_prompt_logits", lambda *a, **k: used.append(1) or orig(*a, **k))
-    model, tok = _policy(lora)
+    model, tok = tiny_policy(lora)
     assert supported(model), unsupported_reason(model)
-    ro = HFEngine(max_new_tokens=10, temperature=1.5).generate(model, tok, PROMPTS, n=3,
-                                                               generator=torch.Generator().manual_seed(0))
-    lens = ro.response_mask.sum(-1)
-    assert len(set(lens.tolist())) > 1  # right padding of the responses is exercised too
-    mb = ro.select(torch.randperm(len(ro), generator=torch.Generator().manual_seed(1)))  # rows shuffled
+    mb = shuffled_rollouts(model, tok)
     model.train()
     out = {}
     for share in (False, True):
         model.zero_grad(set_to_none=True)
-        logp, ent = RLModule.forward_logp(_module(share, 0.7), model, mb, entropy=True)
+        logp, ent = RLModule.forward_logp(logp_module(share, temperature=0.7), model, mb, entropy=True)
         ((logp * mb.response_mask).sum() + (ent * mb.response_mask).sum()).backward()
         out[share] = (logp.detach(), ent.detach(), _grads(model))
     assert len(used) == 1  # the shared path ran (only) when asked
@@ -82,8 +54,8 @@ def test_same_logp_entropy_and_gradients(lora, monkeypatch):
     assert_close_fp32(g1, g0, terms=2 * fwd + mb.input_ids.numel())
 
 
-def test_shared_logits_equal_plain_and_fall_back_when_nothing_is_shared():
-    model, tok = _policy()
+def test_shared_logits_equal_plain_and_fall_back_when_nothing_is_shared(tiny_policy):
+    model, tok = tiny_policy()
     model.eval()
     ids = torch.tensor([[0, 10, 11, 20, 21], [0, 10, 11, 22, 23], [12, 13, 14, 24, 25]])
     att = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
@@ -102,7 +74,7 @@ def test_shared_logits_equal_plain_and_fall_back_when_nothing_is_shared():
         assert shared_prompt_logits(model, ids, empty, pos, n_prompt=3) is None  # an empty prompt
 
 
-def test_unsupported_models():
-    model, _ = load_model(tiny=TINY, gradient_checkpointing=True)
+def test_unsupported_models(tiny_policy):
+    model, _ = tiny_policy(gradient_checkpointing=True)
     assert "checkpointing" in unsupported_reason(model)
     assert "architecture" in unsupported_reason(torch.nn.Linear(2, 2))

@@ -70,8 +70,60 @@ def test_rule_judge_scores_arith_steps_exactly():
 def test_rule_judge_needs_a_step_checker():
     with pytest.raises(ValueError, match="step checker"):
         RuleStepJudge(object())
-    with pytest.raises(ValueError, match="judge.backend"):
-        build_judge({"backend": "gpt"})
+
+
+# ------------------------------------------------------------------------------------------- config (judge=)
+def _reply_yes(prompt):
+    return "Step 1: correct"
+
+
+def _my_parser(reply, req):
+    return parse_step_labels(reply.replace("correct", "incorrect"), req)
+
+
+@pytest.mark.parametrize("choice", ["rule", "hf", "openai", "scripted"])
+def test_every_judge_config_names_its_builder(choice):
+    node = yaml.safe_load((CONF / "judge" / f"{choice}.yaml").read_text())
+    assert node["_target_"] == f"steprl.rewards.judges.{choice}_judge"
+    assert "backend" not in node
+
+
+def test_composed_judges_are_built_by_their_target(tmp_path):
+    from tests.helpers import compose_train
+
+    rule = compose_train(["algo=tp_grpo"], tmp_path).judge
+    assert isinstance(build_judge(rule, task=_task()), RuleStepJudge)
+    fn = f"{__name__}._reply_yes"
+    cfg = compose_train(["algo=ppr", "judge=scripted", f"judge.scripted.fn={fn}", "judge.probe=false",
+                         "judge.max_failed_steps=5"], tmp_path).judge
+    judge = build_judge(cfg)
+    assert isinstance(judge, PromptedJudge) and isinstance(judge.backend, ScriptedBackend)
+    assert judge.parser is parse_step_labels and judge.max_failed_steps == 5
+    assert judge.score([_req(1)])[0].step_scores == [1.0]
+    # an algorithm's own prompt replaces the config's
+    mine = build_judge(cfg, template="{steps}", parser=_my_parser)
+    assert mine.template == "{steps}" and mine.score([_req(1)])[0].step_scores == [0.0]
+
+
+@pytest.mark.parametrize("cfg, match", [
+    ({"backend": "gpt"},
+     r"judge\._target_ is missing \(`backend: gpt` is now `_target_: steprl\.rewards\.judges\.gpt_judge`\)"),
+    ({"_target_": "steprl.rewards.judges.gpt_judge"},
+     r"judge\._target_=steprl\.rewards\.judges\.gpt_judge: cannot import"),
+    ({"_target_": "steprl.rewards.judges.scripted_judge", "tmplate": "x", "scripted": {"fn": f"{__name__}._reply_yes"}},
+     r"judge\.tmplate is not a key of judge steprl\.rewards\.judges\.scripted_judge \(did you mean \['template'\]\?\)"),
+    ({"_target_": "steprl.rewards.judges.openai_judge", "probe": False,
+      "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "retry": 2}},
+     r"judge\.openai\.retry is not an option of the openai judge backend \(did you mean \['retries'\]\?\)"),
+    ({"_target_": "steprl.rewards.judges.scripted_judge", "scripted": {"fn": None}}, r"judge\.scripted\.fn must be"),
+    ({"_target_": "steprl.rewards.judges.openai_judge", "openai": {"model": "m"}},
+     r"judge\.openai\.base_url must be set"),
+])
+def test_a_bad_judge_config_is_one_config_error_naming_the_key(cfg, match):
+    from steprl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        build_judge(cfg)
 
 
 # ------------------------------------------------------------------------------------------- parsers
@@ -349,7 +401,7 @@ def test_build_judge_from_each_config():
         build_judge(_judge_cfg("openai", openai={"base_url": f"http://127.0.0.1:{_dead_port()}/v1",
                                                  "probe_timeout_s": 1.0}))
     with pytest.raises(ValueError, match="judge.parser"):
-        build_judge({"backend": "scripted", "template": "{steps}", "scripted": {"fn": f"{__name__}.scripted_respond"}})
+        build_judge({"_target_": "steprl.rewards.judges.scripted_judge", "template": "{steps}", "scripted": {"fn": f"{__name__}.scripted_respond"}})
 
 
 def test_tiny_model_judge_behind_the_http_server():

@@ -31,12 +31,12 @@ def test_keys_that_are_not_secrets(key):
 
 
 def test_redact_a_config_tree():
-    cfg = {"judge": {"backend": "openai", "openai": {
+    cfg = {"judge": {"_target_": "steprl.rewards.judges.openai_judge", "openai": {
         "base_url": "http://alice:hunter2@10.0.0.1:8000/v1", "api_key_env": "OPENAI_API_KEY", "max_tokens": 4096,
         "extra_body": {"api_key": "sk-live-123", "top_p": 1.0, "headers": {"Authorization": "Bearer sk-live-456"},
                        "token": None, "password": ""}}},
         "overrides": ["judge.openai.extra_body.api_key=sk-live-123", "seed=3"], "seed": 3}
-    assert redact(cfg) == {"judge": {"backend": "openai", "openai": {
+    assert redact(cfg) == {"judge": {"_target_": "steprl.rewards.judges.openai_judge", "openai": {
         "base_url": "http://***@10.0.0.1:8000/v1", "api_key_env": "OPENAI_API_KEY", "max_tokens": 4096,
         "extra_body": {"api_key": "***", "top_p": 1.0, "headers": {"Authorization": "***"},
                        "token": None, "password": ""}}},  # unset stays visibly unset

@@ -15,7 +15,7 @@ import pytest
 from steprl.config import check_config, register_resolvers
 from tests.helpers import compose_train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("claims", ROOT / "bench" / "claims.py")
 cl = importlib.util.module_from_spec(spec)
 sys.modules["claims"] = cl          # dataclasses resolve their module by name

@@ -1,4 +1,5 @@
-"""Pure math of the agent algorithms: turn boundaries, PPR's ReNorm, GRPO process supervision, E-GRPO rewards.
+"""Pure math of PPR (Principle Process Reward, with Reward Normalization): turn boundaries, ReNorm of the
+judge's step rewards, and the GRPO-with-process-supervision baseline (Shao et al., 2024, §4.1.3) it is compared with.
 
 Conventions: ``step_ids[N, T]`` gives each response token's turn / step (-1 for observation tokens, padding,
 and tokens in no step); step values are ``[N, S]`` with NaN for "no value".
@@ -10,8 +11,7 @@ from torch import Tensor
 
 from .advantages import _group_stats, discounted_returns
 
-__all__ = ["turn_end_positions", "renorm_step_rewards", "place_at_positions", "process_group_advantage",
-           "egrpo_rewards"]
+__all__ = ["turn_end_positions", "renorm_step_rewards", "place_at_positions", "process_group_advantage"]
 
 
 def turn_end_positions(step_ids: Tensor, response_mask: Tensor) -> Tensor:
@@ -81,17 +81,3 @@ def process_group_advantage(step_rewards: Tensor, positions: Tensor, group_ids: 
     norm = torch.full_like(step_rewards, float("nan"))
     norm[ok] = (flat_r - mean) / (std + eps)
     return discounted_returns(place_at_positions(norm, positions, mask.shape[1]), mask)
-
-
-def egrpo_rewards(correct: Tensor, match_rate: Tensor, invalid: Tensor, group_ids: Tensor,
-                  alpha: float = 0.3) -> Tensor:
-    """E-GRPO rewards ``[N]``: ``1`` if correct; ``alpha * γ_i / γ_max`` if wrong (``γ_max`` = the largest
-    entity match rate in the group, over all rollouts; 0 when ``γ_max = 0``); ``0`` on a format error or
-    over-length (``invalid``), which overrides both."""
-    g = match_rate.float()
-    uniq, inv = torch.unique(group_ids, return_inverse=True)
-    gmax = torch.zeros(uniq.numel(), dtype=g.dtype, device=g.device).scatter_reduce(
-        0, inv, g, reduce="amax", include_self=True)[inv]
-    hat = torch.where(gmax > 0, g / gmax.clamp_min(1e-12), torch.zeros_like(g))
-    r = torch.where(correct.bool(), torch.ones_like(g), alpha * hat)
-    return torch.where(invalid.bool(), torch.zeros_like(r), r)

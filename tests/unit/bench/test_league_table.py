@@ -4,7 +4,7 @@ import importlib.util
 import statistics
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("league_table", ROOT / "bench" / "league_table.py")
 lt = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(lt)

@@ -260,3 +260,15 @@ def test_file_task_without_a_path_names_the_key(task, tmp_path):
     cfg = _compose([f"task={task}"], tmp_path)
     with pytest.raises(Exception, match="task.path"):
         _resolved(cfg)
+
+
+def test_every_advantage_estimator_lives_in_one_module():
+    """conf/ mirrors src/: every ``advantage=`` option instantiates a class of ``steprl.algos.advantage``."""
+    import yaml
+
+    targets = {p.stem: yaml.safe_load(p.read_text())["_target_"] for p in sorted((CONF / "advantage").glob("*.yaml"))}
+    assert len(targets) >= 9 and "prime" in targets
+    outside = {k: t for k, t in targets.items() if t.rpartition(".")[0] != "steprl.algos.advantage"}
+    assert not outside, f"advantage= targets outside steprl.algos.advantage: {outside}"
+    for t in set(targets.values()):
+        assert callable(hydra.utils.get_class(t)), t
