@@ -154,15 +154,15 @@ def test_prime_prm_update_timing(update, loss, tmp_path):
     ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)
     outcome = torch.tensor([1.0, 0, 1, 0, 0, 0, 1, 1])
     ref = module.logp_pass(module.prm_ref, ro, temperature=1.0)
-    q_before = module.prm_q(ro, ref)
+    q_before = module.scorer.q(module, ro, ref)
     assert torch.allclose(q_before, torch.zeros_like(q_before), atol=1e-5)  # π_φ == π_ref at the start
     w0 = [p.detach().clone() for p in module.prm.parameters()]
-    q, metrics = module.implicit_q(ro, ref, outcome)
+    q, metrics = module.scorer.implicit_q(module, ro, ref, outcome)
     changed = any(not torch.equal(a, b) for a, b in zip(w0, module.prm.parameters()))
     assert changed == (update != "none")
     assert {"prime/prm_acc", "prime/prm_acc_abs"} <= set(metrics)
     if update == "before":
-        assert torch.allclose(q, module.prm_q(ro, ref), atol=1e-6) and q.abs().max() > 1e-4
+        assert torch.allclose(q, module.scorer.q(module, ro, ref), atol=1e-6) and q.abs().max() > 1e-4
     else:
         assert torch.allclose(q, q_before, atol=1e-5)
     policy_ref = module.logp_pass(module.policy, ro, temperature=1.0)

@@ -62,14 +62,14 @@ def test_prime_prm_ratio_is_the_papers(tmp_path):
     """PRM lr = 2 x policy lr (1e-6 : 5e-7 in the paper) and 4 PRM updates per RL step by default."""
     cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8"], tmp_path)
     m = build(cfg)[0]
-    assert m.prm_lr == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
+    assert m.scorer.lr(cfg.optim.lr) == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
     m.aux = m.make_aux_optimizers()
     assert m.aux["prm_optimizer"].param_groups[0]["lr"] == pytest.approx(6e-5)
     ro = _rollouts(m, ["3+4-2=7-2\n7-2=5\n#### 5", "#### 4"] * 4, [0, 0, 0, 0, 1, 1, 1, 1])
     ref = m.logp_pass(m.prm_ref, ro, temperature=1.0)
-    _, metrics = m.update_prm(ro, ref, torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 1]), None)
+    _, metrics = m.scorer.train(m, ro, ref, torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 1]), None)
     assert metrics["prime/prm_updates"] == 4.0  # 8 rollouts in mini-batches of 2
-    assert m.prm_mini_batch(128) == 32 and m.prm_mini_batch(10) == 3
+    assert m.scorer.mini_batch(128) == 32 and m.scorer.mini_batch(10) == 3
 
 
 def test_drm_scoring_by_hand(tmp_path):
