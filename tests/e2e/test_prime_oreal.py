@@ -76,7 +76,7 @@ def test_oreal_tiny_trains_its_token_rm_and_freezes_the_actor_first(tmp_path):
 def test_oreal_keeps_one_pair_per_mixed_group_with_the_full_group_advantage(tmp_path):
     cfg = compose_train([*COMMON, "experiment=oreal_tiny"], tmp_path)
     module, _, _ = build(cfg)
-    from steprl.algos.base import Rewards
+    from steprl.algos.step import Rewards, RowValues
     from steprl.rollout.types import Rollouts
 
     G, gids = 4, torch.arange(3).repeat_interleave(4)
@@ -88,9 +88,7 @@ def test_oreal_keeps_one_pair_per_mixed_group_with_the_full_group_advantage(tmp_
                   [""] * n, ["stop"] * 11 + ["length"])
     rw = Rewards(correct, correct)
     R = torch.tensor([1.0, -1, -1, -1, 1, 1, 1, 1, 1, 1, -1, -1])  # the truncated last row counts as wrong
-    rw.seq["oreal_R"] = R
-    rw.seq["oreal_A"] = torch.zeros(n)
-    keep = module.keep(ro, rw)
+    keep = module.keep(ro, rw, RowValues(oreal_R=R, oreal_A=torch.zeros(n)))
     assert gids[keep].tolist() == [0, 0, 2, 2]
     assert sorted(R[keep].tolist()) == [-1, -1, 1, 1]
 

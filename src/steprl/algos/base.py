@@ -4,8 +4,8 @@
                    ``rollout`` -> ``score`` -> ``group_values`` -> ``keep``, refilled from fresh prompts)
     rollout(samples) -> Rollouts           G samples per prompt from the rollout engine
     score(ro, samples) -> Rewards          verifiers / judges: outcome, step and token rewards
-    group_values(ro, rw) -> Rewards        values that need whole groups, before any filter (rw.seq)
-    keep(ro, rw) -> row indices            group filters (zero variance, accuracy band, truncation, pairs)
+    group_values(ro, rw) -> RowValues      values that need whole groups, before any filter (step.group_values)
+    keep(ro, rw, gv) -> row indices        group filters (zero variance, accuracy band, truncation, pairs)
     (log-probs: old, reference, engine)    then prepare(step) -> extras: per-row tensors (critic values, ...)
     dense_rewards(step)                    per-token rewards: the KL in the reward (once), a token scorer
     advantages(step) -> (adv, returns)     the ``advantage=`` estimator on outcome + dense rewards
@@ -36,7 +36,7 @@ from steprl.algos.metrics import StepLogging, StepMetrics, add_update, update_me
 from steprl.algos.policy import PolicyModule
 from steprl.algos.probe import EngineProbe
 from steprl.algos.spans import token_step_ids
-from steprl.algos.step import Rewards, Step, cat_rewards  # noqa: F401  (Rewards, cat_rewards: re-exported)
+from steprl.algos.step import Rewards, RowValues, Step, cat_rewards  # noqa: F401  (cat_rewards: re-exported)
 from steprl.config import ConfigError, node_defaults
 from steprl.models import packing
 from steprl.models.lora import freeze_copy
@@ -130,11 +130,11 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         outcome = res.outcome.float()
         return Rewards(outcome=outcome, correct=(outcome >= 1.0 - 1e-6).float(), step=res.step)
 
-    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
-        """Values computed on whole groups before any filter, kept per row in ``rw.seq`` (GRPO: none)."""
-        return rw
+    def group_values(self, ro: Rollouts, rw: Rewards) -> RowValues:
+        """Values computed on whole groups before any filter, one per row (``step.group_values``; GRPO: none)."""
+        return RowValues()
 
-    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
+    def keep(self, ro: Rollouts, rw: Rewards, gv: RowValues) -> torch.Tensor:
         """Row indices of the groups that pass ``algo.filters`` (all rows when no filter is on)."""
         return filter_groups(self.filter_cfg, self.metrics, ro, rw)
 

@@ -89,18 +89,20 @@ def test_drm_scoring_by_hand(tmp_path):
     try:
         ro = _rollouts(m, ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=1\n#### 1"]
                        + ["3+4-2=7-2\n7-2=4\n4=4\n#### 4"] * 7, [0, 0, 0] + [1] * 7)
-        rw = m.group_values(ro, m.score(ro, [Q]))
+        rw = m.score(ro, [Q])
+        gv = m.group_values(ro, rw)
     finally:
         m.teardown("fit")
     assert rw.outcome.tolist() == [1.0, 0.0, 0.0] + [0.0] * 7
     assert m.metrics.peek()["drm/coherence"] == pytest.approx((1.5 + 7 / 3) / 10, abs=1e-6)
     zc = 0.5 / math.sqrt(1 / 6)
-    assert rw.seq["drm_r"][:3].tolist() == pytest.approx([zc, 0.0, -zc], abs=1e-5)
-    assert torch.equal(rw.seq["drm_adv"][3:], torch.zeros(7))
-    rw.seq["drm_adv"], rw.seq["drm_r"] = rw.seq["drm_adv"][:3], rw.seq["drm_r"][:3]
-    ro = ro.select(torch.arange(3))
+    assert gv["drm_r"][:3].tolist() == pytest.approx([zc, 0.0, -zc], abs=1e-5)
+    assert torch.equal(gv["drm_adv"][3:], torch.zeros(7))
+    assert not {"drm_adv", "drm_r"} & set(rw.seq)  # group values are not rewards
+    first = torch.arange(3)
+    ro, rw, gv = ro.select(first), rw.select(first), gv.select(first)
     zo = [(2 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9)]
     want = [zo[0] + zc / (1 + 1e-6), zo[1], zo[2] - zc / (1 + 1e-6)]
-    assert rw.seq["drm_adv"].tolist() == pytest.approx(want, abs=1e-5)
-    adv, _ = m.advantages(Step([], ro, rw))
+    assert gv["drm_adv"].tolist() == pytest.approx(want, abs=1e-5)
+    adv, _ = m.advantages(Step([], ro, rw, group_values=gv))
     assert torch.allclose(adv, torch.tensor(want)[:, None] * ro.loss_mask, atol=1e-5)
