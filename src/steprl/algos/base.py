@@ -6,7 +6,8 @@
     score(ro, samples) -> Rewards          verifiers / judges: outcome, step and token rewards
     group_values(ro, rw) -> RowValues      values that need whole groups, before any filter (step.group_values)
     keep(ro, rw, gv) -> row indices        group filters (zero variance, accuracy band, truncation, pairs)
-    (log-probs: old, reference, engine)    then prepare(step) -> extras: per-row tensors (critic values, ...)
+    (engine: step_logprobs)                old, reference and engine log-probs, before the stages below
+    prepare(step) -> dict                  per-row tensors into step.extras (critic values, ...)
     dense_rewards(step)                    per-token rewards: the KL in the reward (once), a token scorer
     advantages(step) -> (adv, returns)     the ``advantage=`` estimator on outcome + dense rewards
     policy_loss(mb, logp, ent, adv, extras, n_tok, n_seq)   PPO clip (+ TIS, entropy, KL) + extra_loss
