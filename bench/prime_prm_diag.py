@@ -97,18 +97,18 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     a, extra = p.parse_known_args(argv)
 
-    from steprl.algos.prime import PRIME
+    from steprl.algos.implicit_prm import ImplicitPRM
     from steprl.train import build
 
     records: list[dict] = []
-    original = PRIME.implicit_q
+    original = ImplicitPRM.implicit_q
 
-    def recording(self, ro, ref, outcome):
+    def recording(self, m, ro, ref, outcome, real=None):
         mask = ro.loss_mask.bool()
-        pre = (self.prm_q(ro, ref) * mask).sum(-1)
-        q, metrics = original(self, ro, ref, outcome)
+        pre = (self.q(m, ro, ref) * mask).sum(-1)
+        q, metrics = original(self, m, ro, ref, outcome, real)
         seen = metrics.pop("_diag_seen", None)
-        post = (self.prm_q(ro, ref) * mask).sum(-1)
+        post = (self.q(m, ro, ref) * mask).sum(-1)
         records.append({"group": ro.group_ids.cpu(), "outcome": outcome.float().cpu(),
                         "length": mask.sum(-1).cpu(), "ref": (ref * mask).sum(-1).float().cpu(),
                         "pre": pre.float().cpu(), "post": post.float().cpu(),
@@ -117,7 +117,7 @@ def main(argv=None):
                         "r_tok_ref": corr(q[mask].float().cpu(), ref[mask].float().cpu())})
         return q, metrics
 
-    PRIME.implicit_q = recording
+    ImplicitPRM.implicit_q = recording
     P, G = a.prompts, a.samples
     overrides = ["algo=prime", "model=tiny_arith", "task=arith", f"seed={a.seed}", "logger=none",
                  "callbacks.progress_bar=null", "callbacks.sample_table=null", "callbacks.model_checkpoint=null",
@@ -128,7 +128,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(overrides, Path(tmp))
         module, data, trainer = build(cfg)
-        beta = float(module.prm_cfg["beta"])
+        beta = float(module.scorer.cfg["beta"])
         t0 = time.time()
         trainer.fit(module, datamodule=data)
     cols = ["rows", "acc", "pair_pre", "pair_seen", "pair_post", "pair_neg_len", "pair_ref", "ties_seen",

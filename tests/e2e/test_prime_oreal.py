@@ -76,7 +76,7 @@ def test_oreal_tiny_trains_its_token_rm_and_freezes_the_actor_first(tmp_path):
 def test_oreal_keeps_one_pair_per_mixed_group_with_the_full_group_advantage(tmp_path):
     cfg = compose_train([*COMMON, "experiment=oreal_tiny"], tmp_path)
     module, _, _ = build(cfg)
-    from steprl.algos.base import Rewards
+    from steprl.algos.step import Rewards, RowValues
     from steprl.rollout.types import Rollouts
 
     G, gids = 4, torch.arange(3).repeat_interleave(4)
@@ -88,9 +88,7 @@ def test_oreal_keeps_one_pair_per_mixed_group_with_the_full_group_advantage(tmp_
                   [""] * n, ["stop"] * 11 + ["length"])
     rw = Rewards(correct, correct)
     R = torch.tensor([1.0, -1, -1, -1, 1, 1, 1, 1, 1, 1, -1, -1])  # the truncated last row counts as wrong
-    rw.seq["oreal_R"] = R
-    rw.seq["oreal_A"] = torch.zeros(n)
-    keep = module.keep(ro, rw)
+    keep = module.keep(ro, rw, RowValues(oreal_R=R, oreal_A=torch.zeros(n)))
     assert gids[keep].tolist() == [0, 0, 2, 2]
     assert sorted(R[keep].tolist()) == [-1, -1, 1, 1]
 
@@ -154,15 +152,15 @@ def test_prime_prm_update_timing(update, loss, tmp_path):
     ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)
     outcome = torch.tensor([1.0, 0, 1, 0, 0, 0, 1, 1])
     ref = module.logp_pass(module.prm_ref, ro, temperature=1.0)
-    q_before = module.prm_q(ro, ref)
+    q_before = module.scorer.q(module, ro, ref)
     assert torch.allclose(q_before, torch.zeros_like(q_before), atol=1e-5)  # π_φ == π_ref at the start
     w0 = [p.detach().clone() for p in module.prm.parameters()]
-    q, metrics = module.implicit_q(ro, ref, outcome)
+    q, metrics = module.scorer.implicit_q(module, ro, ref, outcome)
     changed = any(not torch.equal(a, b) for a, b in zip(w0, module.prm.parameters()))
     assert changed == (update != "none")
     assert {"prime/prm_acc", "prime/prm_acc_abs"} <= set(metrics)
     if update == "before":
-        assert torch.allclose(q, module.prm_q(ro, ref), atol=1e-6) and q.abs().max() > 1e-4
+        assert torch.allclose(q, module.scorer.q(module, ro, ref), atol=1e-6) and q.abs().max() > 1e-4
     else:
         assert torch.allclose(q, q_before, atol=1e-5)
     policy_ref = module.logp_pass(module.policy, ro, temperature=1.0)

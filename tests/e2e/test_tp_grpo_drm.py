@@ -27,13 +27,13 @@ def test_tp_grpo_tiny_two_steps_off_policy(tmp_path):
     assert m["judge/requests"] > 0 and m["judge/parse_failures"] == 0 and m["tp_grpo/table_gap"] < 1e-5
     assert m["tp_grpo/round_rollouts"] == 2 * 2 * 8            # round_steps x prompts x G
     assert m["tp_grpo/policy_lag"] == 1.0                     # step 2 trained on step 1's rollouts
-    ro, rw, _ = module.collector.buffer  # ReplayRounds: the round's kept rows and its prompts
+    ro, rw, gv, _ = module.collector.buffer  # ReplayRounds: the round's kept rows, their group values, prompts
     assert ro.old_logp is not None and len(ro) == m["tp_grpo/round_kept"]
     # the stored behaviour log-probs are not the current policy's: the ratio of step 2 was a real correction
     fresh = module.logp_pass(module.policy, ro)
     mask = ro.loss_mask.bool()
     assert (fresh - ro.old_logp)[mask].abs().max() > 1e-6
-    assert torch.all(rw.seq["tp_nonzero"])                    # only solutions with a non-zero advantage kept
+    assert torch.all(gv["tp_nonzero"])                    # only solutions with a non-zero advantage kept
 
 
 def test_drm_tiny_two_steps(tmp_path):

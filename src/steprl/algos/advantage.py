@@ -155,3 +155,19 @@ class GAE:
         rewards = core.outcome_to_token_rewards(x.scores, x.mask) + x.dense_rewards()
         adv, ret = core.gae(rewards, x.values, x.mask, self.gamma, self.lam)
         return (core.masked_whiten(adv, x.mask, reduce=x.reduce) if self.whiten else adv), ret
+
+
+def check_kl_in_reward(kl: dict, estimator, algo: str, supported: bool) -> None:
+    """Refuse ``algo.kl.in_reward`` (with ``algo.kl.coef > 0``) where the algorithm (``supported``: its
+    advantages go through the ``advantage=`` estimator, or it handles the KL reward itself) or the estimator
+    (``takes_kl_reward``) would drop it."""
+    if not (kl["in_reward"] and kl["coef"] > 0):
+        return
+    if not supported:
+        why = f"{algo} computes its own advantages and has no KL reward"
+    elif not getattr(estimator, "takes_kl_reward", False):
+        why = f"the advantage estimator {type(estimator).__name__} cannot take a KL reward"
+    else:
+        return
+    raise ConfigError(f"algo.kl.in_reward=true with algo.kl.coef={kl['coef']}: {why}; set algo.kl.in_reward=false "
+                      f"(the KL as a loss term) or algo.kl.coef=0")

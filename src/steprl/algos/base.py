@@ -4,9 +4,10 @@
                    ``rollout`` -> ``score`` -> ``group_values`` -> ``keep``, refilled from fresh prompts)
     rollout(samples) -> Rollouts           G samples per prompt from the rollout engine
     score(ro, samples) -> Rewards          verifiers / judges: outcome, step and token rewards
-    group_values(ro, rw) -> Rewards        values that need whole groups, before any filter (rw.seq)
-    keep(ro, rw) -> row indices            group filters (zero variance, accuracy band, truncation, pairs)
-    (log-probs: old, reference, engine)    then prepare(step) -> extras: per-row tensors (critic values, ...)
+    group_values(ro, rw) -> RowValues      values that need whole groups, before any filter (step.group_values)
+    keep(ro, rw, gv) -> row indices        group filters (zero variance, accuracy band, truncation, pairs)
+    (engine: step_logprobs)                old, reference and engine log-probs, before the stages below
+    prepare(step) -> dict                  per-row tensors into step.extras (critic values, ...)
     dense_rewards(step)                    per-token rewards: the KL in the reward (once), a token scorer
     advantages(step) -> (adv, returns)     the ``advantage=`` estimator on outcome + dense rewards
     policy_loss(mb, logp, ent, adv, extras, n_tok, n_seq)   PPO clip (+ TIS, entropy, KL) + extra_loss
@@ -29,14 +30,14 @@ import time
 import torch
 
 from steprl import core
-from steprl.algos.advantage import AdvantageInputs, GroupAdvantage
+from steprl.algos.advantage import AdvantageInputs, GroupAdvantage, check_kl_in_reward
 from steprl.algos.collect import GroupCollector, filter_groups, pad_to_global
 from steprl.algos.logprob import LogProbPasses, row_tokens
-from steprl.algos.metrics import StepLogging, StepMetrics
+from steprl.algos.metrics import StepLogging, StepMetrics, add_update, update_metrics
 from steprl.algos.policy import PolicyModule
 from steprl.algos.probe import EngineProbe
 from steprl.algos.spans import token_step_ids
-from steprl.algos.step import Rewards, Step, cat_rewards  # noqa: F401  (Rewards, cat_rewards: re-exported)
+from steprl.algos.step import Rewards, RowValues, Step, cat_rewards  # noqa: F401  (cat_rewards: re-exported)
 from steprl.config import ConfigError, node_defaults
 from steprl.models import packing
 from steprl.models.lora import freeze_copy
@@ -85,7 +86,7 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         self.kl_cfg = {**node_defaults("grpo", "kl"), **(kl or {})}
         self.filter_cfg = {**node_defaults("grpo", "filters"), **(filters or {})}
         self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
-        self.check_kl_in_reward()
+        check_kl_in_reward(self.kl_cfg, self.advantage_fn, type(self).__name__, self.kl_in_reward_supported)
         self.log_samples = log_samples
         self.ref_policy = None
         if self.kl_cfg["coef"] > 0 and not self.adapter_reference:
@@ -104,21 +105,6 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         if self.rewards_fn is not None:
             self.rewards_fn.close()
             self.rewards_fn = None
-
-    def check_kl_in_reward(self) -> None:
-        """Refuse the KL in the reward where the algorithm or its advantage estimator would drop it."""
-        kc = self.kl_cfg
-        if not (kc["in_reward"] and kc["coef"] > 0):
-            return
-        est = type(self.advantage_fn).__name__
-        if not self.kl_in_reward_supported:
-            why = f"{type(self).__name__} computes its own advantages and has no KL reward"
-        elif not getattr(self.advantage_fn, "takes_kl_reward", False):
-            why = f"the advantage estimator {est} cannot take a KL reward"
-        else:
-            return
-        raise ConfigError(f"algo.kl.in_reward=true with algo.kl.coef={kc['coef']}: {why}; set algo.kl.in_reward=false "
-                          f"(the KL as a loss term) or algo.kl.coef=0")
 
     def updates_total(self) -> int:
         b = self.batch_cfg
@@ -145,11 +131,11 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         outcome = res.outcome.float()
         return Rewards(outcome=outcome, correct=(outcome >= 1.0 - 1e-6).float(), step=res.step)
 
-    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
-        """Values computed on whole groups before any filter, kept per row in ``rw.seq`` (GRPO: none)."""
-        return rw
+    def group_values(self, ro: Rollouts, rw: Rewards) -> RowValues:
+        """Values computed on whole groups before any filter, one per row (``step.group_values``; GRPO: none)."""
+        return RowValues()
 
-    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
+    def keep(self, ro: Rollouts, rw: Rewards, gv: RowValues) -> torch.Tensor:
         """Row indices of the groups that pass ``algo.filters`` (all rows when no filter is on)."""
         return filter_groups(self.filter_cfg, self.metrics, ro, rw)
 
@@ -234,18 +220,7 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         ro, timer = step.ro, step.timer
         n_updates = self.batch_cfg["ppo_epochs"] * math.ceil(len(ro) / self.local_minibatch_size())
         with timer("logprob"):
-            if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
-                ro.old_logp = self.logp_pass(self.policy, ro)
-            if self.has_reference:
-                ro.ref_logp = self.reference_logp(ro)
-            if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
-                ro.old_logp = self.logp_pass(self.policy, ro)
-            if ro.engine_logp is not None and self.logprob_temperature() == self.engine.temperature:
-                # engine / trainer mismatch: logged every step, corrected by TIS (same temperature only)
-                if ro.old_logp is None:
-                    ro.old_logp = self.logp_pass(self.policy, ro)
-                self.metrics.mean("rollout/logprob_diff",
-                                  float(core.logprob_diff(ro.old_logp, ro.engine_logp, ro.loss_mask)))
+            self.step_logprobs(ro, n_updates)
             step.extras.update(self.prepare(step))
         self.dense_rewards(step)
         step.extras["advantages"], step.extras["returns"] = self.advantages(step)
@@ -304,30 +279,10 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
                         p.grad = torch.full_like(p, float("nan"))
                     loss_total += float(loss.detach())
                     for k, v in stats.items():
-                        _acc(sums, k, v)
+                        sums[k] = sums.get(k, 0.0) + v
                 done += 1
                 norm, ok = self.clip_and_step(last=done == n_updates)
-                _acc(sums, "train/loss", loss_total)
-                _acc(sums, "train/grad_norm", norm if math.isfinite(norm) else 0.0)
-                for name, v in list(self.last_grad_norms.items())[1:]:  # e.g. PPO's critic, clipped on its own
-                    _acc(sums, f"train/{name}_grad_norm", v if math.isfinite(v) else 0.0)
-                _acc(sums, "train/nonfinite_skips", float(not ok))
-        per_token = ("train/entropy", "train/clip_frac", "train/kl")
-        if world > 1:  # token-weighted means over the global batch
-            keys = [k for k in (*per_token, "tokens") if k in sums]
-            for k, v in zip(keys, D.all_reduce([sums[k] for k in keys]).tolist()):
-                sums[k] = v
-        tokens = max(sums.pop("tokens", 1.0), 1.0)
-        out = {k: sums[k] / tokens for k in per_token if k in sums}
-        out["train/loss"] = sums["train/loss"] / n_updates
-        out["train/grad_norm"] = sums["train/grad_norm"] / n_updates
-        for k in [k for k in sums if k.endswith("_grad_norm") and k != "train/grad_norm"]:
-            out[k] = sums[k] / n_updates
-        out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
-        out["train/lr"] = self.optimizers().param_groups[0]["lr"]
-        self.metrics.write(out)
+                add_update(sums, loss_total, norm, ok, self.last_grad_norms)
+        self.metrics.write(update_metrics(sums, n_updates, world, self.optimizers().param_groups[0]["lr"]))
         for k in [k for k in sums if not k.startswith("train/")]:  # an algorithm's loss parts: summed
             self.metrics.add(k, sums[k])
-
-def _acc(d: dict, k: str, v: float) -> None:
-    d[k] = d.get(k, 0.0) + v

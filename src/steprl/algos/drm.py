@@ -24,7 +24,7 @@ import torch
 
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.spans import span_masks
-from steprl.algos.step import Step
+from steprl.algos.step import RowValues, Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.drm import NORMS, drm_advantage, drm_combine, drm_confidence
 from steprl.rewards.drm_models import build_coherence, build_relevance
@@ -158,7 +158,7 @@ class DRM(RLModule):
             self.metrics.write(judge.metrics())
         return rw
 
-    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
+    def group_values(self, ro: Rollouts, rw: Rewards) -> RowValues:
         """A failed score takes its group's minimum; each dimension z-scored in its group; R_DRM and A_i."""
         d = self.drm
         conf, valid = rw.seq["drm_conf"], rw.seq["drm_valid"]
@@ -174,15 +174,15 @@ class DRM(RLModule):
             x[torch.isnan(x)] = 0.0  # rows without spans: not used (invalid)
         r_drm = drm_combine([conf, rel, coh], d["weights"], g, d["norm"], d["eps"], valid, d["invalid"])
         adv = drm_advantage(rw.outcome.cpu(), r_drm, g, d["use_answer"], d["eps"])
-        rw.seq.update({"drm_adv": adv, "drm_r": r_drm})
+        gv = RowValues(drm_adv=adv, drm_r=r_drm)
         v = valid.float()
         mean = lambda x: float((x * v).sum() / v.sum().clamp_min(1))  # noqa: E731
         m = {"drm/confidence": mean(conf), "drm/relevance": mean(rel), "drm/coherence": mean(coh),
              "drm/format_failures": float((~valid).sum()), "drm/score_failures": float(failures),
              "drm/r_drm_std": float(r_drm.std()) if len(r_drm) > 1 else 0.0}
         self.metrics.write(m)
-        return rw
+        return gv
 
     def advantages(self, step: Step):
-        adv = step.rewards.seq["drm_adv"].to(step.ro.loss_mask.device)
+        adv = step.group_values["drm_adv"].to(step.ro.loss_mask.device)
         return adv[:, None] * step.ro.loss_mask.to(adv.dtype), None

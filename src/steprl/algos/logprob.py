@@ -15,8 +15,25 @@ from steprl.rollout.types import Rollouts
 
 class LogProbPasses:
     """Mixin of :class:`steprl.algos.base.RLModule`: ``forward_logp`` (one micro-batch, with gradient),
-    ``logp_pass`` (a whole batch in micro-batches, no gradient), ``logprob_temperature`` and the reference
-    policy's log-probs (``reference_logp``)."""
+    ``logp_pass`` (a whole batch in micro-batches, no gradient), ``logprob_temperature``, the reference
+    policy's log-probs (``reference_logp``) and the step's passes before its update (``step_logprobs``)."""
+
+    def step_logprobs(self, ro: Rollouts, n_updates: int) -> None:
+        """The step's log-probs before the update: the old policy's where the ratio needs them (several
+        updates, unless an off-policy algorithm keeps the behaviour policy's), the reference's, the old
+        policy's for a KL in the reward, and the engine / trainer mismatch ``rollout/logprob_diff``."""
+        if n_updates > 1 and not (self.behaviour_logp_from_rollout and ro.old_logp is not None):
+            ro.old_logp = self.logp_pass(self.policy, ro)
+        if self.has_reference:
+            ro.ref_logp = self.reference_logp(ro)
+        if ro.old_logp is None and self.kl_cfg["in_reward"] and self.has_reference:
+            ro.old_logp = self.logp_pass(self.policy, ro)
+        if ro.engine_logp is not None and self.logprob_temperature() == self.engine.temperature:
+            # engine / trainer mismatch: logged every step, corrected by TIS (same temperature only)
+            if ro.old_logp is None:
+                ro.old_logp = self.logp_pass(self.policy, ro)
+            self.metrics.mean("rollout/logprob_diff", float(core.logprob_diff(ro.old_logp, ro.engine_logp,
+                                                                              ro.loss_mask)))
 
     def forward_logp(self, model, mb: Rollouts, entropy: bool = False, temperature: float | None = None):
         """Log-probs (and entropies) of the response tokens under ``model``, on the rows of ``mb`` trimmed to

@@ -69,6 +69,37 @@ class StepMetrics:
         self._metrics = {}
 
 
+def add_update(sums: dict[str, float], loss: float, norm: float, ok: bool, grad_norms: dict[str, float]) -> None:
+    """Add one optimiser update's loss, gradient norms (the policy's and any other group's clipped on its own,
+    e.g. PPO's critic; 0 where not finite) and whether it was skipped as non-finite to the step's ``sums``."""
+    parts = {"train/loss": loss, "train/grad_norm": norm if math.isfinite(norm) else 0.0}
+    for name, v in list(grad_norms.items())[1:]:
+        parts[f"train/{name}_grad_norm"] = v if math.isfinite(v) else 0.0
+    parts["train/nonfinite_skips"] = float(not ok)
+    for k, v in parts.items():
+        sums[k] = sums.get(k, 0.0) + v
+
+
+def update_metrics(sums: dict[str, float], n_updates: int, world: int, lr: float) -> dict[str, float]:
+    """The update's ``train/`` metrics from its ``sums`` (micro-batch sums, :func:`add_update`): token-weighted
+    means of entropy, clip fraction and KL over the global batch, the loss and gradient norms averaged over the
+    ``n_updates`` optimiser updates, the count of non-finite skips and the learning rate. Pops ``tokens``."""
+    per_token = ("train/entropy", "train/clip_frac", "train/kl")
+    if world > 1:  # token-weighted means over the global batch
+        keys = [k for k in (*per_token, "tokens") if k in sums]
+        for k, v in zip(keys, D.all_reduce([sums[k] for k in keys]).tolist()):
+            sums[k] = v
+    tokens = max(sums.pop("tokens", 1.0), 1.0)
+    out = {k: sums[k] / tokens for k in per_token if k in sums}
+    out["train/loss"] = sums["train/loss"] / n_updates
+    out["train/grad_norm"] = sums["train/grad_norm"] / n_updates
+    for k in [k for k in sums if k.endswith("_grad_norm") and k != "train/grad_norm"]:
+        out[k] = sums[k] / n_updates
+    out["train/nonfinite_skips"] = sums["train/nonfinite_skips"]
+    out["train/lr"] = lr
+    return out
+
+
 def _local(m) -> float:
     if isinstance(m, MeanMetric):
         return float(m.mean_value / m.weight)

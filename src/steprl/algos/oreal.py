@@ -19,7 +19,7 @@ import torch
 from steprl import core
 from steprl.algos.aux_model import AuxOptimizers
 from steprl.algos.base import Rewards, RLModule
-from steprl.algos.step import Step
+from steprl.algos.step import RowValues, Step
 from steprl.config import ConfigError, node_defaults
 from steprl.models.heads import ScalarHead
 from steprl.rollout.types import Rollouts
@@ -68,24 +68,23 @@ class OREAL(AuxOptimizers, RLModule):
         return {"rm_optimizer": opt, "rm_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)}
 
     # ------------------------------------------------------------------------------------ rewards, pairs
-    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
+    def group_values(self, ro: Rollouts, rw: Rewards) -> RowValues:
         truncated = torch.tensor([f == "length" for f in ro.finish_reason])
         R = core.oreal_rewards(rw.correct, truncated, self.oreal_cfg["signed_rewards"])
-        rw.seq["oreal_R"] = R
-        rw.seq["oreal_A"] = core.oreal_shaped_advantage(R, ro.group_ids.to(R.device), self.oreal_cfg["shaping"])
-        return rw
+        A = core.oreal_shaped_advantage(R, ro.group_ids.to(R.device), self.oreal_cfg["shaping"])
+        return RowValues(oreal_R=R, oreal_A=A)
 
-    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
-        keep = super().keep(ro, rw)
+    def keep(self, ro: Rollouts, rw: Rewards, gv: RowValues) -> torch.Tensor:
+        keep = super().keep(ro, rw, gv)
         if not self.oreal_cfg["pair_filter"]:
             return keep
-        pairs = core.oreal_pair_select(rw.seq["oreal_R"].cpu(), ro.group_ids.cpu(), self.shuffler)
+        pairs = core.oreal_pair_select(gv["oreal_R"].cpu(), ro.group_ids.cpu(), self.shuffler)
         kept = pairs[torch.isin(pairs, keep.cpu())]
         self.metrics.add("oreal/pair_groups", len(kept) / 2)
         return kept.to(keep.device)
 
     def advantages(self, step: Step):
-        return step.rewards.seq["oreal_A"][:, None] * step.ro.loss_mask, None
+        return step.group_values["oreal_A"][:, None] * step.ro.loss_mask, None
 
     # ------------------------------------------------------------------------------------ the update
     @torch.no_grad()
@@ -97,7 +96,7 @@ class OREAL(AuxOptimizers, RLModule):
             w_pos, w_neg = core.oreal_importance_weights(logits, mask)
         else:
             w_pos = w_neg = mask.float()
-        positive = step.rewards.seq["oreal_R"] > 0
+        positive = step.group_values["oreal_R"] > 0
         counts = [float(mask[positive].sum()), float(mask[~positive].sum()), float(mask.sum())]
         if D.is_distributed():  # the step's global token counts (each rank back-propagates its share)
             counts = D.all_reduce(counts).tolist()
@@ -139,7 +138,7 @@ class OREAL(AuxOptimizers, RLModule):
 
     def after_update(self, step: Step) -> None:
         """One optimiser step of the token RM on BCE(σ(mean_t w_t), R > 0), after the policy's."""
-        ro, R = step.ro, step.rewards.seq["oreal_R"]
+        ro, R = step.ro, step.group_values["oreal_R"]
         self.metrics.mean("oreal/pos_frac", float((R > 0).float().mean()) if len(R) else 0.0)
         if self.token_rm is None or step.skipped:
             return

@@ -14,15 +14,18 @@ from steprl.rollout.types import Rollouts, Sample
 
 @dataclass
 class Rewards:
-    """What the reward pipeline and the algorithm's ``score`` / ``group_values`` produce for N rollouts."""
+    """What the reward pipeline and the algorithm's ``score`` produce for N rollouts. ``seq``: a scorer's other
+    per-row outputs, [N, ...] each (DRM's confidence, relevance and coherence scores, TP-GRPO's step labels,
+    PC-GRPO's answer keys); values computed on whole groups are not rewards: they go to
+    :attr:`Step.group_values`."""
 
     outcome: torch.Tensor                 # [N] verifier score in [0, 1]
     correct: torch.Tensor                 # [N] 1.0 where the outcome is fully correct
     step: torch.Tensor | None = None      # [N, S] per-step scores, NaN where none
     token: torch.Tensor | None = None     # [N, T] dense per-token rewards
     extras: dict[str, Any] = field(default_factory=dict)
-    seq: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row [N, ...] values that follow the
-    #                                      rows through filters and refill (e.g. advantages of the full group)
+    seq: dict[str, torch.Tensor] = field(default_factory=dict)  # a scorer's per-row [N, ...] outputs: they
+    #                                      follow the rows through filters, refill and rank padding
 
     def select(self, idx: torch.Tensor) -> "Rewards":
         pick = lambda v: None if v is None else v[idx.to(v.device)]  # noqa: E731
@@ -54,6 +57,24 @@ def cat_rewards(parts: list[Rewards]) -> Rewards:
                    widest("step", float("nan")), widest("token", 0.0), parts[0].extras, seq)
 
 
+class RowValues(dict):
+    """Named per-row tensors [N, ...] that follow the rows through filters, refills and rank padding."""
+
+    def select(self, idx: torch.Tensor) -> "RowValues":
+        return RowValues({k: v[idx.to(v.device)] for k, v in self.items()})
+
+    def to(self, device) -> "RowValues":
+        return RowValues({k: v.to(device) for k, v in self.items()})
+
+    @staticmethod
+    def cat(parts: list["RowValues"]) -> "RowValues":
+        """The rows of several batches, in order (the keys all of them hold)."""
+        if len(parts) == 1:
+            return parts[0]
+        keys = set(parts[0]).intersection(*parts[1:])
+        return RowValues({k: torch.cat([p[k] for p in parts]) for k in parts[0] if k in keys})
+
+
 class Timer:
     """``with timer("rollout"): ...`` accumulates wall-clock seconds under ``time/rollout``."""
 
@@ -81,9 +102,14 @@ class Step:
     this list). ``ro`` / ``rewards``: the rows trained on (after the filters, padded to the same number on
     every rank). ``unfiltered``: the first round's rollouts and rewards before any filter (the step's
     metrics and samples). ``real``: [N] mask of the rows that are not rank padding. ``kl_rewards``: ``-coef
-    * kl`` [N, T] when the KL is in the reward (computed once, by ``dense_rewards``). ``extras``: the per-row
-    tensors the update needs (critic values, advantages, returns, an algorithm's weights); tensors are
-    sliced with each micro-batch. ``outputs``: what ``training_step`` returns to the callbacks.
+    * kl`` [N, T] when the KL is in the reward (computed once, by ``dense_rewards``). ``group_values``: the
+    values the ``group_values`` stage computed on each row's whole group before any filter, one per row of
+    ``ro`` (rank padding rows: a copy of a real row's, or 0 on a rank that kept none) — OREAL's ``oreal_R``
+    (R = ±1) and ``oreal_A`` (the group-shaped advantage), DRM's ``drm_r`` (R_DRM) and ``drm_adv`` (A),
+    TP-GRPO's ``tp_adv`` (thought advantages [N, W]), ``tp_nonzero``, ``tp_thoughts``, ``tp_bad_steps`` and
+    ``tp_table_gap``. ``extras``: the per-row tensors the update needs (critic values, advantages, returns, an
+    algorithm's weights); tensors are sliced with each micro-batch. ``outputs``: what ``training_step`` returns
+    to the callbacks.
     """
 
     samples: list[Sample]
@@ -92,6 +118,7 @@ class Step:
     unfiltered: tuple[Rollouts, Rewards] | None = None
     real: torch.Tensor | None = None
     kl_rewards: torch.Tensor | None = None
+    group_values: RowValues = field(default_factory=RowValues)
     extras: dict[str, Any] = field(default_factory=dict)
     timer: Timer = field(default_factory=Timer)
     outputs: dict[str, Any] = field(default_factory=dict)

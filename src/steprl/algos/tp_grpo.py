@@ -25,7 +25,7 @@ import torch
 from steprl import core
 from steprl.algos.base import RLModule, Rewards
 from steprl.algos.collect import ReplayRounds
-from steprl.algos.step import Step
+from steprl.algos.step import RowValues, Step
 from steprl.config import ConfigError, node_defaults
 from steprl.core.tp_grpo import (
     thought_ids_from_steps,
@@ -132,7 +132,7 @@ class TPGRPO(RLModule):
         """A width every round's rows share (per-row values follow the rows through refill concatenation)."""
         return max(ro.response_ids.shape[1], int(getattr(self.engine, "max_new_tokens", 0) or 0))
 
-    def group_values(self, ro: Rollouts, rw: Rewards) -> Rewards:
+    def group_values(self, ro: Rollouts, rw: Rewards) -> RowValues:
         """Stage II on whole groups: r̂ and r_c from the group's outcomes, thought rewards, advantages."""
         bad = rw.seq["tp_bad"]
         labelled = (~torch.isnan(bad)).any(0).nonzero()
@@ -148,30 +148,29 @@ class TPGRPO(RLModule):
         adv = cum if self.tp["placement"] == "cumulative" else direct
         W = self.fixed_width(ro)
         pad = lambda x: torch.nn.functional.pad(x, (0, W - x.shape[1]))  # noqa: E731 (fixed width: refill concat)
-        rw.seq.update({"tp_adv": pad(adv), "tp_nonzero": (adv.abs() * mask).amax(-1) > 1e-8,
-                       "tp_thoughts": num.float(), "tp_bad_steps": torch.nan_to_num(bad, nan=0.0).sum(-1),
-                       "tp_table_gap": (cum - direct).abs().amax(-1)})
-        return rw
+        return RowValues(tp_adv=pad(adv), tp_nonzero=(adv.abs() * mask).amax(-1) > 1e-8, tp_thoughts=num.float(),
+                         tp_bad_steps=torch.nan_to_num(bad, nan=0.0).sum(-1),
+                         tp_table_gap=(cum - direct).abs().amax(-1))
 
-    def keep(self, ro: Rollouts, rw: Rewards) -> torch.Tensor:
-        keep = super().keep(ro, rw)
+    def keep(self, ro: Rollouts, rw: Rewards, gv: RowValues) -> torch.Tensor:
+        keep = super().keep(ro, rw, gv)
         if not self.tp["drop_zero_adv"] or self.tp["round_steps"] > 1:  # off-policy rounds drop rows instead
             return keep
         g = ro.group_ids.cpu()
         live = torch.zeros_like(g, dtype=torch.bool)
-        for gid in torch.unique(g[rw.seq["tp_nonzero"].cpu()]):
+        for gid in torch.unique(g[gv["tp_nonzero"].cpu()]):
             live |= g == gid
         dropped = torch.unique(g[keep.cpu()][~live[keep.cpu()]]).numel()
         self.metrics.add("tp_grpo/zero_adv_groups", float(dropped))
         return keep[live[keep.cpu()].to(keep.device)]
 
     def advantages(self, step: Step):
-        ro, rw = step.ro, step.rewards
-        real = step.real.to(rw.outcome.device)
+        ro, gv = step.ro, step.group_values
+        real = step.real.to(step.rewards.outcome.device)
         if bool(real.any()):
-            seq = {k: v[real] for k, v in rw.seq.items()}
-            self.metrics.write({"tp_grpo/thoughts": float(seq["tp_thoughts"].mean()),
-                                "tp_grpo/bad_steps": float(seq["tp_bad_steps"].mean()),
-                                "tp_grpo/table_gap": float(seq["tp_table_gap"].max())})
+            v = gv.select(real.nonzero().flatten())
+            self.metrics.write({"tp_grpo/thoughts": float(v["tp_thoughts"].mean()),
+                                "tp_grpo/bad_steps": float(v["tp_bad_steps"].mean()),
+                                "tp_grpo/table_gap": float(v["tp_table_gap"].max())})
         T = ro.response_ids.shape[1]
-        return rw.seq["tp_adv"][:, :T].to(ro.loss_mask.device) * ro.loss_mask, None
+        return gv["tp_adv"][:, :T].to(ro.loss_mask.device) * ro.loss_mask, None

@@ -62,14 +62,14 @@ def test_prime_prm_ratio_is_the_papers(tmp_path):
     """PRM lr = 2 x policy lr (1e-6 : 5e-7 in the paper) and 4 PRM updates per RL step by default."""
     cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8"], tmp_path)
     m = build(cfg)[0]
-    assert m.prm_lr == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
+    assert m.scorer.lr(cfg.optim.lr) == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
     m.aux = m.make_aux_optimizers()
     assert m.aux["prm_optimizer"].param_groups[0]["lr"] == pytest.approx(6e-5)
     ro = _rollouts(m, ["3+4-2=7-2\n7-2=5\n#### 5", "#### 4"] * 4, [0, 0, 0, 0, 1, 1, 1, 1])
     ref = m.logp_pass(m.prm_ref, ro, temperature=1.0)
-    _, metrics = m.update_prm(ro, ref, torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 1]), None)
+    _, metrics = m.scorer.train(m, ro, ref, torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 1]), None)
     assert metrics["prime/prm_updates"] == 4.0  # 8 rollouts in mini-batches of 2
-    assert m.prm_mini_batch(128) == 32 and m.prm_mini_batch(10) == 3
+    assert m.scorer.mini_batch(128) == 32 and m.scorer.mini_batch(10) == 3
 
 
 def test_drm_scoring_by_hand(tmp_path):
@@ -89,18 +89,20 @@ def test_drm_scoring_by_hand(tmp_path):
     try:
         ro = _rollouts(m, ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=1\n#### 1"]
                        + ["3+4-2=7-2\n7-2=4\n4=4\n#### 4"] * 7, [0, 0, 0] + [1] * 7)
-        rw = m.group_values(ro, m.score(ro, [Q]))
+        rw = m.score(ro, [Q])
+        gv = m.group_values(ro, rw)
     finally:
         m.teardown("fit")
     assert rw.outcome.tolist() == [1.0, 0.0, 0.0] + [0.0] * 7
     assert m.metrics.peek()["drm/coherence"] == pytest.approx((1.5 + 7 / 3) / 10, abs=1e-6)
     zc = 0.5 / math.sqrt(1 / 6)
-    assert rw.seq["drm_r"][:3].tolist() == pytest.approx([zc, 0.0, -zc], abs=1e-5)
-    assert torch.equal(rw.seq["drm_adv"][3:], torch.zeros(7))
-    rw.seq["drm_adv"], rw.seq["drm_r"] = rw.seq["drm_adv"][:3], rw.seq["drm_r"][:3]
-    ro = ro.select(torch.arange(3))
+    assert gv["drm_r"][:3].tolist() == pytest.approx([zc, 0.0, -zc], abs=1e-5)
+    assert torch.equal(gv["drm_adv"][3:], torch.zeros(7))
+    assert not {"drm_adv", "drm_r"} & set(rw.seq)  # group values are not rewards
+    first = torch.arange(3)
+    ro, rw, gv = ro.select(first), rw.select(first), gv.select(first)
     zo = [(2 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9), -(1 / 3) / math.sqrt(2 / 9)]
     want = [zo[0] + zc / (1 + 1e-6), zo[1], zo[2] - zc / (1 + 1e-6)]
-    assert rw.seq["drm_adv"].tolist() == pytest.approx(want, abs=1e-5)
-    adv, _ = m.advantages(Step([], ro, rw))
+    assert gv["drm_adv"].tolist() == pytest.approx(want, abs=1e-5)
+    adv, _ = m.advantages(Step([], ro, rw, group_values=gv))
     assert torch.allclose(adv, torch.tensor(want)[:, None] * ro.loss_mask, atol=1e-5)

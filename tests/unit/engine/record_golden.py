@@ -1,4 +1,13 @@
-"""Record the golden per-step ``train/loss`` lists of every RL algorithm's ``experiment=<algo>_tiny`` recipe.
+"""Record the golden per-step numbers of every RL algorithm's ``experiment=<algo>_tiny`` recipe.
+
+Per step: ``train/loss``, ``train/grad_norm`` (the mean over the step's optimiser updates of the policy's
+gradient norm before clipping), ``train/entropy`` (the policy's token entropy on the loss tokens: it covers the
+forward, the masks and the micro-batching where nothing else moves) and ``adv_abs_sum`` (the sum of
+``|advantage|`` over the loss tokens of the rows trained on, from the step's ``extras["advantages"]``). Several
+recipes' losses are ~1e-8 (RLOO, REINFORCE++, PRIME: whitened or leave-one-out advantages average to 0 over the
+batch) or 0, so the loss alone would let most changes to the rewards or the advantages through; the advantages'
+absolute sum and the gradient norm do not. E-GRPO's and SALT's tiny runs score 0 on all 8 rollouts of both
+steps (the tiny model finds no answer), so their advantages and gradients are 0 and only the entropy can move.
 
     PYTHONPATH=$PWD/src python tests/unit/engine/record_golden.py [--only grpo,prime,...]
 
@@ -39,17 +48,33 @@ EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
          **{a: _LIGHT for a in ("e_grpo", "empg", "pc_grpo", "ppr", "salt")}}
 
 
-def losses(algo: str, out: Path) -> list[float]:
-    """The per-step ``train/loss`` of ``experiment=<algo>_tiny`` run for STEPS steps in this process."""
+KEYS = ("train/loss", "train/grad_norm", "train/entropy", "adv_abs_sum")
+
+
+def numbers(algo: str, out: Path) -> dict[str, list[float | None]]:
+    """The per-step :data:`KEYS` of ``experiment=<algo>_tiny`` run for STEPS steps in this process (None where
+    a step does not log one)."""
     from steprl.train import build
     from tests.helpers import Recorder, compose_train
 
+    class Record(Recorder):  # the logged metrics, and the advantages' absolute sum from each step's outputs
+        adv: list[float | None] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            step = outputs["step"]
+            adv = step.extras.get("advantages")
+            self.adv.append(None if adv is None else float((adv.detach() * step.ro.loss_mask).abs().sum()))
+
     cfg = compose_train([f"experiment={algo}_tiny", *OVERRIDES, *EXTRA.get(algo, [])], out)
     module, data, trainer = build(cfg)
-    rec = Recorder()
+    rec = Record()
+    rec.adv = []
     trainer.callbacks.append(rec)
     trainer.fit(module, datamodule=data)
-    return [r["train/loss"] for r in rec.rows]
+    got = {k: [r.get(k) for r in rec.rows] for k in KEYS[:-1]}
+    got["adv_abs_sum"] = rec.adv
+    return got
 
 
 def main() -> None:
@@ -63,7 +88,7 @@ def main() -> None:
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     for algo in only:
         with tempfile.TemporaryDirectory() as tmp:
-            golden[algo] = losses(algo, Path(tmp))
+            golden[algo] = numbers(algo, Path(tmp))
         print(f"{algo}: {golden[algo]}", flush=True)
     GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1) + "\n")
 

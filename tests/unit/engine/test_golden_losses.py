@@ -1,7 +1,8 @@
 """Golden losses: every RL algorithm's ``experiment=<algo>_tiny`` recipe, run in this process for 2 steps from
-seed 0 with one torch thread (no validation, checkpoint or logger), logs the per-step ``train/loss`` recorded in
-``golden_losses.json`` bit for bit. A refactor of the engine or the configs must leave them identical; a change
-that is meant to move them re-records them, saying why in the commit:
+seed 0 with one torch thread (no validation, checkpoint or logger), logs the per-step ``train/loss``,
+``train/grad_norm``, ``train/entropy`` and the advantages' absolute sum recorded in ``golden_losses.json`` bit
+for bit (``record_golden.KEYS``; why each: the recorder's docstring). A refactor of the engine or the configs must
+leave them identical; a change that is meant to move them re-records them, saying why in the commit:
 
     PYTHONPATH=$PWD/src python tests/unit/engine/record_golden.py [--only grpo,prime,...]
 
@@ -15,7 +16,7 @@ import json
 
 import pytest
 
-from tests.unit.engine.record_golden import ALGOS, GOLDEN, STEPS, losses
+from tests.unit.engine.record_golden import ALGOS, GOLDEN, KEYS, STEPS, numbers
 
 RECORDED = json.loads(GOLDEN.read_text())
 
@@ -26,11 +27,14 @@ def test_every_rl_recipe_is_recorded():
     recipes = {p.stem[: -len("_tiny")] for p in (CONF / "experiment").glob("*_tiny.yaml")}
     assert set(ALGOS) == recipes - {"sft", "propa_puzzles", "league"}  # sft is not RL; the other two are variants
     assert set(RECORDED) == set(ALGOS)
-    assert all(len(RECORDED[a]) == STEPS for a in ALGOS)
+    assert all(set(RECORDED[a]) == set(KEYS) and all(len(v) == STEPS for v in RECORDED[a].values())
+               for a in ALGOS)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_golden_losses(algo, tmp_path):
-    got = losses(algo, tmp_path)
-    assert got == RECORDED[algo], (f"experiment={algo}_tiny: train/loss {got} != recorded {RECORDED[algo]}; "
-                                   f"re-record only if the change is meant to move them (record_golden.py --only {algo})")
+    got = numbers(algo, tmp_path)
+    for key in KEYS:
+        assert got[key] == RECORDED[algo][key], (
+            f"experiment={algo}_tiny: {key} {got[key]} != recorded {RECORDED[algo][key]}; re-record only if the "
+            f"change is meant to move them (record_golden.py --only {algo})")
