@@ -1,4 +1,4 @@
-"""DRM on-policy (Wang et al., 2025, "From <Answer> to <Think>"; spec ppr-tpgrpo-drm.md §3): GRPO whose
+"""DRM on-policy (Wang et al., 2025, "From <Answer> to <Think>"): GRPO whose
 advantage adds a ground-truth-free, dimension-level reward of the reasoning to the answer's.
 
     parse     R = reasoning span, A = answer span (``<think>…</think>`` / ``<answer>…</answer>`` tags, or

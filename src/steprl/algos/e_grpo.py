@@ -1,4 +1,4 @@
-"""E-GRPO: entity-aware GRPO for search agents (Zhao et al., 2025; spec prime-oreal-egrpo.md §3).
+"""E-GRPO: entity-aware GRPO for search agents (Zhao et al., 2025).
 
     γ_i   = share of the question's ground-truth entities found verbatim in rollout i's <think> texts
     R_i   = 1 if correct;  α · γ_i / max_j γ_j (over the whole group) if wrong;  0 on a format error or

@@ -1,4 +1,4 @@
-"""OREAL: Outcome REwArd-based reinforcement Learning (Lyu et al., 2025; spec prime-oreal-egrpo.md §2).
+"""OREAL: Outcome REwArd-based reinforcement Learning (Lyu et al., 2025).
 
     each step: n samples per prompt; R = +1 correct / -1 wrong (a truncated response is wrong)
                A = RLOO (or GRPO) of R over the whole group, before any filtering

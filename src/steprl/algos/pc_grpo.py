@@ -1,4 +1,4 @@
-"""PC-GRPO / PuzzleCraft (Samsung AI Center Toronto, arXiv 2512.14944 v2; spec empg-salt-propa-pcgrpo.md §4).
+"""PC-GRPO / PuzzleCraft (Samsung AI Center Toronto, arXiv 2512.14944 v2).
 
     each step: G rollouts per puzzle prompt; r_i = puzzle reward (binary, Jigsaw graded)
                [CARE]  p̄_i = exp(mean log π_ema over the answer tokens); r_i += 0.5·acc_i·1[accurate, confident]

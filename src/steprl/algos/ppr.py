@@ -1,4 +1,4 @@
-"""PPR: principle process rewards with ReNorm (spec ppr-tpgrpo-drm.md §1), PPO + GAE as in the reference code.
+"""PPR: principle process rewards with ReNorm (Xu et al., 2025), PPO + GAE as in the reference code.
 
     turns     k = 1..K of a trajectory; turn k's segment = its model text + the observation after it, and its
               boundary b_k = the segment's last token (the last turn ends at the last response token)

@@ -1,4 +1,4 @@
-"""PRIME: Process Reinforcement through IMplicit rEwards (Cui et al., 2025; spec prime-oreal-egrpo.md §1).
+"""PRIME: Process Reinforcement through IMplicit rEwards (Cui et al., 2025).
 
     π_θ, π_φ (implicit PRM), π_ref <- the same starting checkpoint
     each step: K samples per prompt; r_o from the verifier

@@ -1,4 +1,4 @@
-"""TP-GRPO (He et al., 2025, "Good Learners Think Their Thinking"; spec ppr-tpgrpo-drm.md §2).
+"""TP-GRPO (He et al., 2025, "Good Learners Think Their Thinking").
 
     for each round (``round_steps`` RL steps of prompts, rolled out with the current policy):
         outcome   r^o = ±1 from the verifier; r̂ = group-normalised r^o; r_c = α · acc_G     (ability-adaptive)

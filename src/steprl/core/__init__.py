@@ -98,7 +98,7 @@ __all__ = [
     "value_clip_loss",
 ]
 
-# PRIME and OREAL (spec prime-oreal-egrpo.md §1, §2)
+# PRIME (Cui et al., 2025) and OREAL (Lyu et al., 2025)
 from .oreal import (  # noqa: E402
     OREAL_SHAPINGS,
     oreal_importance_weights,

@@ -1,5 +1,5 @@
 """PPR's Principle Process Reward Model prompt and its ``<final_score>S,M</final_score>`` reply parser
-(spec ppr-tpgrpo-drm.md §1.4). The prompt is our paraphrase of the reference code's instructions."""
+(Xu et al., 2025, the principle judge's prompt). The prompt is our paraphrase of the reference code's instructions."""
 from __future__ import annotations
 
 import math

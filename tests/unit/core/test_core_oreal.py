@@ -1,4 +1,4 @@
-"""Hand-computed tests for steprl.core.oreal (spec prime-oreal-egrpo.md §2.9)."""
+"""Hand-computed tests for steprl.core.oreal (Lyu et al., 2025: the OREAL objective's terms, computed by hand)."""
 import math
 
 import pytest

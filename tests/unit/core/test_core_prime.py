@@ -1,4 +1,4 @@
-"""Hand-computed tests for steprl.core.prime (spec prime-oreal-egrpo.md §1.11 and the formulas of §1.3-1.5)."""
+"""Hand-computed tests for steprl.core.prime (Cui et al., 2025: the implicit process reward, Eq. 3, and the RLOO returns, Eq. 5)."""
 import pytest
 import torch
 

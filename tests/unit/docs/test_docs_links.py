@@ -54,10 +54,22 @@ def test_relative_links_resolve_inside_the_repository(md):
     assert broken_links(md) == []
 
 
+# a path into the specs folder, or a spec file's name with a section ("spec ppr-tpgrpo-drm.md §3")
+SPEC_CITE = re.compile(r"shared/specs|[a-z]+(?:-[a-z]+)+\.md\s*§")
+
+
 def test_no_doc_cites_the_spec_files():
-    hits = [str(p.relative_to(ROOT)) for p in md_files() if "shared/specs" in p.read_text(encoding="utf-8")]
-    hits += [str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*.py") if "shared/specs" in p.read_text(encoding="utf-8")]
+    """Docs, code and configs cite papers and equations, never the project's private spec files."""
+    files = [*md_files(), *(ROOT / "src").rglob("*.py"), *(ROOT / "conf").rglob("*.yaml"), *(ROOT / "tests").rglob("*.py")]
+    hits = [str(p.relative_to(ROOT)) for p in files
+            if p.name != "test_docs_links.py" and SPEC_CITE.search(p.read_text(encoding="utf-8"))]
     assert hits == []
+
+
+def test_the_spec_citation_pattern_catches_both_forms():
+    assert SPEC_CITE.search("(Wang et al., 2025; spec ppr-tpgrpo-drm.md §3)")
+    assert SPEC_CITE.search("see ../../shared/specs/prime.md")
+    assert not SPEC_CITE.search("(Wang et al., 2025, Eq. 3) and docs/algorithms/drm.md")
 
 
 def test_every_algorithm_has_a_page_in_the_index():
