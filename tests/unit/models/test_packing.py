@@ -153,21 +153,21 @@ def test_same_logp_entropy_and_gradients_as_padded(lora, share, monkeypatch, tin
 
 def test_training_steps_with_packing_and_a_token_budget(tmp_path, monkeypatch):
     """The RL step through ``update`` with ``batch.packed`` and ``batch.micro_batch_tokens``: drgrpo_tiny's
-    first loss equals the recorded golden loss of the padded, row-cut run up to float rounding (the weights, and
-    so the second step's samples, may then differ in the last bits)."""
+    first loss equals the recorded golden loss of the row-cut run (micro-batches of 4 rows) up to float rounding
+    (the weights, and so the second step's samples, may then differ in the last bits)."""
     import json
 
     import steprl.models.packing as packing
     import tests.unit.engine.record_golden as rg
-    from tests.unit.engine.record_golden import GOLDEN, losses
+    from tests.unit.engine.record_golden import GOLDEN, numbers
 
     cuts = []
     orig = packing.token_budget_chunks
     monkeypatch.setattr(packing, "token_budget_chunks", lambda t, b: cuts.append((t, b)) or orig(t, b))
     # drgrpo_tiny: minibatches of 8 rows of ~12 prompt + up to 32 response tokens; 120 tokens: 2-4 rows each
     monkeypatch.setattr(rg, "OVERRIDES", [*rg.OVERRIDES, "batch.packed=true", "batch.micro_batch_tokens=120"])
-    got = losses("drgrpo", tmp_path)
-    recorded = json.loads(GOLDEN.read_text())["drgrpo"]
+    got = numbers("drgrpo", tmp_path)["train/loss"]
+    recorded = json.loads(GOLDEN.read_text())["drgrpo"]["train/loss"]
     assert cuts and all(b == 120 for _, b in cuts)
     assert any(len(orig(t, b)) != len(t) // 4 for t, b in cuts)  # the budget cut otherwise than 4 rows
     # measured: -0.0063205208 vs -0.0063205212 recorded (7e-8 relative); a wrong mask or cut moves it by far more
