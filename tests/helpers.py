@@ -22,6 +22,10 @@ SHARED = ROOT.parent / "shared"
 SMOKE = ["batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=8", "batch.micro_batch_size=4",
          "rollout.max_new_tokens=32", "task.num_val=32"]
 
+# DRM recipes' relevance model is a trained sentence encoder (all-MiniLM-L6-v2 from the `steprl[drm]` extra, which the
+# test environment does not install): the tests swap in a small random-weight BERT built from config (plumbing only)
+TINY_RELEVANCE = "algo.relevance.tiny={hidden_size:32,num_layers:2,num_heads:2,intermediate_size:64}"
+
 
 def compose_train(overrides: list[str], out_dir: Path | None = None, config_name: str = "train") -> DictConfig:
     """The composed training config, with Hydra's runtime set so `${hydra:...}` interpolations resolve."""

@@ -218,6 +218,23 @@ def check_model_source(cfg: DictConfig, key: str = "model.path") -> None:
                       f"{path} --local-dir <dir>) and set {key}=<local dir>")
 
 
+def check_packaged_models(cfg: DictConfig) -> None:
+    """A ``pkg:<module>`` model (DRM's relevance encoder: all-MiniLM-L6-v2 from the ``steprl[drm]`` extra) whose
+    package is not installed fails now, naming the extra and the ``tiny`` stand-in."""
+    import importlib.util
+
+    for key in ("algo.relevance", "algo.coherence"):
+        node = OmegaConf.select(cfg, key)
+        if not isinstance(node, DictConfig) or node.get("tiny") is not None:
+            continue
+        path = node.get("path")
+        if isinstance(path, str) and path.startswith("pkg:") and importlib.util.find_spec(path[4:]) is None:
+            raise ConfigError(f"{key}.path={path} needs the package {path[4:]}, which is not installed: "
+                              f"pip install \"steprl[drm]\" (or set {key}.path to a local directory or a hub id; "
+                              f"{key}.tiny={{hidden_size:32,num_layers:2,num_heads:2,intermediate_size:64}} runs "
+                              f"a random-weight stand-in, a plumbing check, not a trained model)")
+
+
 # ------------------------------------------------------------------------------------------------ entry
 def preflight(cfg: DictConfig) -> DictConfig:
     """All checks in order; on resume the merged config. Exits with a one-line error on a ConfigError."""
@@ -232,6 +249,7 @@ def preflight(cfg: DictConfig) -> DictConfig:
         check_config(cfg)
         check_tracking_uri(cfg)
         check_model_source(cfg)
+        check_packaged_models(cfg)
     except ConfigError as e:
         fail(str(e))
     return cfg

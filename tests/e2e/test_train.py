@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from steprl.train import build, train
-from tests.helpers import CONF, Recorder, compose_train
+from tests.helpers import CONF, TINY_RELEVANCE, Recorder, compose_train
 
 # every algorithm's CPU recipe (league_tiny is a sweep over them, tested in tests/unit/config/test_league.py)
 ALGOS = sorted(p.stem[: -len("_tiny")] for p in (CONF / "experiment").glob("*_tiny.yaml") if p.stem != "league_tiny")
@@ -37,9 +37,10 @@ TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks.m
 # the recipe's 16 x 8
 SEARCH = {"e_grpo", "ppr", "empg", "salt"}
 # a PROPA step at its recipe's 16 questions (an MCTS each) takes ~55 s on the 2-core machine: 2 questions and
-# 4 MCTS iterations here
+# 4 MCTS iterations here; DRM's relevance model (the `steprl[drm]` extra) is swapped for the tests' tiny encoder
 LIGHT = {"propa": ["batch.prompts_per_step=2", "batch.minibatch_size=8", "batch.micro_batch_size=8",
-                   "algo.mcts.iterations=4"]}
+                   "algo.mcts.iterations=4"],
+         "drm": [TINY_RELEVANCE]}
 
 
 @pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) if a in SEARCH else a for a in ALGOS])

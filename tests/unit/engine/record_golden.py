@@ -43,6 +43,8 @@ OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar
 _LIGHT = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",
           "batch.micro_batch_size=8"]
 EXTRA = {"oreal": ["algo.token_rm.actor_freeze_steps=0"],
+         # the recipe's trained relevance encoder is the `steprl[drm]` extra: tests.helpers.TINY_RELEVANCE's stand-in
+         "drm": ["algo.relevance.tiny={hidden_size:32,num_layers:2,num_heads:2,intermediate_size:64}"],
          "propa": ["batch.prompts_per_step=2", "batch.minibatch_size=8", "batch.micro_batch_size=8",
                    "algo.mcts.iterations=4"],
          **{a: _LIGHT for a in ("e_grpo", "empg", "pc_grpo", "ppr", "salt")}}
