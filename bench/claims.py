@@ -149,8 +149,9 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "confidence, relevance and coherence supervision improves over outcome-only training",
           ARITH_LONG, {"drm": ("experiment=drm_tiny",), "grpo": ("experiment=grpo_tiny",)},
           (Compare("drm", "grpo", "held-out accuracy"),),
-          note="Relevance comes from drm_tiny's small encoder built from config (random weights, no download), "
-               "not the paper's trained sentence encoder; confidence and coherence (the rule judge) are real."),
+          note="Relevance comes from a trained sentence encoder (all-MiniLM-L6-v2, the steprl[drm] extra; the paper "
+               "does not name its encoder); confidence and coherence (the rule judge) are computed as the paper "
+               "defines them."),
     Claim("empg", "EMPG — Harnessing Uncertainty: Entropy-Modulated Policy Gradients for Long-Horizon LLM Agents "
           "(2025)",
           "EMPG achieves substantial performance gains and significantly outperforms strong policy gradient "
