@@ -111,17 +111,6 @@ def mean_over(points: list[tuple[float, float]], upto: float) -> float:
 
 def compose(overrides: list[str], out_dir: Path):
     """The composed training config (the tree `src/train.py` uses), with its output dir set to ``out_dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from steprl.config import compose_run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-        cfg.paths.root_output = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_run(overrides, out_dir)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import compose  # noqa: E402
+from steprl.config import compose_run  # noqa: E402
 
 
 def centred(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ def main(argv=None):
                  "++trainer.limit_val_batches=0", "++trainer.num_sanity_val_steps=0",
                  "++trainer.enable_progress_bar=false", *extra]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose(overrides, Path(tmp))
+        cfg = compose_run(overrides, Path(tmp))
         module, data, trainer = build(cfg)
         beta = float(module.scorer.cfg["beta"])
         t0 = time.time()

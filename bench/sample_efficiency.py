@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 #: the run docs/prime_oreal.md reports (5 arms x 3 seeds, 100 steps, on an H100): its results.json, kept here
 KEPT = ROOT / "bench" / "sample_efficiency_prime.json"
 
-from benchlib import compose, mean_std, rollouts_to_reach  # noqa: E402
+from benchlib import mean_std, rollouts_to_reach  # noqa: E402
+
+from steprl.config import compose_run  # noqa: E402
 
 ARMS = {
     "grpo": ["algo=grpo"],
@@ -55,7 +57,7 @@ def run_one(arm: str, seed: int, a, out: Path, bar) -> dict:
         f"batch.micro_batch_size={min(P * G, 32)}", f"trainer.max_steps={a.steps}",
         f"trainer.val_check_interval={a.val_every}", f"task.num_val={a.num_val}", f"val.batch_size={a.num_val}",
         "++trainer.enable_progress_bar=false", *a.extra]
-    cfg = compose(overrides, Path(a.work or out / "runs") / f"{arm}-s{seed}")
+    cfg = compose_run(overrides, Path(a.work or out / "runs") / f"{arm}-s{seed}")
 
     class Track(L.Callback):
         def __init__(self):

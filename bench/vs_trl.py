@@ -274,10 +274,7 @@ class Ours:
 
     def __init__(self, w: Workload | str, seed: int, out: Path, fast_decode: str | None = None,
                  compact: bool | None = None, extra: tuple[str, ...] = ()):
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import open_dict
+        from steprl.config import compose_run
 
         from steprl.train import build
 
@@ -298,13 +295,7 @@ class Ours:
             + ([f"rollout.compact={str(compact).lower()}"] if compact is not None else []) + list(extra)
         if compact is False:
             self.name = "steprl-nocompact"
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out)
-            cfg.paths.root_output = str(out)
-        HydraConfig.instance().set_config(cfg)
+        cfg = compose_run(overrides, out)
         import contextlib
         import io
         with contextlib.redirect_stdout(io.StringIO()):  # the start-up banner

@@ -27,7 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-CONF = ROOT / "conf"
 
 # the 15 RL algorithms, each with its own CPU recipe (experiment=<algo>_tiny: its task, warm start and settings)
 ALGOS = ("grpo", "rloo", "drgrpo", "reinforce_pp", "ppo", "prime", "ppr", "tp_grpo", "empg", "salt", "e_grpo",
@@ -56,35 +55,13 @@ def overrides(algo: str, device: str, precision: str) -> list[str]:
             *EXTRA.get(algo, [])]
 
 
-def compose(over: list[str], out_dir: Path):
-    """The training config for ``over``, as ``src/train.py`` composes it (Hydra's runtime set, so
-    ``${hydra:...}`` resolves), writing under ``out_dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from steprl.config import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=over, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-        cfg.paths.root_output = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def run(algo: str, device: str, precision: str, out_dir: Path, dry_run: bool) -> str:
     """One algorithm in one precision: compose, check, (unless ``dry_run``) train STEPS steps and check each."""
     import lightning as L
 
-    from steprl.config import check_config
+    from steprl.config import check_config, compose_run
 
-    cfg = compose(overrides(algo, device, precision), out_dir)
+    cfg = compose_run(overrides(algo, device, precision), out_dir)
     check_config(cfg)
     if cfg.trainer.accelerator != ("gpu" if device == "cuda" else "cpu"):
         raise AssertionError(f"{algo}: trainer.accelerator={cfg.trainer.accelerator} for --device {device}")

@@ -281,3 +281,27 @@ def banner(cfg: DictConfig, derived: dict[str, int]) -> str:
     keys = list(b) if "rollouts_per_step" in derived else ["prompts_per_step", "micro_batch_size"]
     parts = [f"{k}={b[k]}" for k in keys] + [f"{k}={v}" for k, v in derived.items()]
     return "[steprl] batch: " + ", ".join(parts)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's config tree (src/train.py's config_path)
+
+
+def compose_run(overrides: list[str], out_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    """The config ``src/train.py`` would compose from ``overrides``, for code that builds a run in-process (tests,
+    bench scripts, the GPU check): Hydra's runtime is set so ``${hydra:...}`` interpolations resolve, and with
+    ``out_dir`` the run's output dir is ``out_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    if out_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out_dir)
+            cfg.paths.root_output = str(out_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
