@@ -37,14 +37,27 @@ FP32_EPS = torch.finfo(torch.float32).eps  # 2^-23 = 2u, u the unit roundoff of 
 
 class Recorder(L.Callback):
     """Collects the logged metrics after every training step, and the last step's outputs (an RLModule's
-    ``Step`` under ``"step"``)."""
+    ``Step`` under ``"step"``).
+
+    A row holds Lightning's ``callback_metrics`` (the logged values, as Lightning stores them) without the keys
+    an earlier training step logged and this one did not: ``callback_metrics`` keeps a key's last value until it
+    is logged again, so a step that skipped its update would otherwise repeat the previous step's ``train/loss``.
+    An RLModule's outputs name the keys its step logged (``outputs["metrics"]``); keys no training step logs
+    (``val/acc``) stay, with the last validation's value."""
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
         self.outputs: dict | None = None
+        self.step_keys: set[str] = set()  # every key a training step has logged so far
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        logged = outputs.get("metrics") if isinstance(outputs, dict) else None
+        if logged is None:  # a module whose outputs do not name its step's keys (SFT): all of them
+            self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        else:
+            self.step_keys |= set(logged)
+            self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()
+                              if k in logged or k not in self.step_keys})
         self.outputs = outputs
 
 

@@ -18,7 +18,8 @@
 
 Every stage reads and fills the :class:`~steprl.algos.step.Step` and writes its metrics to ``self.metrics``
 (:class:`~steprl.algos.metrics.StepMetrics`), reduced over ranks and logged once per step.
-``training_step`` returns ``{"last_samples", "rac_candidates", "step"}`` to the callbacks (Lightning's ``outputs``).
+``training_step`` returns ``{"last_samples", "rac_candidates", "step", "metrics"}`` to the callbacks (Lightning's
+``outputs``; ``metrics``: what this step logged).
 The update: PPO epochs over shuffled minibatches (one optimiser update each), micro-batched, every loss
 normalised by the minibatch's GLOBAL token / sequence counts. The math lives in ``steprl.core``.
 """

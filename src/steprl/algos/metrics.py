@@ -134,7 +134,9 @@ class StepLogging:
         return {"last_samples": last, "rac_candidates": rac, "step": step}
 
     def finish(self, step: Step, t0: float) -> dict:
-        """Log the step's metrics (reduced over ranks) once; return the callbacks' outputs."""
+        """Log the step's metrics (reduced over ranks) once; return the callbacks' outputs, with the metrics
+        logged at this step under ``"metrics"`` (Lightning's ``callback_metrics`` keeps a key's last value until
+        it is logged again, e.g. ``train/loss`` over a step that skipped its update)."""
         elapsed = time.perf_counter() - t0
         self.metrics.write(step.timer.times)
         self.metrics.mean("time/step", elapsed)
@@ -143,4 +145,4 @@ class StepLogging:
         values = self.metrics.compute()
         self.metrics.reset()
         self.emit_metrics(values, bar=tuple(k for k in ("train/reward", "train/acc") if k in values))
-        return self.step_outputs(step)
+        return {**self.step_outputs(step), "metrics": values}
