@@ -47,8 +47,9 @@ def test_every_episode_and_document_round_trips(tok, task):
         assert tok.decode(ids(tok, d.text)) == d.text
 
 
-@pytest.mark.parametrize("text", ["", " ", "  \n\t x", "Zürich – 東京 ✓", "<think></think>", "</search></search>x",
-                                  "<information>Doc 1(Title: A) a.\n</information>\n\n", "a<b>c</d>e", "\x00\x7f"])
+@pytest.mark.parametrize("text", ["", " ", "  \n\t x", "Zürich – 東京 ✓", "<think></think>",
+                                  "</search></search>x", "<information>Doc 1(Title: A) a.\n</information>\n\n",
+                                  "a<b>c</d>e", "\x00\x7f"])
 def test_any_text_round_trips(tok, text):
     assert tok.decode(ids(tok, text)) == text
 
