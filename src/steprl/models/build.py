@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from steprl.models.paths import DTYPES as _DTYPES
 from steprl.models.paths import SHIPPED_PREFIX, resolve_path, shipped_model_dir  # noqa: F401  (re-exported)
-from steprl.models.tokenizer import build_byte_tokenizer
+from steprl.models.tokenizer import build_tiny_tokenizer
 
 def tiny_qwen2(vocab_size: int, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                num_kv_heads: int = 2, intermediate_size: int = 512, max_position_embeddings: int = 512,
@@ -36,7 +36,8 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
     """Return ``(model, tokenizer)``.
 
     Exactly one of ``path`` (a local directory, a hub id, or ``steprl:<name>`` for a shipped checkpoint)
-    and ``tiny`` (keyword arguments of :func:`tiny_qwen2`, with the byte tokenizer) must be given.
+    and ``tiny`` (keyword arguments of :func:`tiny_qwen2`, and ``tokenizer``: a name in
+    ``steprl.models.tokenizer.TINY_TOKENIZERS``, default ``bytes``) must be given.
     With ``tiny``, a ``vision`` dict builds a tiny Qwen2-VL instead (``steprl.models.vision``); a ``path`` whose
     config has a vision tower loads as an image-text-to-text model. ``image_processor`` is read by
     ``steprl.models.vision.load_processor`` (the pixel budget), not here.
@@ -58,19 +59,22 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
     if tiny is not None and vision is not None:
         from steprl.models.vision import build_vl_byte_tokenizer, tiny_qwen2_vl
 
+        tiny = dict(tiny)
+        if (tiny.pop("tokenizer", None) or "bytes") != "bytes":
+            raise ValueError("model.tiny.tokenizer: a tiny vision-language model has the byte tokenizer (bytes) only")
         tokenizer = build_vl_byte_tokenizer()
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)
-            model = tiny_qwen2_vl(tokenizer, attn_implementation=attn_implementation, vision=dict(vision),
-                                  **dict(tiny))
+            model = tiny_qwen2_vl(tokenizer, attn_implementation=attn_implementation, vision=dict(vision), **tiny)
         model = model.to(_DTYPES[dtype])
     elif tiny is not None:
-        tokenizer = build_byte_tokenizer()
+        tiny = dict(tiny)
+        tokenizer = build_tiny_tokenizer(tiny.pop("tokenizer", None) or "bytes")
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)
             model = tiny_qwen2(len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                               attn_implementation=attn_implementation, **dict(tiny))
+                               attn_implementation=attn_implementation, **tiny)
         model = model.to(_DTYPES[dtype])
     else:
         src = resolve_path(path)
