@@ -6,6 +6,7 @@ import inspect
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from steprl.config import ConfigError
 from steprl.models.paths import DTYPES as _DTYPES
 from steprl.models.paths import SHIPPED_PREFIX, resolve_path, shipped_model_dir  # noqa: F401  (re-exported)
 from steprl.models.tokenizer import build_tiny_tokenizer
@@ -47,21 +48,21 @@ def load_model(path: str | None = None, tiny: dict | None = None, dtype: str = "
     from steprl.models.lora import apply_lora, lora_enabled, quantization_config
 
     if quantization and not lora_enabled(lora):
-        raise ValueError(f"model.quantization={quantization} trains adapters on a frozen quantised base: "
+        raise ConfigError(f"model.quantization={quantization} trains adapters on a frozen quantised base: "
                          f"set model.lora.r > 0")
     if quantization and tiny is not None:
-        raise ValueError("model.quantization is for pretrained models (model.path), not model.tiny")
+        raise ConfigError("model.quantization is for pretrained models (model.path), not model.tiny")
     if (path is None) == (tiny is None):
-        raise ValueError("model: give exactly one of `model.path` (dir, hub id or steprl:<name>) "
+        raise ConfigError("model: give exactly one of `model.path` (dir, hub id or steprl:<name>) "
                          "and `model.tiny` (a size for a model built from config)")
     if dtype not in _DTYPES:
-        raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(_DTYPES)}")
+        raise ConfigError(f"model.dtype={dtype!r} is not one of {sorted(_DTYPES)}")
     if tiny is not None and vision is not None:
         from steprl.models.vision import build_vl_byte_tokenizer, tiny_qwen2_vl
 
         tiny = dict(tiny)
         if (tiny.pop("tokenizer", None) or "bytes") != "bytes":
-            raise ValueError("model.tiny.tokenizer: a tiny vision-language model has the byte tokenizer (bytes) only")
+            raise ConfigError("model.tiny.tokenizer: a tiny vision-language model has the byte tokenizer (bytes) only")
         tokenizer = build_vl_byte_tokenizer()
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)

@@ -5,10 +5,13 @@ step boundaries (newlines) fall exactly on token boundaries.
 """
 from __future__ import annotations
 
-import functools
+import importlib
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from steprl.config import ConfigError
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")
 
@@ -37,35 +40,40 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-# ------------------------------------------------------------------------ a word-piece tokenizer for search_qa
-SEARCH_QA_TAGS = ("<think>", "</think>", "<search>", "</search>", "<information>", "</information>",
-                  "<answer>", "</answer>")
-SEARCH_QA_VOCAB = 2048
+# ------------------------------------------------------------------------------ a word tokenizer from a corpus
 # Pre-tokens: a run of whitespace, a run of letters, or one other character. A space is never part of a word's
-# token, so a name is the same tokens after a space (in a question or a document) as after a tag (in a thought
-# or a query): copying it is copying token ids.
+# token, so a word is the same tokens after a space as after a tag: copying it is copying token ids.
 _PIECES = r"\s+|[A-Za-z]+|[^\sA-Za-z]"
 
 
-def _search_qa_corpus() -> list[str]:
-    """The text the search tokenizer is trained on, made in code: task=search_qa_tiny's knowledge base
-    (seed 0, its kb_size and name_syllables) — every document, every question and every scripted episode."""
-    from steprl.tasks.search_qa import SearchQATask
+def train_word_tokenizer(corpus: Iterable[str], tags: Sequence[str], vocab_size: int) -> str:
+    """A BPE tokenizer trained on ``corpus`` (deterministic, no download), as ``tokenizers`` JSON: the 4 special
+    tokens, the 256 byte symbols (so any text encodes and decodes exactly), merges up to ``vocab_size`` entries
+    (fewer once every word of the corpus is one token) and each of ``tags`` as one token. Spaces and punctuation
+    are tokens of their own (``_PIECES``). A task that wants one builds its corpus and wraps the JSON with
+    :func:`fast_tokenizer` (``model.tiny.tokenizer`` names that builder)."""
+    from tokenizers import AddedToken, Regex, trainers
 
-    task = SearchQATask(seed=0, kb_size={"people": 150, "companies": 50, "cities": 50, "countries": 10},
-                        num_val=128, prompt_template="Question: {question}\n", topk=1, max_turns=3)
-    samples = list(task.val_dataset()) + list(task.train_dataset())
-    return [d.text for d in task.docs] + [s.prompt + s.solution for s in samples]
+    if vocab_size < len(SPECIAL_TOKENS) + len(tags) + 256:
+        raise ConfigError(f"tokenizer vocab_size={vocab_size} is below its {len(SPECIAL_TOKENS) + len(tags) + 256} "
+                          "fixed entries (special tokens, tags, bytes)")
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_PIECES), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(tags), special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=_byte_alphabet(), show_progress=False)
+    core.train_from_iterator(corpus, trainer=trainer)
+    core.add_tokens([AddedToken(t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=False)
+                     for t in tags])
+    return core.to_str()
 
 
-def build_search_qa_tokenizer(vocab_size: int = SEARCH_QA_VOCAB) -> PreTrainedTokenizerFast:
-    """A BPE tokenizer for ``task=search_qa`` made in code (no download, deterministic): the 4 special tokens,
-    the 8 Search-R1 tags as single tokens, the 256 byte symbols (so any text encodes and decodes exactly) and
-    merges learned on :func:`_search_qa_corpus` up to ``vocab_size`` entries (fewer once every word of the
-    corpus is one token: 1736 in all), so each word of an entity name is one token. Spaces and punctuation are
-    tokens of their own (see ``_PIECES``)."""
+def fast_tokenizer(tokenizer_json: str) -> PreTrainedTokenizerFast:
+    """The HF tokenizer (left padding, the 4 special tokens) around a ``tokenizers`` JSON."""
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_search_qa_core(vocab_size)),
+        tokenizer_object=Tokenizer.from_str(tokenizer_json),
         pad_token="<pad>",
         eos_token="<eos>",
         bos_token="<bos>",
@@ -76,32 +84,18 @@ def build_search_qa_tokenizer(vocab_size: int = SEARCH_QA_VOCAB) -> PreTrainedTo
     return tok
 
 
-@functools.lru_cache(maxsize=2)
-def _search_qa_core(vocab_size: int) -> str:
-    """The trained ``tokenizers`` model as JSON (cached: building the corpus takes seconds)."""
-    from tokenizers import AddedToken, Regex, trainers
-
-    if vocab_size < len(SPECIAL_TOKENS) + len(SEARCH_QA_TAGS) + 256:
-        raise ValueError(f"search_qa tokenizer vocab_size={vocab_size} is below its 268 fixed entries")
-
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_PIECES), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SEARCH_QA_TAGS), special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=_byte_alphabet(), show_progress=False)
-    core.train_from_iterator(_search_qa_corpus(), trainer=trainer)
-    core.add_tokens([AddedToken(t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=False)
-                     for t in SEARCH_QA_TAGS])
-    return core.to_str()
-
-
-TINY_TOKENIZERS = {"bytes": build_byte_tokenizer, "bpe_search_qa": build_search_qa_tokenizer}
-
-
 def build_tiny_tokenizer(name: str) -> PreTrainedTokenizerFast:
-    """The tokenizer of a ``model.tiny`` model by name (``model.tiny.tokenizer``)."""
-    if name not in TINY_TOKENIZERS:
-        raise ValueError(f"model.tiny.tokenizer={name!r} is not one of {sorted(TINY_TOKENIZERS)}")
-    return TINY_TOKENIZERS[name]()
+    """The tokenizer of a ``model.tiny`` model (``model.tiny.tokenizer``): ``bytes``, or the dotted path of a
+    function that returns one (e.g. ``steprl.tasks.search_qa.search_qa_tokenizer``: a task's own word tokenizer,
+    named in the config as any ``_target_`` is, so this layer does not import the tasks)."""
+    if name == "bytes":
+        return build_byte_tokenizer()
+    module, _, attr = name.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), attr, None) if module else None
+    except ImportError:
+        fn = None
+    if not callable(fn):
+        raise ConfigError(f"model.tiny.tokenizer={name!r} is neither 'bytes' nor the dotted path of a tokenizer "
+                          "builder (e.g. steprl.tasks.search_qa.search_qa_tokenizer)")
+    return fn()

@@ -27,6 +27,7 @@ without an answer scores 0. Steps are agent turns, set by the AgentLoop (``split
 """
 from __future__ import annotations
 
+import functools
 import random
 import re
 import string
@@ -36,6 +37,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from steprl.models.tokenizer import fast_tokenizer, train_word_tokenizer
 from steprl.rewards.entities import thoughts
 from steprl.rollout.types import Sample
 from steprl.tasks.base import SampleListDataset, Task, read_jsonl_rows
@@ -238,6 +240,33 @@ def principle_judge(prompt: str | list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ jsonl loaders
+# ------------------------------------------------------------------ the search warm start's word tokenizer
+SEARCH_QA_TAGS = ("<think>", "</think>", "<search>", "</search>", "<information>", "</information>",
+                  "<answer>", "</answer>")
+SEARCH_QA_VOCAB = 2048
+
+
+def tokenizer_corpus() -> list[str]:
+    """The text the search tokenizer is trained on, made in code: task=search_qa_tiny's knowledge base
+    (seed 0, its kb_size and name_syllables) — every document, every question and every scripted episode."""
+    task = SearchQATask(seed=0, kb_size={"people": 150, "companies": 50, "cities": 50, "countries": 10},
+                        num_val=128, prompt_template="Question: {question}\n", topk=1, max_turns=3)
+    samples = list(task.val_dataset()) + list(task.train_dataset())
+    return [d.text for d in task.docs] + [s.prompt + s.solution for s in samples]
+
+
+@functools.lru_cache(maxsize=2)
+def _search_qa_tokenizer_json(vocab_size: int) -> str:
+    return train_word_tokenizer(tokenizer_corpus(), SEARCH_QA_TAGS, vocab_size)  # cached: the corpus takes seconds
+
+
+def search_qa_tokenizer(vocab_size: int = SEARCH_QA_VOCAB):
+    """``model.tiny.tokenizer=steprl.tasks.search_qa.search_qa_tokenizer``: the word tokenizer of the search warm
+    start (model=tiny_search_qa), trained on :func:`tokenizer_corpus` — every word of the knowledge base one token
+    (1736 entries in all), the 8 Search-R1 tags single tokens, any text encoded and decoded exactly."""
+    return fast_tokenizer(_search_qa_tokenizer_json(vocab_size))
+
+
 def load_qa_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """HotpotQA / NQ-style questions: ``question`` and ``answer`` | ``answers`` | ``golden_answers``."""
     out = []

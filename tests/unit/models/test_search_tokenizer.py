@@ -1,4 +1,4 @@
-"""model.tiny.tokenizer=bpe_search_qa: the word-piece tokenizer of the search warm start (model=tiny_search_qa).
+"""model.tiny.tokenizer=steprl.tasks.search_qa.search_qa_tokenizer: the word tokenizer of the search warm start (model=tiny_search_qa).
 
 It must give back every text exactly (the rollout decodes the agent's turns, the tool's documents are encoded
 into the response, the reward parsers read the decoded text), end a turn on a stop tag the way the engine
@@ -14,9 +14,9 @@ import torch
 
 from steprl.models import load_model
 from steprl.models.paths import shipped_model_dir
-from steprl.models.tokenizer import SEARCH_QA_TAGS, build_search_qa_tokenizer, build_tiny_tokenizer
+from steprl.models.tokenizer import build_tiny_tokenizer
 from steprl.rollout.agent import AgentLoop
-from steprl.tasks.search_qa import SearchQATask
+from steprl.tasks.search_qa import SEARCH_QA_TAGS, SearchQATask, search_qa_tokenizer
 from steprl.tasks.search_tools import SearchEnv
 from tests.scripted import ScriptedEngine
 
@@ -25,7 +25,7 @@ KB = {"people": 150, "companies": 50, "cities": 50, "countries": 10}
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_search_qa_tokenizer()
+    return search_qa_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +92,14 @@ def test_made_in_code_and_matches_the_shipped_warm_start(tok):
 
 
 def test_unknown_tokenizer_name_is_refused():
-    with pytest.raises(ValueError, match="model.tiny.tokenizer='bpe'.*bpe_search_qa"):
-        build_tiny_tokenizer("bpe")
+    from steprl.config import ConfigError
+
+    for bad in ("bpe", "steprl.tasks.search_qa.no_such_builder", "steprl.no_such_module.tokenizer"):
+        with pytest.raises(ConfigError, match=f"model.tiny.tokenizer='{bad}'.*search_qa_tokenizer"):
+            build_tiny_tokenizer(bad)
     with pytest.raises(ValueError, match="vision-language"):
         load_model(tiny=dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                             tokenizer="bpe_search_qa"), vision={})
+                             tokenizer="steprl.tasks.search_qa.search_qa_tokenizer"), vision={})
 
 
 def test_agent_loop_with_the_search_tokenizer(task):
@@ -104,7 +107,7 @@ def test_agent_loop_with_the_search_tokenizer(task):
     the turns are in the loss and the documents are not, token for token."""
     torch.set_num_threads(1)
     model, tok = load_model(tiny=dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                                      intermediate_size=64, tokenizer="bpe_search_qa"))
+                                      intermediate_size=64, tokenizer="steprl.tasks.search_qa.search_qa_tokenizer"))
     s = next(x for x in task.val_dataset() if x.meta["hops"] == 2)
     turns = [t for t, w in s.meta["solution_segments"] if w]
     script = lambda ctx, row: turns[ctx.count("<information>")]  # noqa: E731
