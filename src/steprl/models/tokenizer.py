@@ -28,16 +28,7 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        bos_token="<bos>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-    )
-    tok.padding_side = "left"
-    return tok
+    return fast_tokenizer(core)
 
 
 # ------------------------------------------------------------------------------ a word tokenizer from a corpus
@@ -70,10 +61,10 @@ def train_word_tokenizer(corpus: Iterable[str], tags: Sequence[str], vocab_size:
     return core.to_str()
 
 
-def fast_tokenizer(tokenizer_json: str) -> PreTrainedTokenizerFast:
-    """The HF tokenizer (left padding, the 4 special tokens) around a ``tokenizers`` JSON."""
+def fast_tokenizer(core: Tokenizer | str) -> PreTrainedTokenizerFast:
+    """The HF tokenizer (left padding, the 4 special tokens) around a ``tokenizers`` model (or its JSON)."""
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(tokenizer_json),
+        tokenizer_object=Tokenizer.from_str(core) if isinstance(core, str) else core,
         pad_token="<pad>",
         eos_token="<eos>",
         bos_token="<bos>",
