@@ -57,8 +57,9 @@ def test_every_tiny_experiment_runs(algo, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert module.val_history and module.val_history[-1][0] == 2
     if algo != "sft":
+        # over the steps (TP-GRPO's off-policy rounds roll out on a round's first step only)
         assert {"train/reward", "train/acc", "train/entropy", "train/clip_frac", "time/rollout", "time/update",
-                "perf/tokens_per_s", "reward/errors"} <= set(trained[-1])
+                "perf/tokens_per_s", "reward/errors"} <= set().union(*trained)
 
 
 def test_warm_start_is_better_than_scratch(tmp_path):
