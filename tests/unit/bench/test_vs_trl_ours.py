@@ -19,7 +19,9 @@ def test_ours_runs_two_steps_and_times_generation(tmp_path):
     torch.manual_seed(0)
     w = vs_trl.workload("small", None, None, tmp_path)
     w.prompts, w.micro = 2, 2 * vs_trl.G  # 2 prompts x G rows in one micro-batch: the shape is the point, not the size
-    ours = vs_trl.Ours(w, 0, tmp_path)
+    # --ours: Hydra overrides for our side only (here the padded update instead of the packed default)
+    ours = vs_trl.Ours(w, 0, tmp_path, extra=("batch.packed=false",))
+    assert ours.module.batch_cfg["packed"] is False
     times = ours.run(2)
     assert len(times) == 2 and all(t > 0 for t in times)
     # fixed-length config: every row generates exactly NEW_TOKENS tokens
