@@ -277,6 +277,35 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def run_key(cmd: str | list[str]) -> tuple[str, ...]:
+    """A run's identity: its command without the folder it wrote to. Two claims whose arms have the same
+    overrides, setting, budget and seed ask for the same run (GRPO on arith_long is the baseline of TP-GRPO, DRM
+    and PROPA), which is then made once."""
+    toks = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    return tuple(t for t in toks if not t.startswith("hydra.run.dir="))
+
+
+def claim_rows(claim: Claim, data: Path, budget: Budget | None = None, extra: list[str] = ()) -> list[dict]:
+    """The claim's own rows plus the runs other claims stored that are exactly one of its arms (see ``run_key``),
+    relabelled to this claim and arm, with ``shared_from`` naming the claim whose CSV holds them. ``budget`` and
+    ``extra``: the claim's budget (default: that of its own first row, or the rule's)."""
+    own = read_rows(data / f"{claim.key}.csv")
+    if budget is None:
+        budget, extra = budget_from_row(own[0]) if own else (Budget(), [])
+    have = {(r["arm"], r["seed"]) for r in own}
+    shared = []
+    for path in sorted(data.glob("*.csv")):
+        if path.stem == claim.key or path.stem not in CLAIMS:
+            continue
+        for r in read_rows(path):
+            for arm in claim.arms:
+                if (arm, r["seed"]) not in have and \
+                        run_key(r["command"]) == run_key(command(claim, arm, r["seed"], budget, list(extra), Path("."))):
+                    shared.append({**r, "claim": claim.key, "arm": arm, "shared_from": r["claim"]})
+                    have.add((arm, r["seed"]))
+    return own + shared
+
+
 def append_row(path: Path, row: dict) -> None:
     new = not path.exists()
     if not new:
@@ -534,6 +563,10 @@ def detail(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str)
     L += ["", f"Command: `{cmd}`", ""]
     if rows:
         L += [f"Code measured: commit {', '.join(sorted({r['commit'] for r in rows}))}.", ""]
+        shared = sorted({(r["arm"], r["shared_from"]) for r in rows if r.get("shared_from")})
+        if shared:
+            L += ["Shared runs (the same command, made once): " + "; ".join(
+                f"`{arm}` is `bench/claims/{src}.csv`'s runs of it" for arm, src in shared) + ".", ""]
         if (ob := budget_from_row(rows[0])[0]).old_shape():
             L += [f"**{old_shape(ob)}**: these runs are kept as they were measured; the rule's budget is "
                   f"{Budget.prompts} prompts × G = {Budget.samples} a step, {Budget.steps} RL steps, greedy val on "
@@ -606,7 +639,9 @@ order and initial sampling seed, so differences are paired per seed). Each arm i
 algorithm's `experiment=<algo>_tiny` recipe plus, for an ablation, the one switch the ablation is about; no arm is
 tuned alone. The recipes keep each paper's defaults (`algo=<algo>`) at the policy learning rate 3e-5; an auxiliary
 model learns at the paper's ratio to it (PRIME's PRM 2×, OREAL's token RM 4×, a PPO critic 10×). The claim's warm
-start, task and budget are then set on every arm alike. The baseline is the method the paper compares against.
+start, task and budget are then set on every arm alike. The baseline is the method the paper compares against;
+a baseline that is the same run in several claims (GRPO on `arith_long` for TP-GRPO, DRM and PROPA: the same
+command, seed for seed) is made once and read by each.
 Runs stored under an older shape keep their numbers and say so.
 
 **Statistic.** Held-out greedy accuracy (`val/acc`) at the last step, unless the claim is about sample efficiency:
@@ -634,7 +669,7 @@ page from them with `python bench/claims.py --report`.
 def write_docs(budget: Budget, seeds: list[int], extra: list[str], data: Path = DATA, doc: Path = DOC) -> str:
     rows_md, details = [], []
     for claim in CLAIMS.values():
-        rows = read_rows(data / f"{claim.key}.csv")
+        rows = claim_rows(claim, data)
         fig = os.path.relpath(data / f"{claim.key}.png", doc.parent)
         res = analyse(claim, rows) if rows else None
         b, ex = (budget, extra)
@@ -710,12 +745,16 @@ def main(argv=None) -> int:
         bkey = budget_key(claim, budget, a.extra)
         rows = read_rows(data / f"{k}.csv")
         other = {r["budget"] for r in rows} - {bkey}
+        rows += claim_rows(claim, data, budget, a.extra)[len(rows):]    # runs another claim made of one of its arms
         if other:
             raise SystemExit(f"{data / k}.csv holds runs with another setting/budget ({sorted(other)[0]!r}), "
                              f"not {bkey!r}: rerun with the same --steps/--val-every/--num-val/overrides, or move "
                              f"the CSV away to start afresh")
         done = {(r["arm"], r["seed"]) for r in rows}
         todo += [(claim, arm, s, bkey) for s in seeds for arm in claim.arms if (arm, s) not in done]
+    seen = set()     # a run two claims ask for in this call is made once (the other claim reads it: claim_rows)
+    todo = [t for t in todo if not (k := run_key(command(t[0], t[1], t[2], budget, a.extra, work))) in seen
+            and not seen.add(k)]
     if a.dry_run:
         for claim, arm, s, _ in todo:
             print(shlex.join(command(claim, arm, s, budget, a.extra, work)))

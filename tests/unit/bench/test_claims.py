@@ -249,3 +249,39 @@ def test_docs_from_csvs(tmp_path):
     prime = next(line for line in text.splitlines() if line.startswith("| PRIME"))
     assert "not yet run: `nice -n 10 python bench/claims.py --claims prime --seeds 0,1,2,3,4 --steps 100" in prime
     assert "Every arm ends below" not in text                  # both arms gained over the warm start (0.4)
+
+
+def test_a_run_two_claims_ask_for_is_made_once(capsys, tmp_path):
+    """GRPO on arith_long is the baseline of TP-GRPO and DRM: DRM reuses TP-GRPO's stored GRPO runs (same command
+    but the output folder), and says so; a run with another override is not reused."""
+    b = cl.Budget(steps=4, val_every=4, num_val=8)
+    tp, drm = cl.CLAIMS["tp_grpo"], cl.CLAIMS["drm"]
+    for s, acc in enumerate([0.45, 0.46, 0.47, 0.50, 0.44]):
+        row = _row("tp_grpo", "grpo", s, [(0, 0.4), (4, acc)], budget=cl.budget_key(tp, b, []))
+        row["command"] = cl.shlex.join(cl.command(tp, "grpo", s, b, [], tmp_path / "w"))
+        cl.append_row(tmp_path / "tp_grpo.csv", row)
+    odd = _row("tp_grpo", "grpo", 9, [(0, 0.4), (4, 0.9)], budget=cl.budget_key(tp, b, []))
+    odd["command"] = cl.shlex.join(cl.command(tp, "grpo", 9, b, [], tmp_path / "w")).replace("seed=9", "seed=9 x=1")
+    cl.append_row(tmp_path / "tp_grpo.csv", odd)
+    out = _dry(capsys, tmp_path, "--claims", "drm", "--seeds", "0,1,2,3,4,9", "--steps", "4", "--val-every", "4",
+               "--num-val", "8")
+    assert [o.split("hydra.run.dir=")[1] for o in out] == [
+        *(f"outputs/claims/drm/drm-seed{s}" for s in (0, 1, 2, 3, 4)), "outputs/claims/drm/drm-seed9",
+        "outputs/claims/drm/grpo-seed9"]
+    rows = cl.claim_rows(drm, tmp_path, b, [])
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("grpo", s) for s in range(5)]
+    assert {r["shared_from"] for r in rows} == {"tp_grpo"} and {r["claim"] for r in rows} == {"drm"}
+    for s, acc in enumerate([0.50, 0.52, 0.48, 0.55, 0.50]):
+        cl.append_row(tmp_path / "drm.csv", _row("drm", "drm", s, [(0, 0.4), (4, acc)],
+                                                 budget=cl.budget_key(drm, b, [])))
+    text = cl.write_docs(cl.Budget(), [0, 1, 2, 3, 4], [], data=tmp_path, doc=tmp_path / "docs" / "claims.md")
+    row = next(line for line in text.splitlines() if line.startswith("| DRM"))
+    assert "held-out accuracy: +0.046 [+0.020, +0.072] → reproduced" in row   # the same numbers as test_docs_from_csvs
+    assert "`grpo` is `bench/claims/tp_grpo.csv`'s runs of it" in text
+
+
+def test_a_run_two_claims_ask_for_in_one_call_is_listed_once(capsys, tmp_path):
+    out = _dry(capsys, tmp_path, "--claims", "drm,tp_grpo", "--seeds", "0", "--steps", "4", "--val-every", "4",
+               "--num-val", "8")
+    assert [o.split("hydra.run.dir=")[1] for o in out] == [
+        "outputs/claims/drm/drm-seed0", "outputs/claims/drm/grpo-seed0", "outputs/claims/tp_grpo/tp_grpo-seed0"]
