@@ -166,10 +166,13 @@ MOVED_KEYS = {
 }
 
 
-def moved(name: str) -> str | None:
-    """Where the dotted key ``name`` (or a node above it) moved to, or None."""
+def moved(name: str, cfg: DictConfig | None = None) -> str | None:
+    """Where the dotted key ``name`` (or a node above it) moved to, or None; with ``cfg``, None as well where
+    the old node is still in ``cfg`` (another algorithm's node of that name, e.g. PROPA's own ``algo.prm``)."""
     for old, new in MOVED_KEYS.items():
         if name == old or name.startswith(old + "."):
+            if cfg is not None and OmegaConf.select(cfg, old) is not None:
+                return None
             return new + name[len(old):]
     return None
 

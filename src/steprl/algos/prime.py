@@ -57,10 +57,10 @@ class PRIME(AuxOptimizers, RLModule):
     # ------------------------------------------------------------------------------------ the paper's step
     def dense_rewards(self, step: Step) -> None:
         """The implicit PRM as the step's token scorer: ``r_t = β q_t`` (trained on this batch first, unless
-        ``algo.prm.train_order=after_policy``)."""
+        ``reward.token.train_order=after_policy``)."""
         super().dense_rewards(step)
         self.scorer.score(self, step)
 
     def after_update(self, step: Step) -> None:
-        """``algo.prm.train_order=after_policy``: the PRM trains on the step's rollouts after the policy."""
+        """``reward.token.train_order=after_policy``: the PRM trains on the step's rollouts after the policy."""
         self.scorer.after_update(self, step)

@@ -38,7 +38,7 @@ def test_prime_advantage_path_by_hand(tmp_path):
     returns-to-go (gamma 1) put each row's value on all its L tokens. A third group of seven outcomes of 0.1 (code
     rewards) has returns of exactly 0 (item 4; float32 statistics gave -8.7e-9). Whitened over the 15L tokens: mean 0, unbiased
     variance L (1 + 3/9 + 4 * 4/9) / (15L - 1) = (28/9) L / (15L - 1)."""
-    cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8", "algo.prm.update=none"], tmp_path)
+    cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8", "reward.token.update=none"], tmp_path)
     m = build(cfg)[0]
     texts = ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=7-2\n7-2=6\n#### 6",
              "3+4-2=7-2\n7-2=3\n#### 3"]
