@@ -88,8 +88,8 @@ def test_orders_agree_with_one_prm_update_a_step(tmp_path):
 def test_after_policy_needs_the_single_forward(tmp_path):
     cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=after_policy", "reward.token.update=before"],
                         tmp_path)
-    with pytest.raises(ConfigError, match=r"algo\.prm\.train_order=after_policy .* algo\.prm\.update=after"):
+    with pytest.raises(ConfigError, match=r"reward\.token\.train_order=after_policy .* reward\.token\.update=after"):
         build(cfg)
     cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=later"], tmp_path)
-    with pytest.raises(ConfigError, match=r"algo\.prm\.train_order='later' is not one of"):
+    with pytest.raises(ConfigError, match=r"reward\.token\.train_order='later' is not one of"):
         build(cfg)
