@@ -98,7 +98,8 @@ def test_paper_recipes_compose_with_the_papers_hyperparameters():
     assert p.algo._target_.endswith("prime.PRIME") and p.model.path == "PRIME-RL/Eurus-2-7B-SFT"
     assert (p.batch.prompts_per_step, p.batch.samples_per_prompt, p.batch.minibatch_size) == (256, 4, 256)
     assert p.optim.lr == 5e-7 and p.reward.token.lr == 1e-6 and p.reward.token.beta == 0.05
-    assert p.reward.token.max_grad_norm == 10.0 and p.reward.token.mini_batch_size == 256 and p.reward.token["update"] == "after"
+    t = p.reward.token
+    assert t.max_grad_norm == 10.0 and t.mini_batch_size == 256 and t["update"] == "after"
     assert list(p.algo.filters.acc_band) == [0.2, 0.8] and p.algo.filters.drop_truncated
     assert p.algo.kl.coef == 0.0 and p.algo.loss.clip_eps_low == 0.2
     assert p.advantage._target_.endswith("PrimeAdvantage") and p.advantage.form == "code" and p.advantage.whiten
@@ -146,7 +147,8 @@ def test_prime_prm_update_timing(update, loss, tmp_path):
     """after: rewards from the PRM before its step (single forward); before: from the updated PRM;
     none: the PRM never changes. ref_type=policy uses the policy's own log-probs as π_ref."""
     cfg = compose_train([*COMMON, "experiment=prime_tiny", f"reward.token.update={update}", f"reward.token.loss={loss}",
-                         "reward.token.lr=1e-2", "reward.token.mini_batch_size=null", "reward.token.updates_per_step=1"], tmp_path)
+                         "reward.token.lr=1e-2", "reward.token.mini_batch_size=null",
+                         "reward.token.updates_per_step=1"], tmp_path)
     module, _, _ = build(cfg)
     module.aux = module.make_aux_optimizers()
     ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)

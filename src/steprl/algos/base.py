@@ -95,7 +95,7 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         self.reward_parts = build_reward(reward)
         if self.reward_parts.token is not None and not self.takes_token_scorer:
             raise ConfigError(f"reward.token ({type(self.reward_parts.token).__name__}) is a token scorer, which "
-                              f"{type(self).__name__} does not use: drop it (reward/token=null) or use an algorithm "
+                              f"{type(self).__name__} does not use: drop it (~reward/token) or use an algorithm "
                               f"that takes one (algo=prime)")
         check_kl_in_reward(self.kl_cfg, self.advantage_fn, type(self).__name__, self.kl_in_reward_supported)
         self.log_samples = log_samples

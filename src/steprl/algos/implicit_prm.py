@@ -58,7 +58,8 @@ class ImplicitPRM:
         if mbs is not None and (not isinstance(mbs, int) or mbs < 1):
             raise ConfigError(f"reward.token.mini_batch_size must be a positive integer or null, got {mbs!r}")
         if mbs is None and (not isinstance(ups, int) or ups < 1):
-            raise ConfigError(f"reward.token.updates_per_step must be a positive integer (used when reward.token.mini_batch_size "
+            raise ConfigError(f"reward.token.updates_per_step must be a positive integer (used when "
+                              f"reward.token.mini_batch_size "
                               f"is null), got {ups!r}")
         if c["lr"] is None and not float(c["lr_ratio"]) > 0:
             raise ConfigError(f"reward.token.lr_ratio must be > 0 when reward.token.lr is null, got {c['lr_ratio']!r}")
@@ -68,7 +69,8 @@ class ImplicitPRM:
         return self.cfg["train_order"] == "after_policy" and self.cfg["update"] != "none"
 
     def lr(self, policy_lr: float) -> float:
-        """``reward.token.lr``, or ``reward.token.lr_ratio`` x the policy's lr when it is null (paper: 1e-6 = 2 x 5e-7)."""
+        """``reward.token.lr``, or ``reward.token.lr_ratio`` x the policy's lr when it is null (paper: 1e-6 =
+        2 x 5e-7)."""
         c = self.cfg
         return float(c["lr"]) if c["lr"] is not None else float(c["lr_ratio"]) * float(policy_lr)
 

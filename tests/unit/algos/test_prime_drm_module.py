@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from steprl.algos.implicit_prm import ImplicitPRM
 from steprl.algos.step import Step
 from steprl.algos.base import Rewards
 from steprl.rollout.types import Rollouts, Sample
@@ -62,6 +64,9 @@ def test_prime_prm_ratio_is_the_papers(tmp_path):
     """PRM lr = 2 x policy lr (1e-6 : 5e-7 in the paper) and 4 PRM updates per RL step by default."""
     cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8"], tmp_path)
     m = build(cfg)[0]
+    token = OmegaConf.to_container(cfg.reward.token)  # the scorer is reward.token's, handed to the module
+    assert type(m.scorer) is ImplicitPRM and token.pop("_target_") == "steprl.algos.implicit_prm.ImplicitPRM"
+    assert m.scorer.cfg == token
     assert m.scorer.lr(cfg.optim.lr) == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
     m.aux = m.make_aux_optimizers()
     assert m.aux["prm_optimizer"].param_groups[0]["lr"] == pytest.approx(6e-5)

@@ -15,7 +15,8 @@ from tests.unit.engine.record_golden import EXTRA, OVERRIDES
 TEXTS = ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=1\n#### 1", "#### 5"]
 OUTCOME = torch.tensor([1.0, 0, 0, 1, 1, 0, 1, 0])
 # β q unscaled (norm none), every token its own reward, a PRM lr that moves it visibly, 2 PRM mini-batches of 4 rows
-PRM = ["reward.token.norm=none", "reward.token.granularity=token", "reward.token.lr=1e-2", "reward.token.mini_batch_size=null",
+PRM = ["reward.token.norm=none", "reward.token.granularity=token", "reward.token.lr=1e-2",
+       "reward.token.mini_batch_size=null",
        "reward.token.updates_per_step=2"]
 
 
@@ -86,7 +87,8 @@ def test_orders_agree_with_one_prm_update_a_step(tmp_path):
 
 
 def test_after_policy_needs_the_single_forward(tmp_path):
-    cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=after_policy", "reward.token.update=before"],
+    cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=after_policy",
+                         "reward.token.update=before"],
                         tmp_path)
     with pytest.raises(ConfigError, match=r"reward\.token\.train_order=after_policy .* reward\.token\.update=after"):
         build(cfg)

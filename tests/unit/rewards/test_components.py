@@ -23,9 +23,10 @@ Q = Sample(prompt="3+4-2=\n", answer="5")
 @pytest.mark.parametrize("choice, workers", [("inline", 0), ("pool", 2)])
 def test_reward_choice_gives_its_pool(choice, workers):
     cfg = compose_train([f"reward={choice}"])
-    assert OmegaConf.to_container(cfg.reward.pool) == {"num_workers": workers, "timeout_s": 10.0, "mp_context": "spawn"}
+    pool = {"num_workers": workers, "timeout_s": 10.0, "mp_context": "spawn"}
+    assert OmegaConf.to_container(cfg.reward.pool) == pool
     parts = build_reward(cfg.reward)
-    assert parts.pool == {"num_workers": workers, "timeout_s": 10.0, "mp_context": "spawn"}
+    assert parts.pool == pool
     assert parts.outcome is None and parts.step is None and parts.token is None
     task = hydra.utils.instantiate(cfg.task)
     assert parts.outcome_fn(task) == task.verify  # null outcome: the task's own verifier
@@ -43,12 +44,14 @@ def test_misspelt_reward_keys_are_named():
     cfg = compose_train(["reward=pool"])
     with open_dict(cfg):
         cfg.reward.pool.timout_s = 5
-    with pytest.raises(ConfigError, match=r"reward\.pool\.timout_s is not a key of reward\.pool: did you mean timeout_s\?"):
+    with pytest.raises(ConfigError, match=r"reward\.pool\.timout_s is not a key of reward\.pool: did you mean "
+                                          r"timeout_s\?"):
         check_config(cfg)
-    with pytest.raises(ConfigError, match=r"reward\.scorer is not a key of reward: .*valid: \['outcome', 'pool', 'step', "
-                                          r"'token'\]"):
+    with pytest.raises(ConfigError, match=r"reward\.scorer is not a key of reward: .*valid: "
+                                          r"\['outcome', 'pool', 'step', 'token'\]"):
         build_reward({"scorer": None})
-    with pytest.raises(ConfigError, match=r"reward\.token\.betta is not a key of reward\.token: did you mean beta or betas\?"):
+    with pytest.raises(ConfigError, match=r"reward\.token\.betta is not a key of reward\.token: did you mean beta "
+                                          r"or betas\?"):
         build_reward({"token": {"_target_": "steprl.algos.implicit_prm.ImplicitPRM", "betta": 0.1}})
     with pytest.raises(ConfigError, match=r"reward\.token has unknown keys \['betta'\]"):  # built without a config
         ImplicitPRM(betta=0.1)
@@ -84,3 +87,18 @@ def test_outcome_verifier_by_target_replaces_the_tasks():
     results, counts = grade(task, [Q], [["5", "so 5", "4"]], reward=cfg.reward)  # steprl.eval, reward=pool there
     assert counts == {"errors": 0, "timeouts": 0}
     assert results[0].scores == [1.0, 0.25, 0.0] and results[0].correct == [True, False, False]
+
+
+def test_a_token_scorer_goes_where_it_is_used(tmp_path):
+    """A token scorer with an algorithm that has none stops at start-up (it would be built and never applied);
+    PRIME without its implicit PRM stops too."""
+    from steprl.train import build
+
+    cfg = compose_train(["algo=grpo", "reward/token=implicit_prm", "logger=none", "task.num_val=8"], tmp_path)
+    with pytest.raises(ConfigError, match=r"reward\.token \(ImplicitPRM\) is a token scorer, which GRPO does not use"):
+        build(cfg)
+    cfg = compose_train(["algo=prime", "~reward/token", "logger=none", "task.num_val=8"], tmp_path)
+    assert cfg.reward.token is None
+    with pytest.raises(ConfigError, match=r"algo=prime needs the implicit PRM as its token scorer "
+                                          r"\(reward/token=implicit_prm\), got reward\.token=None"):
+        build(cfg)
