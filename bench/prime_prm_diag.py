@@ -2,7 +2,7 @@
 above its wrong ones, and does it track response length instead?
 
     python bench/prime_prm_diag.py --steps 12                       # league budget: 16 x 8, PRM lr 2 x policy
-    python bench/prime_prm_diag.py --steps 6 algo.prm.beta=1.0      # any extra Hydra override after the flags
+    python bench/prime_prm_diag.py --steps 6 reward.token.beta=1.0      # any extra Hydra override after the flags
 
 Each RL step it records, for every response: its length, its outcome, the log-likelihood under the frozen
 reference ``Σ_t log π_ref``, and the PRM's score ``Σ_t q_t`` (q = log π_φ - log π_ref) three times: before the

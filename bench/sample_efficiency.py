@@ -33,13 +33,13 @@ from steprl.config import compose_run  # noqa: E402
 ARMS = {
     "grpo": ["algo=grpo"],
     "rloo": ["algo=rloo"],
-    "prime": ["algo=prime", "algo.filters.max_refill_rounds=0", "algo.prm.lr=6e-5"],
+    "prime": ["algo=prime", "algo.filters.max_refill_rounds=0", "reward.token.lr=6e-5"],
     "prime_outcome": ["algo=prime", "algo.filters.max_refill_rounds=0", "advantage.process_coef=0",
-                      "algo.prm.update=none"],
+                      "reward.token.update=none"],
     # PRIME variants for the tiny setting (not run by default): a larger beta for ~25-token answers (the paper's
     # 0.05 is for ~1000-token ones, so sigma(beta * sum q) needs a much larger log-ratio here), a smaller PRM lr
-    "prime_beta1": ["algo=prime", "algo.filters.max_refill_rounds=0", "algo.prm.lr=6e-5", "algo.prm.beta=1.0"],
-    "prime_lowlr": ["algo=prime", "algo.filters.max_refill_rounds=0", "algo.prm.lr=6e-6"],
+    "prime_beta1": ["algo=prime", "algo.filters.max_refill_rounds=0", "reward.token.lr=6e-5", "reward.token.beta=1.0"],
+    "prime_lowlr": ["algo=prime", "algo.filters.max_refill_rounds=0", "reward.token.lr=6e-6"],
     "oreal": ["algo=oreal", "algo.token_rm.lr=1e-3", "algo.token_rm.actor_freeze_steps={freeze}"],
 }
 

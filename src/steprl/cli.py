@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from steprl.config import ConfigError, check_config
+from steprl.config import ConfigError, check_config, moved
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 #: top-level nodes that must be mappings; a ``node=value`` override of one of them replaces it with a string
@@ -118,6 +118,9 @@ def explain_override_error(message: str, overrides: list[str]) -> str | None:
         cfg = compose("train", overrides=rest)
     except Exception:
         return None
+    new = moved(key, cfg)
+    if new:  # a key of before, set where it used to be
+        return f"{key} is now {new}"
     near = near_keys(cfg, key)
     hint = f"; keys near it: {', '.join(near)}" if near else ""
     return (f"{key} is not a key of this config{hint}. (Adding a new key with +{key}=... is only for keys the "

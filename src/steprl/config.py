@@ -157,6 +157,26 @@ def _kind(value) -> str | None:
     return None
 
 
+#: keys that moved, old dotted name -> new: a recipe or command line that still sets one is told where it went
+MOVED_KEYS = {
+    "reward.num_workers": "reward.pool.num_workers",
+    "reward.timeout_s": "reward.pool.timeout_s",
+    "reward.mp_context": "reward.pool.mp_context",
+    "algo.prm": "reward.token",
+}
+
+
+def moved(name: str, cfg: DictConfig | None = None) -> str | None:
+    """Where the dotted key ``name`` (or a node above it) moved to, or None; with ``cfg``, None as well where
+    the old node is still in ``cfg`` (another algorithm's node of that name, e.g. PROPA's own ``algo.prm``)."""
+    for old, new in MOVED_KEYS.items():
+        if name == old or name.startswith(old + "."):
+            if cfg is not None and OmegaConf.select(cfg, old) is not None:
+                return None
+            return new + name[len(old):]
+    return None
+
+
 def check_node_keys(given: DictConfig, schema: DictConfig, where: str) -> list[str]:
     """Problems of ``given`` against ``schema``, each naming the dotted key: keys the schema does not declare
     (with their close matches), and values whose type differs from the declared default's (null is always
@@ -168,6 +188,9 @@ def check_node_keys(given: DictConfig, schema: DictConfig, where: str) -> list[s
         key = str(key)
         name = f"{where}.{key}"
         if key not in schema:
+            if moved(name):
+                problems.append(f"{name} is now {moved(name)}")
+                continue
             near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(near)}? " if near else ""
             problems.append(f"{name} is not a key of {where}: {hint}valid: {sorted(valid)}")
@@ -206,9 +229,50 @@ def check_algo_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"{problems[0]}{more}  [algo={name}]")
 
 
+REWARD_DIR = Path(__file__).resolve().parents[2] / "conf" / "reward"
+
+
+def reward_pool_defaults() -> dict:
+    """``reward.pool`` of ``reward=inline`` (``conf/reward/inline.yaml``), where its defaults are written."""
+    return OmegaConf.to_container(OmegaConf.load(REWARD_DIR / "inline.yaml").pool)
+
+
+def token_defaults(name: str) -> dict:
+    """The keys and defaults of the token scorer ``reward/token=<name>`` (``conf/reward/token/<name>.yaml``)
+    without its ``_target_``: what a scorer built without a composed config fills missing keys with."""
+    node = OmegaConf.to_container(OmegaConf.load(REWARD_DIR / "token" / f"{name}.yaml"))
+    node.pop("_target_", None)
+    return node
+
+
+def check_reward_keys(reward) -> list[str]:
+    """Problems of a ``reward`` node (a mapping or DictConfig), each naming the dotted key: a key that is not
+    one of ``pool``, ``outcome``, ``step``, ``token`` (a flat pool key of before: where it moved), a ``pool`` key
+    ``conf/reward/inline.yaml`` does not declare, and a ``token`` key that the ``conf/reward/token/*.yaml`` file
+    of its ``_target_`` does not declare (``outcome`` and ``step`` are checked where they are built)."""
+    node = reward if isinstance(reward, DictConfig) else OmegaConf.create(dict(reward or {}))
+    schema = OmegaConf.create({"pool": reward_pool_defaults(), "outcome": None, "step": None, "token": None})
+    problems = check_node_keys(node, schema, "reward")
+    pool = node.get("pool")
+    if pool is not None and not isinstance(pool, DictConfig):
+        problems.append(f"reward.pool must be a mapping (num_workers, timeout_s, mp_context), got {pool!r}")
+    token = node.get("token")
+    if isinstance(token, DictConfig) and not _is_interpolation(node, "token"):
+        files = [OmegaConf.load(p) for p in sorted((REWARD_DIR / "token").glob("*.yaml"))]
+        known = [f for f in files if f.get("_target_") == token.get("_target_")]
+        if known:
+            problems += check_node_keys(token, known[0], "reward.token")
+    return problems
+
+
 def check_config(cfg: DictConfig) -> dict[str, int]:
     """Reject inconsistent settings at compose time, naming the keys; return the derived batch numbers."""
     check_algo_keys(cfg)
+    if cfg.get("reward") is not None:
+        problems = check_reward_keys(cfg.reward)
+        if problems:
+            more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+            raise ConfigError(f"{problems[0]}{more}")
     is_rl = not str(cfg.algo._target_).endswith(".SFT")
     derived = check_batch(cfg.batch, is_rl)
     if is_rl:

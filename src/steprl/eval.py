@@ -157,9 +157,11 @@ def load_predictions(path: str | Path, num_problems: int) -> list[list[str]]:
 # --------------------------------------------------------------------------------------------------- grading
 def grade(task, samples: Sequence, responses: Sequence[Sequence[str]], greedy: Sequence[str] | None = None,
           reward: Mapping | None = None) -> tuple[list[ProblemResult], dict[str, int]]:
-    """Grade ``responses[i]`` (sampled) and ``greedy[i]`` for each problem ``samples[i]`` with the task's verifier
-    in a :class:`RewardPipeline`. Returns the per-problem results and the pipeline's error / timeout counts."""
+    """Grade ``responses[i]`` (sampled) and ``greedy[i]`` for each problem ``samples[i]`` with the outcome verifier
+    of ``reward`` (the ``reward=`` node: ``reward.outcome``, null: the task's verifier) in a :class:`RewardPipeline`
+    with ``reward.pool``. Returns the per-problem results and the pipeline's error / timeout counts."""
     from steprl.rewards import RewardPipeline
+    from steprl.rewards.components import build_reward
 
     flat_s, flat_r, where = [], [], []
     for i, s in enumerate(samples):
@@ -171,7 +173,8 @@ def grade(task, samples: Sequence, responses: Sequence[Sequence[str]], greedy: S
             flat_s.append(s)
             flat_r.append(r)
             where.append((i, j))
-    with RewardPipeline(task.verify, **dict(reward or {})) as pipe:
+    parts = build_reward(reward)
+    with RewardPipeline(parts.outcome_fn(task), **parts.pool) as pipe:
         res = pipe(flat_s, flat_r)
     results = [ProblemResult(uid=s.uid, source=str(s.meta.get("data_source") or s.source or "all")) for s in samples]
     for (i, j), text, score in zip(where, flat_r, res.outcome.tolist()):
@@ -292,7 +295,7 @@ def evaluate(cfg, log=print) -> dict[str, Any]:
             raise ValueError("nothing to evaluate: set eval.greedy=true or eval.n >= 1")
         greedy, sampled = _generate(cfg, samples, log)
     t_gen = time.time() - t0
-    results, counts = grade(task, samples, sampled, greedy, OmegaConf.to_container(cfg.reward, resolve=True))
+    results, counts = grade(task, samples, sampled, greedy, cfg.reward)
     metrics = compute_metrics(results, ks, "acc" if cfg.get("predictions") else "greedy")
     acc = headline(metrics)
     out_dir = Path(cfg.out_dir)

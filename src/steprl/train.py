@@ -32,12 +32,13 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, RolloutDataModule, L.Trai
     container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     # objects are passed after instantiation: Hydra would turn dataclass instances back into configs
     algo = container(cfg.algo)
-    # a judge is built where it scores (with the task and the algorithm's prompt: rewards.judges.build_judge)
-    judge = {"judge": algo.pop("judge")} if "judge" in algo else {}
+    # the reward components are built by the module (steprl.rewards.components.build_reward), the judge where it
+    # scores (with the task and the algorithm's prompt): not by Hydra's recursive instantiation here
+    reward = {"reward": algo.pop("reward")} if "reward" in algo else {}
     make = hydra.utils.instantiate(algo, _partial_=True, _convert_="all")
     module = make(model=container(cfg.model), task=task, rollout=rollout, optim=container(cfg.optim),
                   batch=container(cfg.batch), seed=cfg.seed, val=container(cfg.val),
-                  total_steps=cfg.trainer.max_steps, **judge)
+                  total_steps=cfg.trainer.max_steps, **reward)
     data = RolloutDataModule(task, cfg.batch.prompts_per_step, cfg.val.batch_size, seed=cfg.seed)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False

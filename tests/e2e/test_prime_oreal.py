@@ -97,8 +97,9 @@ def test_paper_recipes_compose_with_the_papers_hyperparameters():
     p = compose_train(["experiment=prime_eurus7b", "task.path=/data/x.jsonl"])
     assert p.algo._target_.endswith("prime.PRIME") and p.model.path == "PRIME-RL/Eurus-2-7B-SFT"
     assert (p.batch.prompts_per_step, p.batch.samples_per_prompt, p.batch.minibatch_size) == (256, 4, 256)
-    assert p.optim.lr == 5e-7 and p.algo.prm.lr == 1e-6 and p.algo.prm.beta == 0.05
-    assert p.algo.prm.max_grad_norm == 10.0 and p.algo.prm.mini_batch_size == 256 and p.algo.prm["update"] == "after"
+    assert p.optim.lr == 5e-7 and p.reward.token.lr == 1e-6 and p.reward.token.beta == 0.05
+    t = p.reward.token
+    assert t.max_grad_norm == 10.0 and t.mini_batch_size == 256 and t["update"] == "after"
     assert list(p.algo.filters.acc_band) == [0.2, 0.8] and p.algo.filters.drop_truncated
     assert p.algo.kl.coef == 0.0 and p.algo.loss.clip_eps_low == 0.2
     assert p.advantage._target_.endswith("PrimeAdvantage") and p.advantage.form == "code" and p.advantage.whiten
@@ -117,9 +118,9 @@ def test_paper_recipes_compose_with_the_papers_hyperparameters():
 
 
 @pytest.mark.parametrize("override,key", [
-    ("algo.prm.update=sometimes", "algo.prm.update"),
-    ("algo.prm.ref_type=sft", "algo.prm.ref_type"),
-    ("algo.prm.granularity=step", "algo.prm.granularity"),
+    ("reward.token.update=sometimes", "reward.token.update"),
+    ("reward.token.ref_type=sft", "reward.token.ref_type"),
+    ("reward.token.granularity=step", "reward.token.granularity"),
     ("advantage.form=book", "advantage.form"),
     ("batch.samples_per_prompt=1", "batch.samples_per_prompt"),
 ])
@@ -145,8 +146,9 @@ def test_oreal_rejects_bad_settings_by_key(override, key, tmp_path):
 def test_prime_prm_update_timing(update, loss, tmp_path):
     """after: rewards from the PRM before its step (single forward); before: from the updated PRM;
     none: the PRM never changes. ref_type=policy uses the policy's own log-probs as π_ref."""
-    cfg = compose_train([*COMMON, "experiment=prime_tiny", f"algo.prm.update={update}", f"algo.prm.loss={loss}",
-                         "algo.prm.lr=1e-2", "algo.prm.mini_batch_size=null", "algo.prm.updates_per_step=1"], tmp_path)
+    cfg = compose_train([*COMMON, "experiment=prime_tiny", f"reward.token.update={update}", f"reward.token.loss={loss}",
+                         "reward.token.lr=1e-2", "reward.token.mini_batch_size=null",
+                         "reward.token.updates_per_step=1"], tmp_path)
     module, _, _ = build(cfg)
     module.aux = module.make_aux_optimizers()
     ro = module.generate(["1+2+3=\n", "9-4+1=\n"], n=4)

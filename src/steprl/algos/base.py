@@ -43,6 +43,7 @@ from steprl.config import ConfigError, node_defaults
 from steprl.models import packing
 from steprl.models.lora import freeze_copy
 from steprl.rewards import RewardPipeline
+from steprl.rewards.components import build_reward
 from steprl.rollout.types import Rollouts, Sample
 from steprl.utils import dist as D
 
@@ -61,13 +62,18 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
     of the loss's log-probs; None: the rollout engine's, as verl and TRL).
     ``kl``: coef, estimator (k1 | k2 | k3 | abs | k3+), in_reward, clamp (k3's verl clamps; false: plain k3).
     ``filters``: zero_variance, acc_band ([lo, hi] or null), drop_truncated, max_refill_rounds.
-    ``reward``: num_workers, timeout_s, mp_context.
+    ``reward``: the step's reward components (``conf/reward/``; :mod:`steprl.rewards.components`): ``pool``
+    (num_workers, timeout_s, mp_context), ``outcome`` (null: the task's verifier), ``step`` (the judge), ``token``
+    (a token scorer, for an algorithm with ``takes_token_scorer``).
     """
 
     behaviour_logp_from_rollout: bool = False
     # whether this algorithm's advantages can take the KL in the reward (they go through RLModule.advantages, or
     # handle it themselves); with False, ``algo.kl.in_reward=true`` and ``algo.kl.coef > 0`` stop at start-up
     kl_in_reward_supported: bool = True
+    # whether this algorithm's dense-rewards stage applies ``reward.token`` (PRIME); with False a token scorer in
+    # the config stops at start-up instead of being built and never used
+    takes_token_scorer: bool = False
 
     def __init__(self, model: dict, task, rollout, optim: dict, batch: dict, advantage=None,
                  loss: dict | None = None, kl: dict | None = None, filters: dict | None = None,
@@ -86,7 +92,11 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
                               f"{rollout.temperature}, but algo.loss.logprob_temperature={t}: set them equal (or null)")
         self.kl_cfg = {**node_defaults("grpo", "kl"), **(kl or {})}
         self.filter_cfg = {**node_defaults("grpo", "filters"), **(filters or {})}
-        self.reward_cfg = {"num_workers": 0, "timeout_s": 10.0, **(reward or {})}
+        self.reward_parts = build_reward(reward)
+        if self.reward_parts.token is not None and not self.takes_token_scorer:
+            raise ConfigError(f"reward.token ({type(self.reward_parts.token).__name__}) is a token scorer, which "
+                              f"{type(self).__name__} does not use: drop it (~reward/token) or use an algorithm "
+                              f"that takes one (algo=prime)")
         check_kl_in_reward(self.kl_cfg, self.advantage_fn, type(self).__name__, self.kl_in_reward_supported)
         self.log_samples = log_samples
         self.ref_policy = None
@@ -99,8 +109,8 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
     # ------------------------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         if self.rewards_fn is None:
-            self.rewards_fn = RewardPipeline(self.task.verify, getattr(self.task, "score_steps", None),
-                                             **self.reward_cfg)
+            self.rewards_fn = RewardPipeline(self.reward_parts.outcome_fn(self.task),
+                                             getattr(self.task, "score_steps", None), **self.reward_parts.pool)
 
     def teardown(self, stage: str) -> None:
         if self.rewards_fn is not None:

@@ -69,7 +69,7 @@ class DRM(RLModule):
     kl_in_reward_supported = False  # its advantages are its own: a KL reward would be dropped
 
     def __init__(self, *args, drm: dict | None = None, relevance: dict | None = None,
-                 coherence: dict | None = None, judge: dict | None = None, **kwargs):
+                 coherence: dict | None = None, **kwargs):
         d = {**node_defaults("drm", "drm"), **(drm or {})}
         if d["norm"] not in NORMS:
             raise ConfigError(f"algo.drm.norm={d['norm']!r} is not one of {list(NORMS)}")
@@ -86,7 +86,7 @@ class DRM(RLModule):
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads
         self.drm, self.rel_cfg = d, rel
         self.coh_cfg = {**node_defaults("drm", "coherence"), **(coherence or {})}
-        self.judge_cfg = judge
+        self.judge_cfg = self.reward_parts.step  # the step scorer: reward.step (the judge= group)
         self.relevance = self.coherence = None
 
     def setup(self, stage: str) -> None:

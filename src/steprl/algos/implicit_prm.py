@@ -3,11 +3,11 @@
 ``π_φ`` online on the step's outcome labels with the CE loss ``BCE(σ(β Σ_t q_t), r_o)`` (Eq. 4) or verl's
 detached DPO loss.
 
-When it trains (``algo.prm.train_order``):
+When it trains (``reward.token.train_order``):
 
 - ``before_policy`` (default; the paper's Algorithm 1, which updates the PRM between scoring the filtered
   rollouts and the policy's update, as both reference codes do): in the ``dense_rewards`` stage. With
-  ``algo.prm.update=after`` ("single forward") each PRM mini-batch's rewards come from the forward that precedes
+  ``reward.token.update=after`` ("single forward") each PRM mini-batch's rewards come from the forward that precedes
   its optimiser step, so the first mini-batch is scored by the PRM before this step's update and each later one by
   the PRM after the mini-batches before it; with ``update=before`` ("double forward", verl's recipe) the PRM
   first trains on the whole batch, then scores it.
@@ -28,7 +28,7 @@ import torch
 
 from steprl import core
 from steprl.algos.step import Step
-from steprl.config import ConfigError, node_defaults
+from steprl.config import ConfigError, token_defaults
 from steprl.rollout.types import Rollouts
 from steprl.utils import dist as D
 
@@ -38,36 +38,39 @@ CHOICES = {"loss": ("ce", "dpo"), "update": ("after", "before", "none"), "ref_ty
 
 
 class ImplicitPRM:
-    """The token scorer of ``algo.prm`` (keys and defaults: ``conf/algo/prime.yaml``), validated here."""
+    """The token scorer ``reward/token=implicit_prm`` (keys and defaults: ``conf/reward/token/implicit_prm.yaml``,
+    built by ``_target_`` from ``reward.token``), validated here."""
 
-    def __init__(self, cfg: dict | None = None):
-        defaults = node_defaults("prime", "prm")
-        unknown = set(cfg or {}) - set(defaults)
+    def __init__(self, **cfg):
+        defaults = token_defaults("implicit_prm")
+        unknown = set(cfg) - set(defaults)
         if unknown:
-            raise ConfigError(f"algo.prm has unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
-        c = self.cfg = {**defaults, **(cfg or {})}
+            raise ConfigError(f"reward.token has unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
+        c = self.cfg = {**defaults, **cfg}
         for key, choices in CHOICES.items():
             if c[key] not in choices:
-                raise ConfigError(f"algo.prm.{key}={c[key]!r} is not one of {list(choices)}")
+                raise ConfigError(f"reward.token.{key}={c[key]!r} is not one of {list(choices)}")
         if c["train_order"] == "after_policy" and c["update"] == "before":
-            raise ConfigError("algo.prm.train_order=after_policy trains the PRM after the policy's update, so it "
-                              "cannot rescore the step after its update: use algo.prm.update=after (or none), or "
-                              "algo.prm.train_order=before_policy")
+            raise ConfigError("reward.token.train_order=after_policy trains the PRM after the policy's update, so it "
+                              "cannot rescore the step after its update: use reward.token.update=after (or none), or "
+                              "reward.token.train_order=before_policy")
         mbs, ups = c["mini_batch_size"], c["updates_per_step"]
         if mbs is not None and (not isinstance(mbs, int) or mbs < 1):
-            raise ConfigError(f"algo.prm.mini_batch_size must be a positive integer or null, got {mbs!r}")
+            raise ConfigError(f"reward.token.mini_batch_size must be a positive integer or null, got {mbs!r}")
         if mbs is None and (not isinstance(ups, int) or ups < 1):
-            raise ConfigError(f"algo.prm.updates_per_step must be a positive integer (used when algo.prm.mini_batch_size "
+            raise ConfigError(f"reward.token.updates_per_step must be a positive integer (used when "
+                              f"reward.token.mini_batch_size "
                               f"is null), got {ups!r}")
         if c["lr"] is None and not float(c["lr_ratio"]) > 0:
-            raise ConfigError(f"algo.prm.lr_ratio must be > 0 when algo.prm.lr is null, got {c['lr_ratio']!r}")
+            raise ConfigError(f"reward.token.lr_ratio must be > 0 when reward.token.lr is null, got {c['lr_ratio']!r}")
 
     @property
     def trains_after_policy(self) -> bool:
         return self.cfg["train_order"] == "after_policy" and self.cfg["update"] != "none"
 
     def lr(self, policy_lr: float) -> float:
-        """``algo.prm.lr``, or ``algo.prm.lr_ratio`` x the policy's lr when it is null (paper: 1e-6 = 2 x 5e-7)."""
+        """``reward.token.lr``, or ``reward.token.lr_ratio`` x the policy's lr when it is null (paper: 1e-6 =
+        2 x 5e-7)."""
         c = self.cfg
         return float(c["lr"]) if c["lr"] is not None else float(c["lr_ratio"]) * float(policy_lr)
 
@@ -78,8 +81,8 @@ class ImplicitPRM:
                                  betas=tuple(c["betas"]))
 
     def mini_batch(self, n: int) -> int:
-        """Rows per PRM optimiser step on this rank: ``algo.prm.mini_batch_size`` (global), else the step's rows
-        split into ``algo.prm.updates_per_step`` mini-batches (the paper: 4 PRM updates per RL step)."""
+        """Rows per PRM optimiser step on this rank: ``reward.token.mini_batch_size`` (global), else the step's rows
+        split into ``reward.token.updates_per_step`` mini-batches (the paper: 4 PRM updates per RL step)."""
         c = self.cfg
         if c["mini_batch_size"]:
             return max(1, c["mini_batch_size"] // D.world_size())
@@ -142,7 +145,7 @@ class ImplicitPRM:
 
     def train(self, m, ro: Rollouts, ref: torch.Tensor, outcome: torch.Tensor, q_pre: torch.Tensor | None,
               real: torch.Tensor | None = None):
-        """One epoch of the PRM loss over the rollouts in mini-batches of ``algo.prm.mini_batch_size`` rows
+        """One epoch of the PRM loss over the rollouts in mini-batches of ``reward.token.mini_batch_size`` rows
         (global: each of W ranks takes ``mini_batch_size / W`` of its rows; micro-batched, each loss divided
         by its mini-batch's global row count). Returns the detached ``q`` of the forward that preceded each
         mini-batch's optimiser step, and metrics."""

@@ -35,7 +35,8 @@ from steprl.rollout.types import Rollouts, Sample
 class _PrincipleRewards:
     """Scoring shared by both variants: judge the non-final turns, ReNorm, rewards on turn boundaries."""
 
-    def _init_ppr(self, judge: dict | None, ppr: dict | None) -> None:
+    def _init_ppr(self, ppr: dict | None) -> None:
+        judge = self.reward_parts.step  # the step scorer: reward.step (the judge= group)
         if not judge:
             raise ConfigError("algo=ppr needs a judge: judge=rule (task=arith) | hf | openai | scripted")
         self.judge_cfg, self.judge = dict(judge), None
@@ -140,9 +141,9 @@ class _PrincipleRewards:
 class PPR(_PrincipleRewards, PPO):
     """PPR with PPO + a critic + GAE over every response token (observations included), as in the code."""
 
-    def __init__(self, *args, judge: dict | None = None, ppr: dict | None = None, **kwargs):
+    def __init__(self, *args, ppr: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_ppr(judge, ppr)
+        self._init_ppr(ppr)
 
     @torch.no_grad()
     def prepare(self, step: Step):
@@ -167,9 +168,9 @@ class PPRGRPO(_PrincipleRewards, RLModule):
 
     kl_in_reward_supported = False  # the turn rewards are group-normalised: no per-token KL reward
 
-    def __init__(self, *args, judge: dict | None = None, ppr: dict | None = None, eps: float = 1e-6, **kwargs):
+    def __init__(self, *args, ppr: dict | None = None, eps: float = 1e-6, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_ppr(judge, ppr)
+        self._init_ppr(ppr)
         self.eps = eps
 
     def advantages(self, step: Step):

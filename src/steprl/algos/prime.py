@@ -3,7 +3,7 @@
     π_θ, π_φ (implicit PRM), π_ref <- the same starting checkpoint
     each step: K samples per prompt; r_o from the verifier
                keep groups with 0.2 <= mean r_o <= 0.8 and no truncated response (refill from fresh prompts)
-               dense rewards (the token scorer :class:`~steprl.algos.implicit_prm.ImplicitPRM`):
+               dense rewards (the token scorer ``reward.token``, :class:`~steprl.algos.implicit_prm.ImplicitPRM`):
                    q_t = log π_φ(y_t|y_<t) - log π_ref(y_t|y_<t)   (π_ref frozen, or the policy's old log-probs)
                    update π_φ on BCE(σ(β Σ_t q_t), r_o)             (train_order=before_policy, the paper's
                                                                      place; update=after: rewards from the same
@@ -13,10 +13,12 @@
                PPO clip update of π_θ, KL 0
                after update: update π_φ here instead with train_order=after_policy
 
-The implicit PRM (``self.prm``, a full causal LM) has its own AdamW (``algo.prm.lr``, by default
-``algo.prm.lr_ratio`` = 2 x the policy's lr, the paper's 1e-6 : 5e-7; constant LR, grad clip
-``algo.prm.max_grad_norm``) and takes ``ceil(N / algo.prm.mini_batch_size)`` optimiser steps per RL step, or
-``algo.prm.updates_per_step`` (4, the paper's 1024 rollouts in PRM mini-batches of 256) when it is null.
+The token scorer is handed to the module by the ``reward=`` group (``reward/token=implicit_prm``, which
+``algo=prime`` picks); the module holds its models. The implicit PRM (``self.prm``, a full causal LM) has its own
+AdamW (``reward.token.lr``, by default ``reward.token.lr_ratio`` = 2 x the policy's lr, the paper's 1e-6 : 5e-7;
+constant LR, grad clip ``reward.token.max_grad_norm``) and takes ``ceil(N / reward.token.mini_batch_size)``
+optimiser steps per RL step, or ``reward.token.updates_per_step`` (4, the paper's 1024 rollouts in PRM
+mini-batches of 256) when it is null.
 """
 from __future__ import annotations
 
@@ -30,9 +32,14 @@ from steprl.config import ConfigError
 
 
 class PRIME(AuxOptimizers, RLModule):
-    def __init__(self, *args, prm: dict | None = None, **kwargs):
+    takes_token_scorer = True
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.scorer = ImplicitPRM(prm)                         # algo.prm, validated
+        self.scorer = self.reward_parts.token                  # reward.token: the implicit PRM, validated
+        if not isinstance(self.scorer, ImplicitPRM):
+            raise ConfigError(f"algo=prime needs the implicit PRM as its token scorer (reward/token=implicit_prm), "
+                              f"got reward.token={type(self.scorer).__name__ if self.scorer is not None else None}")
         if self.batch_cfg["samples_per_prompt"] < 2:
             raise ConfigError("batch.samples_per_prompt must be >= 2 for PRIME's leave-one-out baselines")
         self.prm = copy.deepcopy(self.policy).train()          # π_φ, from the policy's starting checkpoint
@@ -50,10 +57,10 @@ class PRIME(AuxOptimizers, RLModule):
     # ------------------------------------------------------------------------------------ the paper's step
     def dense_rewards(self, step: Step) -> None:
         """The implicit PRM as the step's token scorer: ``r_t = β q_t`` (trained on this batch first, unless
-        ``algo.prm.train_order=after_policy``)."""
+        ``reward.token.train_order=after_policy``)."""
         super().dense_rewards(step)
         self.scorer.score(self, step)
 
     def after_update(self, step: Step) -> None:
-        """``algo.prm.train_order=after_policy``: the PRM trains on the step's rollouts after the policy."""
+        """``reward.token.train_order=after_policy``: the PRM trains on the step's rollouts after the policy."""
         self.scorer.after_update(self, step)

@@ -68,7 +68,7 @@ class TPGRPO(RLModule):
 
     behaviour_logp_from_rollout = True
 
-    def __init__(self, *args, judge: dict | None = None, tp_grpo: dict | None = None, **kwargs):
+    def __init__(self, *args, tp_grpo: dict | None = None, **kwargs):
         t = {**node_defaults("tp_grpo", "tp_grpo"), **(tp_grpo or {})}
         if t["placement"] not in ("cumulative", "direct"):
             raise ConfigError(f"algo.tp_grpo.placement={t['placement']!r} is not one of ['cumulative', 'direct']")
@@ -79,6 +79,7 @@ class TPGRPO(RLModule):
             raise ConfigError(f"algo.tp_grpo.judge_template={t['judge_template']!r} is not one of {list(TEMPLATES)}")
         if not (isinstance(t["round_steps"], int) and t["round_steps"] >= 1):
             raise ConfigError(f"algo.tp_grpo.round_steps={t['round_steps']!r} must be an integer >= 1")
+        judge = (kwargs.get("reward") or {}).get("step")  # the step scorer: reward.step (the judge= group)
         if not judge:
             raise ConfigError("algo=tp_grpo needs a step judge: judge=rule (task=arith) | hf | openai")
         super().__init__(*args, **kwargs)  # checked first: a bad option fails before the model loads

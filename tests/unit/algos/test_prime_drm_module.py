@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from steprl.algos.implicit_prm import ImplicitPRM
 from steprl.algos.step import Step
 from steprl.algos.base import Rewards
 from steprl.rollout.types import Rollouts, Sample
@@ -38,7 +40,7 @@ def test_prime_advantage_path_by_hand(tmp_path):
     returns-to-go (gamma 1) put each row's value on all its L tokens. A third group of seven outcomes of 0.1 (code
     rewards) has returns of exactly 0 (item 4; float32 statistics gave -8.7e-9). Whitened over the 15L tokens: mean 0, unbiased
     variance L (1 + 3/9 + 4 * 4/9) / (15L - 1) = (28/9) L / (15L - 1)."""
-    cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8", "algo.prm.update=none"], tmp_path)
+    cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8", "reward.token.update=none"], tmp_path)
     m = build(cfg)[0]
     texts = ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=7-2\n7-2=6\n#### 6",
              "3+4-2=7-2\n7-2=3\n#### 3"]
@@ -62,6 +64,9 @@ def test_prime_prm_ratio_is_the_papers(tmp_path):
     """PRM lr = 2 x policy lr (1e-6 : 5e-7 in the paper) and 4 PRM updates per RL step by default."""
     cfg = compose_train(["algo=prime", "logger=none", "task.num_val=8"], tmp_path)
     m = build(cfg)[0]
+    token = OmegaConf.to_container(cfg.reward.token)  # the scorer is reward.token's, handed to the module
+    assert type(m.scorer) is ImplicitPRM and token.pop("_target_") == "steprl.algos.implicit_prm.ImplicitPRM"
+    assert m.scorer.cfg == token
     assert m.scorer.lr(cfg.optim.lr) == pytest.approx(2 * cfg.optim.lr) == pytest.approx(6e-5)
     m.aux = m.make_aux_optimizers()
     assert m.aux["prm_optimizer"].param_groups[0]["lr"] == pytest.approx(6e-5)

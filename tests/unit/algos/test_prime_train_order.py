@@ -1,4 +1,4 @@
-"""When PRIME's implicit PRM trains (``algo.prm.train_order``): in the dense-rewards stage before the policy's
+"""When PRIME's implicit PRM trains (``reward.token.train_order``): in the dense-rewards stage before the policy's
 update (``before_policy``, the paper's Algorithm 1) or in the after-update stage (``after_policy``)."""
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from tests.unit.engine.record_golden import EXTRA, OVERRIDES
 TEXTS = ["3+4-2=7-2\n7-2=5\n#### 5", "3+4-2=7-2\n7-2=4\n#### 4", "3+4-2=1\n#### 1", "#### 5"]
 OUTCOME = torch.tensor([1.0, 0, 0, 1, 1, 0, 1, 0])
 # β q unscaled (norm none), every token its own reward, a PRM lr that moves it visibly, 2 PRM mini-batches of 4 rows
-PRM = ["algo.prm.norm=none", "algo.prm.granularity=token", "algo.prm.lr=1e-2", "algo.prm.mini_batch_size=null",
-       "algo.prm.updates_per_step=2"]
+PRM = ["reward.token.norm=none", "reward.token.granularity=token", "reward.token.lr=1e-2",
+       "reward.token.mini_batch_size=null",
+       "reward.token.updates_per_step=2"]
 
 
 def _module(order: str, tmp_path):
-    m = build(compose_train(["algo=prime", "logger=none", "task.num_val=8", *PRM, f"algo.prm.train_order={order}"],
+    m = build(compose_train(["algo=prime", "logger=none", "task.num_val=8", *PRM, f"reward.token.train_order={order}"],
                             tmp_path / order))[0]
     m.aux = m.make_aux_optimizers()
     return m
@@ -68,7 +69,7 @@ def _numbers(order: str, updates: int, tmp_path) -> list[tuple[float, float]]:
 
     cfg = compose_train(["experiment=prime_tiny", *OVERRIDES, *EXTRA.get("prime", []), "batch.prompts_per_step=4",
                          "batch.minibatch_size=32", "batch.micro_batch_size=32",
-                         f"algo.prm.updates_per_step={updates}", f"algo.prm.train_order={order}"],
+                         f"reward.token.updates_per_step={updates}", f"reward.token.train_order={order}"],
                         tmp_path / f"{order}{updates}")
     module, data, trainer = build(cfg)
     rec = Recorder()
@@ -86,10 +87,11 @@ def test_orders_agree_with_one_prm_update_a_step(tmp_path):
 
 
 def test_after_policy_needs_the_single_forward(tmp_path):
-    cfg = compose_train(["algo=prime", "logger=none", "algo.prm.train_order=after_policy", "algo.prm.update=before"],
+    cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=after_policy",
+                         "reward.token.update=before"],
                         tmp_path)
-    with pytest.raises(ConfigError, match=r"algo\.prm\.train_order=after_policy .* algo\.prm\.update=after"):
+    with pytest.raises(ConfigError, match=r"reward\.token\.train_order=after_policy .* reward\.token\.update=after"):
         build(cfg)
-    cfg = compose_train(["algo=prime", "logger=none", "algo.prm.train_order=later"], tmp_path)
-    with pytest.raises(ConfigError, match=r"algo\.prm\.train_order='later' is not one of"):
+    cfg = compose_train(["algo=prime", "logger=none", "reward.token.train_order=later"], tmp_path)
+    with pytest.raises(ConfigError, match=r"reward\.token\.train_order='later' is not one of"):
         build(cfg)

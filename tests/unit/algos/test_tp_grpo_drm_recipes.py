@@ -33,7 +33,7 @@ def test_tp_grpo_paper_recipes(exp, model, steps, tmp_path):
     assert c["algo"]["tp_grpo"]["adaptive"] and not c["algo"]["tp_grpo"]["literal_final"]
     assert c["algo"]["loss"]["agg"] == "seq-mean-token-mean"
     assert c["task"]["hf_name"] == "agentica-org/DeepScaleR-Preview-Dataset"
-    j = c["algo"]["judge"]
+    j = c["reward"]["step"]
     assert j["_target_"] == "steprl.rewards.judges.openai_judge" and j["openai"]["model"] == "Qwen/Qwen3-32B"
     backend = OpenAIChatBackend(**j["openai"])   # the recipe's endpoint settings are valid (no server needed)
     assert backend.max_concurrency == 64
@@ -41,7 +41,7 @@ def test_tp_grpo_paper_recipes(exp, model, steps, tmp_path):
 
 def test_drm_paper_recipe(tmp_path):
     c = _cfg("drm_qwen7b", tmp_path)
-    assert c["algo"]["_target_"] == "steprl.algos.drm.DRM" and c["algo"]["judge"] is None
+    assert c["algo"]["_target_"] == "steprl.algos.drm.DRM" and c["reward"]["step"] is None
     assert c["algo"]["relevance"] == {"kind": "cross_encoder", "path": "BAAI/bge-reranker-v2-m3",
                                       "parts": ["question", "answer", "documents"], "max_length": 1024,
                                       "batch_size": 16, "tiny": None}
@@ -54,8 +54,8 @@ def test_drm_paper_recipe(tmp_path):
 @pytest.mark.parametrize("exp", ["tp_grpo_tiny", "drm_tiny"])
 def test_tiny_recipes_use_the_rule_judge(exp, tmp_path):
     c = _cfg(exp, tmp_path)
-    assert c["algo"]["judge"] == RULE
-    assert isinstance(build_judge(c["algo"]["judge"], task=ArithTask(num_train=2, num_val=1)), RuleStepJudge)
+    assert c["reward"]["step"] == RULE
+    assert isinstance(build_judge(c["reward"]["step"], task=ArithTask(num_train=2, num_val=1)), RuleStepJudge)
 
 
 def test_drm_tiny_uses_the_trained_encoder_and_names_the_extra(tmp_path):
@@ -79,9 +79,9 @@ def test_bad_algo_options_name_the_key(tmp_path):
     from steprl.algos.drm import DRM
     from steprl.algos.tp_grpo import TPGRPO
 
-    for cls, kwargs, key in [(TPGRPO, {"tp_grpo": {"placement": "sideways"}, "judge": RULE},
+    for cls, kwargs, key in [(TPGRPO, {"tp_grpo": {"placement": "sideways"}, "reward": {"step": RULE}},
                               "algo.tp_grpo.placement"),
-                             (TPGRPO, {"tp_grpo": {"round_steps": 0}, "judge": RULE},
+                             (TPGRPO, {"tp_grpo": {"round_steps": 0}, "reward": {"step": RULE}},
                               "algo.tp_grpo.round_steps"),
                              (TPGRPO, {}, "needs a step judge"),
                              (DRM, {"drm": {"norm": "rank"}}, "algo.drm.norm"),

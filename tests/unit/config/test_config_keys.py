@@ -64,8 +64,9 @@ def test_values_of_the_wrong_type_are_rejected_null_is_not():
 def test_check_config_rejects_a_key_added_after_composition():
     cfg = compose_train(["experiment=prime_tiny"])
     with open_dict(cfg):
-        cfg.algo.prm.betta = 0.1
-    with pytest.raises(ConfigError, match=r"algo\.prm\.betta is not a key of algo\.prm: did you mean beta or betas\?"):
+        cfg.reward.token.betta = 0.1
+    with pytest.raises(ConfigError, match=r"reward\.token\.betta is not a key of reward\.token: did you mean beta or "
+                                          r"betas\?"):
         check_config(cfg)
 
 
@@ -89,8 +90,11 @@ CASES = {  # node kind: (recipe, the message's key and close match)
     "kl": ("algo:\n  kl:\n    estimater: k1\n", "algo.kl.estimater is not a key of algo.kl: did you mean estimator?"),
     "filters": ("algo:\n  filters:\n    zero_varience: true\n",
                 "algo.filters.zero_varience is not a key of algo.filters: did you mean zero_variance?"),
-    "nested (prm)": ("defaults:\n  - override /algo: prime\nalgo:\n  prm:\n    betta: 0.1\n",
-                     "algo.prm.betta is not a key of algo.prm: did you mean beta or betas?"),
+    "nested (oreal)": ("defaults:\n  - override /algo: oreal\nalgo:\n  oreal:\n    etta: 0.1\n",
+                       "algo.oreal.etta is not a key of algo.oreal: did you mean eta?"),
+    "reward (flat pool key of before)": ("reward:\n  timeout_s: 5\n", "reward.timeout_s is now reward.pool.timeout_s"),
+    "reward.pool": ("reward:\n  pool:\n    timout_s: 5\n",
+                    "reward.pool.timout_s is not a key of reward.pool: did you mean timeout_s?"),
     "nested (mcts)": ("defaults:\n  - override /algo: propa\nalgo:\n  mcts:\n    iteration: 3\n",
                       "algo.mcts.iteration is not a key of algo.mcts: did you mean iterations?"),
 }
@@ -111,9 +115,14 @@ def test_a_recipe_with_a_misspelt_key_fails_at_start_up(kind, tmp_path):
     ("algo.loss.aggg=seq-mean-token-mean", "algo.loss.aggg is not a key of this config; keys near it: algo.loss.agg"),
     # ... and a key added with + is checked against the algorithm's schema
     ("+algo.loss.aggg=seq-mean-token-mean", "algo.loss.aggg is not a key of algo.loss: did you mean agg?"),
+    # a key that moved names its new place (the reward node holds its components; PRIME's PRM is reward.token) ...
+    ("reward.timeout_s=1", "reward.timeout_s is now reward.pool.timeout_s"),
+    ("algo=prime algo.prm.beta=0.1", "algo.prm.beta is now reward.token.beta"),
+    # ... but not where the algorithm has a node of the old name (PROPA's own PRM)
+    ("algo=propa algo.prm.lrr=1", "algo.prm.lrr is not a key of this config; keys near it: algo.prm.lr"),
 ])
 def test_a_misspelt_key_on_the_command_line_fails_at_start_up(override, message, tmp_path):
-    r = _train(tmp_path, None, override)
+    r = _train(tmp_path, None, *override.split())
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert f"[steprl] error: {message}" in out, out
@@ -123,12 +132,12 @@ def test_a_misspelt_key_on_the_command_line_fails_at_start_up(override, message,
 def test_a_config_without_its_hydra_node_is_checked_against_its_class():
     """A config built by hand, or checked after another was composed (Hydra's job state is global), is checked
     against the algo files whose ``_target_`` it names, not against the last composed ``algo=`` choice."""
-    prime = compose_train(["experiment=prime_tiny"])
-    with open_dict(prime):
-        del prime["hydra"]
-    compose_train(["algo=grpo"])  # the running job's choice is now grpo, whose schema lacks algo.prm
-    check_algo_keys(prime)
-    with open_dict(prime):
-        prime.algo.prm.betta = 0.1
-    with pytest.raises(ConfigError, match=r"algo\.prm\.betta is not a key of algo\.prm: .*\[algo=prime\]"):
-        check_algo_keys(prime)
+    oreal = compose_train(["experiment=oreal_tiny"])
+    with open_dict(oreal):
+        del oreal["hydra"]
+    compose_train(["algo=grpo"])  # the running job's choice is now grpo, whose schema lacks algo.oreal
+    check_algo_keys(oreal)
+    with open_dict(oreal):
+        oreal.algo.oreal.etta = 0.1
+    with pytest.raises(ConfigError, match=r"algo\.oreal\.etta is not a key of algo\.oreal: .*\[algo=oreal\]"):
+        check_algo_keys(oreal)

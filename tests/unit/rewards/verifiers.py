@@ -92,3 +92,11 @@ def steps_by_line(sample, response: str):
     if response == "stepnan":
         return [1.0, math.inf]
     return [float(line == "good") for line in response.split("\n")]
+
+
+def answer_within(sample, response: str, partial: float = 0.5):
+    """An outcome verifier with an option (``reward.outcome`` by ``_target_``): 1 for the exact answer, ``partial``
+    when the answer appears inside a longer response, 0 otherwise."""
+    if response == sample.answer:
+        return 1.0
+    return partial if sample.answer in response else 0.0
