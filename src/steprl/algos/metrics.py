@@ -24,13 +24,13 @@ from steprl.utils import dist as D
 
 class StepMetrics:
     def __init__(self):
-        self._metrics: dict[str, MeanMetric | SumMetric] = {}
+        self._meters: dict[str, MeanMetric | SumMetric] = {}
 
     def _get(self, key: str, kind: type):
-        m = self._metrics.get(key)
+        m = self._meters.get(key)
         if m is None:
             # a NaN stays NaN (nan_strategy=nan); "disable" would also drop the weights (torchmetrics 1.9)
-            m = self._metrics[key] = kind(nan_strategy=float("nan")).set_dtype(torch.float64)
+            m = self._meters[key] = kind(nan_strategy=float("nan")).set_dtype(torch.float64)
         elif not isinstance(m, kind):
             raise TypeError(f"metric {key!r} is written both as a {type(m).__name__} and a {kind.__name__}")
         return m
@@ -50,23 +50,23 @@ class StepMetrics:
 
     def peek(self) -> dict[str, float]:
         """This rank's values so far (no reduction over ranks), e.g. for a test."""
-        return {k: _local(m) for k, m in self._metrics.items()}
+        return {k: _local(m) for k, m in self._meters.items()}
 
     def compute(self) -> dict[str, float]:
         """The step's values reduced over ranks (every rank must call it: it is a collective)."""
         if not D.is_distributed():
             return self.peek()
-        kinds = {k: type(m).__name__ for k, m in self._metrics.items()}
+        kinds = {k: type(m).__name__ for k, m in self._meters.items()}
         for part in D.all_gather_object(kinds):  # a key only some ranks wrote: the others join with weight 0
             for k, kind in part.items():
-                if k not in self._metrics:
+                if k not in self._meters:
                     m = self._get(k, MeanMetric if kind == "MeanMetric" else SumMetric)
                     m.update(0.0, 0.0) if isinstance(m, MeanMetric) else m.update(0.0)
         device = D._comm_device()
-        return {k: float(self._metrics[k].to(device).compute()) for k in sorted(self._metrics)}
+        return {k: float(self._meters[k].to(device).compute()) for k in sorted(self._meters)}
 
     def reset(self) -> None:
-        self._metrics = {}
+        self._meters = {}
 
 
 def add_update(sums: dict[str, float], loss: float, norm: float, ok: bool, grad_norms: dict[str, float]) -> None:
