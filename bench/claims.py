@@ -141,7 +141,13 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "thought-level process rewards reach higher accuracy with fewer samples than outcome-only GRPO",
           ARITH_LONG, {"tp_grpo": ("experiment=tp_grpo_tiny",), "grpo": ("experiment=grpo_tiny",)},
           (Compare("tp_grpo", "grpo", "mean held-out accuracy over the rollout budget", stat="auc"),),
-          efficiency=True),
+          efficiency=True,
+          note="What the difference is made of: GRPO at its paper's defaults loses held-out accuracy on the long "
+               "chains while TP-GRPO holds its warm start. In seed 4 (steps 1-10 against 91-100) GRPO's responses "
+               "grew from 96 to 135 tokens, the share cut off at 272 tokens from 0.02 to 0.19 and the share of "
+               "correct steps from 0.42 to 0.28; TP-GRPO's responses shortened (84 to 68 tokens, none cut off) and "
+               "its correct-step share rose from 0.48 to 0.54. The claim's direction reproduces; 'higher accuracy' "
+               "here means a smaller loss than GRPO's, not a gain over the warm start."),
     Claim("drm", "DRM — From <Answer> to <Think>: Multidimensional Supervision of Reasoning Process for LLM "
           "Optimization (2025)",
           "DRM provides effective supervision signals, guides the optimization of LLMs and enhances their "
@@ -261,7 +267,9 @@ def code_version() -> str:
     def git(*a):
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the raw CSVs this script appends to are data, not code: they do not make a checkout dirty
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/claims")
+                   else "")
 
 
 def read_rows(path: Path) -> list[dict]:
