@@ -1,8 +1,8 @@
 """Token-budget micro-batches under 2 CPU ranks (gloo): every rank runs the same number of micro-batches.
 
 ``steprl.models.packing.agreed_chunks``: the ranks agree on the largest local count (all-reduce MAX); a rank
-with fewer splits its largest chunks (a balanced cut within the budget) and, out of rows, pads with zero-weight
-passes (``None``). The counts and cuts below are worked out by hand in the comments.
+cuts its rows into that many with the smallest largest one (within the budget) and, out of rows, pads with
+zero-weight passes (``None``). The counts and cuts below are worked out by hand in the comments.
 """
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from steprl.models.packing import agreed_chunks, micro_batches
 pytestmark = pytest.mark.distributed
 
 CASES = {  # name -> (rank 0's row tokens, rank 1's, budget)
-    # rank 0: 3+4 | 2 | 6+1 (3 chunks); rank 1: 2+2+2 | 2 (2 chunks) -> rank 1 splits its 6-token chunk: the cuts
-    # 2 | 2+2 and 2+2 | 2 both leave 4 at most, the first is taken -> 2 | 2+2 | 2
+    # rank 0: 3+4 | 2 | 6+1 (3 micro-batches, already as even as 3 can be: a cap of 6 needs 4); rank 1: 2+2+2 | 2
+    # (2) -> 3 micro-batches with the smallest largest one: a cap of 4 cuts 2+2 | 2+2, the first is split
     "split": ([3, 4, 2, 6, 1], [2, 2, 2, 2], 7),
     # rank 0: 9 | 9 | 9 (each over the budget, alone); rank 1: one row, nothing to split -> 2 zero-weight passes
     "pad": ([9, 9, 9], [1], 5),
-    # rank 0: 1+1+1 | 5 (2 chunks); rank 1: 3 | 3 (2 chunks): already equal, nothing changes
-    "equal": ([1, 1, 1, 5], [3, 3], 5),
+    # rank 0: 5+1 | 1+1+1+1 (2), evened out to 5 | 1+1+1+1+1; rank 1: 3+3 (1) -> 3 | 3
+    "even": ([5, 1, 1, 1, 1, 1], [3, 3], 6),
 }
 EXPECTED = {
-    "split": ([(0, 2), (2, 3), (3, 5)], [(0, 1), (1, 3), (3, 4)]),
+    "split": ([(0, 2), (2, 3), (3, 5)], [(0, 1), (1, 2), (2, 4)]),
     "pad": ([(0, 1), (1, 2), (2, 3)], [(0, 1), None, None]),
-    "equal": ([(0, 3), (3, 4)], [(0, 1), (1, 2)]),
+    "even": ([(0, 1), (1, 6)], [(0, 1), (1, 2)]),
 }
 
 
@@ -76,7 +76,7 @@ def test_ranks_agree_on_the_number_of_micro_batches(name, two_ranks):
 
 
 def test_micro_batches_of_the_ranks_by_hand(two_ranks):
-    # rank 0: tokens in idx order 4 3 1 6 2 -> 4+3 | 1+6 | 2 (3); rank 1: 4 1 -> 4+1 (1) -> split 4 | 1, then
-    # one empty micro-batch (a zero-weight pass)
+    # rank 0: tokens in idx order 4 3 1 6 2 -> 4+3 | 1+6 | 2 (3; a cap of 6 needs 4); rank 1: 4 1 -> 4+1 (1)
+    # -> 4 | 1, then one empty micro-batch (a zero-weight pass)
     assert two_ranks[0]["micro_batches"] == [[4, 0], [2, 1], [3]]
     assert two_ranks[1]["micro_batches"] == [[6], [2], []]

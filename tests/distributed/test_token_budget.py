@@ -3,7 +3,7 @@ gives the loss, gradient norm and parameter update of the same step cut into row
 
 The budget (64 tokens) is chosen so that the ranks' own cuts differ: with this seed rank 0's rows of the second
 minibatch hold 32, 34, 30, 34 tokens (32 | 34+30 | 34: 3 micro-batches) and rank 1's 30 each (30+30 | 30+30: 2),
-so rank 1 must split one of its own to run as many (``steprl.models.packing.agreed_chunks``); without the
+so rank 1 must re-cut its rows into 3 to run as many (``steprl.models.packing.agreed_chunks``); without the
 agreement DDP's gradient all-reduce and FSDP2's gathers would pair different micro-batches and the run would
 hang or fail. The test checks that precondition from the cuts each rank recorded, then that both ranks ran the
 agreed number. Under DDP the update is packed; FSDP2 takes the padded forward, cut by the same budget.
@@ -54,6 +54,11 @@ def run(out: Path, *overrides: str, timeout: int = 420) -> list[dict]:
     return [json.loads((out / f"m.json.rank{r}").read_text()) for r in (0, 1)]
 
 
+def own_cut(tokens: list[int]) -> list[int]:
+    """The tokens of each micro-batch of a rank's own greedy cut by the budget (before the ranks agree)."""
+    return [sum(tokens[a:b]) for a, b in token_budget_chunks(tokens, BUDGET)]
+
+
 @pytest.mark.parametrize("hardware", ["ddp_cpu", "fsdp_cpu"])
 def test_token_budget_equals_row_micro_batches(hardware, tmp_path):
     rows = run(tmp_path / "rows", f"hardware={hardware}")
@@ -62,13 +67,16 @@ def test_token_budget_equals_row_micro_batches(hardware, tmp_path):
     # the cuts each rank ran: per minibatch, per micro-batch, its rows' tokens ([]: a zero-weight pass)
     cuts = [r["micro_batch_cuts"] for r in budget]
     assert len(cuts[0]) == len(cuts[1]) == 2  # two updates
-    own = [[len(token_budget_chunks([t for mb in minibatch for t in mb], BUDGET)) for minibatch in c] for c in cuts]
+    greedy = [[own_cut([x for mb in minibatch for x in mb]) for minibatch in c] for c in cuts]
+    own = [[len(g) for g in r] for r in greedy]
     assert any(a > b for a, b in zip(own[0], own[1])), own  # rank 0 alone would cut more than rank 1
     for m in range(2):
         assert len(cuts[0][m]) == len(cuts[1][m]) == max(own[0][m], own[1][m])  # the agreed count, on both ranks
         for c in cuts:
-            assert all(mb for mb in c[m])  # equal row counts: the split sufficed, no zero-weight pass
+            assert all(mb for mb in c[m])  # equal row counts: no zero-weight pass
             assert all(sum(mb) <= BUDGET or len(mb) == 1 for mb in c[m])
+        for r in (0, 1):  # evened out: the largest micro-batch is no larger than in the rank's own greedy cut
+            assert max(sum(mb) for mb in cuts[r][m]) <= max(greedy[r][m])
     assert [len(mb) for c in rows for m in c["micro_batch_cuts"] for mb in m] == [4] * 4  # rows: 4 a micro-batch
 
     for a, b in zip(rows[0]["rows"], budget[0]["rows"]):

@@ -346,20 +346,53 @@ def split_to_count(chunks: list[tuple[int, int]], tokens: list[int], count: int)
     return out
 
 
+def balanced_chunks(tokens: list[int], count: int) -> list[tuple[int, int]]:
+    """``count`` consecutive ``[start, end)`` row ranges (fewer only with fewer rows) whose largest token sum is
+    as small as it can be: the smallest cap whose greedy cut (:func:`token_budget_chunks`) needs at most
+    ``count`` ranges (a binary search over the cap), then :func:`split_to_count` up to ``count``."""
+    if count < 1:
+        raise ValueError(f"balanced_chunks: count must be >= 1, got {count}")
+    if not tokens:
+        return []
+
+    def needed(cap: int) -> int:  # the greedy cut's number of ranges: the fewest with no range over cap
+        n, used = 1, 0
+        for i, t in enumerate(tokens):
+            if i > 0 and used + t > cap:
+                n, used = n + 1, 0
+            used += t
+        return n
+
+    lo, hi = max(tokens), sum(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if needed(mid) <= count else (mid + 1, hi)
+    out, start, used = [], 0, 0
+    for i, t in enumerate(tokens):
+        if i > start and used + t > lo:
+            out.append((start, i))
+            start, used = i, 0
+        used += t
+    out.append((start, len(tokens)))
+    return split_to_count(out, tokens, count)
+
+
 def agreed_chunks(tokens: list[int], budget: int) -> list[tuple[int, int] | None]:
-    """:func:`token_budget_chunks` that every rank of a process group runs the same number of: the ranks agree
-    on the largest local count (an all-reduce MAX, a collective every rank must call; the identity in one
-    process), then a rank with fewer splits its largest chunks (:func:`split_to_count`, which balances the
-    ranks' micro-batches) and, if it runs out of rows to split, pads with ``None``: a micro-batch to run with
-    zero weight, so that it still joins the collectives of a forward and backward (DDP's gradient
-    all-reduce, FSDP2's all-gather and reduce-scatter)."""
+    """The micro-batches of a token budget, as many on every rank of a process group: the budget's greedy cut
+    (:func:`token_budget_chunks`) gives this rank's count; the ranks agree on the largest (an all-reduce MAX, a
+    collective every rank must call; the identity in one process); each rank then cuts its rows into that many
+    micro-batches with the smallest largest one (:func:`balanced_chunks`: never over the budget, and even, so no
+    rank waits long on another at a micro-batch's collective). A rank with fewer rows than the count pads with
+    ``None``: a micro-batch to run with zero weight, so that it still joins the collectives of a forward and
+    backward (DDP's gradient all-reduce, FSDP2's all-gather and reduce-scatter)."""
     from steprl.utils import dist as D
 
-    chunks = token_budget_chunks(tokens, budget)
-    if not D.is_distributed():
-        return list(chunks)
-    count = int(D.all_reduce([float(len(chunks))], "max")[0])
-    chunks = split_to_count(chunks, tokens, count)
+    count = len(token_budget_chunks(tokens, budget))
+    if D.is_distributed():
+        count = int(D.all_reduce([float(count)], "max")[0])
+    if count == 0:  # no rows on any rank
+        return []
+    chunks = balanced_chunks(tokens, count)
     return [*chunks, *[None] * (count - len(chunks))]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steprl.algos.base import RLModule
-from steprl.models.packing import (agreed_chunks, micro_batches, pack, packable, packed_attention, split_to_count,
+from steprl.models.packing import (agreed_chunks, balanced_chunks, micro_batches, pack, packable, packed_attention, split_to_count,
                                    token_budget_chunks, unpack, usable, zero_weight_row)
 from tests.helpers import assert_close_fp32, decoder_terms
 from tests.unit.models.conftest import LORA
@@ -94,8 +94,25 @@ def test_split_to_count_by_hand():
     assert split_to_count([(0, 4)], [2, 2, 2, 2], 3) == [(0, 1), (1, 2), (2, 4)]
 
 
-def test_one_process_agrees_with_itself():
-    assert agreed_chunks([3, 4, 2, 6, 1], 7) == token_budget_chunks([3, 4, 2, 6, 1], 7)
+def test_balanced_chunks_by_hand():
+    # cap 6: 3 | 4+2 | 6 | 1 (4 ranges); cap 7: 3+4 | 2 | 6+1 (3): the smallest largest range is 7
+    assert balanced_chunks([3, 4, 2, 6, 1], 3) == [(0, 2), (2, 3), (3, 5)]
+    # cap 5: 5 | 1+1+1+1+1 (2 ranges), where the budget 6 cut greedily 5+1 | 1+1+1+1
+    assert balanced_chunks([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+    # cap 2: 1+1 | 1+1 (2 ranges, < 3), then the first is split
+    assert balanced_chunks([1, 1, 1, 1], 3) == [(0, 1), (1, 2), (2, 4)]
+    assert balanced_chunks([9], 3) == [(0, 1)]  # one row: one range
+    assert balanced_chunks([], 2) == []
+    with pytest.raises(ValueError, match="count"):
+        balanced_chunks([1], 0)
+
+
+def test_one_process_evens_out_the_budget_cut():
+    assert agreed_chunks([3, 4, 2, 6, 1], 7) == token_budget_chunks([3, 4, 2, 6, 1], 7)  # already even
+    # the budget 6 cuts 2 micro-batches (5+1 | 1+1+1+1); as even as 2 can be: 5 | 1+1+1+1+1
+    assert token_budget_chunks([5, 1, 1, 1, 1, 1], 6) == [(0, 2), (2, 6)]
+    assert agreed_chunks([5, 1, 1, 1, 1, 1], 6) == [(0, 1), (1, 6)]
+    assert agreed_chunks([], 6) == []
 
 
 def test_zero_weight_row_is_the_cheapest():
