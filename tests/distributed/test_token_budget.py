@@ -11,16 +11,17 @@ agreed number. Under DDP the update is packed; FSDP2 takes the padded forward, c
 Two updates per step (``minibatch_size=8`` of 16 rollouts), so the log-prob pass before the update is cut by
 the budget too, and the second update's loss depends on the first update's weights.
 
-Bounds: the two runs add the same per-token terms in other groupings (other micro-batches, so other matrix
-shapes and summation orders), which moves fp32 results by float32 rounding only. The loss is a token mean of
-terms of either sign of size ~|advantage| (<= 2): allowed 1e-6 absolute (measured <= 6e-8, a few ulps of terms
-of size 1). The gradient norm and the entropy: 1e-5 relative (measured <= 6e-7). The update of each parameter
-(its checksums, |Δw| summed and Δw against a ramp): 5e-4 of its Σ|Δw| (measured <= 5.1e-5 under FSDP2, 1.4e-5
-under DDP: a coordinate's gradient sums terms of either sign, so its rounding is relative to their magnitudes,
-not to the smaller gradient). The check can fail: with the update loop changed by hand to skip the last
-micro-batch of each minibatch, the gradient norm moved by 50 % and a parameter's update by 54 % of its Σ|Δw|. The optimiser's ``eps`` is raised to 1 so the AdamW update is
-``lr * g / (|g| + 1)``, smooth in the gradient (with eps 1e-8 the first step is ``lr * sign(g)``, and a
-coordinate whose gradient is ~0 could flip on rounding alone). Each run is a subprocess with a timeout, so a hang fails the test instead of blocking it.
+Bounds: the two runs add the same per-token terms in other groupings (other micro-batches, so other matrix shapes
+and summation orders), which moves fp32 results by float32 rounding only. The loss is a token mean of terms of
+either sign of size ~|advantage| (<= 2): allowed 1e-6 absolute (measured <= 6e-8, a few ulps of terms of size 1).
+The gradient norm and the entropy: 1e-5 relative (measured <= 6e-7). The update of each parameter (its checksums,
+|Δw| summed and Δw against a ramp): 5e-4 of its Σ|Δw| (measured <= 5.1e-5 under FSDP2, 1.4e-5 under DDP: a
+coordinate's gradient sums terms of either sign, so its rounding is relative to their magnitudes, not to the
+smaller gradient). The check can fail: with the update loop changed by hand to skip the last micro-batch of each
+minibatch, the gradient norm moved by 50 % and a parameter's update by 54 % of its Σ|Δw|. The optimiser's ``eps``
+is raised to 1 so the AdamW update is ``lr * g / (|g| + 1)``, smooth in the gradient (with eps 1e-8 the first step
+is ``lr * sign(g)``, and a coordinate whose gradient is ~0 could flip on rounding alone). Each run is a subprocess
+with a timeout, so a hang fails the test instead of blocking it.
 """
 from __future__ import annotations
 

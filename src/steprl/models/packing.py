@@ -290,9 +290,13 @@ def token_budget_chunks(tokens: list[int], budget: int) -> list[tuple[int, int]]
     than the budget alone), greedily in order: the micro-batches of a token budget."""
     if budget < 1:
         raise ValueError(f"token budget must be >= 1, got {budget}")
+    return _greedy_cut(tokens, budget)
+
+
+def _greedy_cut(tokens: list[int], cap: int) -> list[tuple[int, int]]:
     out, start, used = [], 0, 0
     for i, t in enumerate(tokens):
-        if i > start and used + t > budget:
+        if i > start and used + t > cap:
             out.append((start, i))
             start, used = i, 0
         used += t
@@ -354,26 +358,11 @@ def balanced_chunks(tokens: list[int], count: int) -> list[tuple[int, int]]:
         raise ValueError(f"balanced_chunks: count must be >= 1, got {count}")
     if not tokens:
         return []
-
-    def needed(cap: int) -> int:  # the greedy cut's number of ranges: the fewest with no range over cap
-        n, used = 1, 0
-        for i, t in enumerate(tokens):
-            if i > 0 and used + t > cap:
-                n, used = n + 1, 0
-            used += t
-        return n
-
-    lo, hi = max(tokens), sum(tokens)
+    lo, hi = max(tokens), sum(tokens)  # the greedy cut at cap c has the fewest ranges with none over c
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if needed(mid) <= count else (mid + 1, hi)
-    out, start, used = [], 0, 0
-    for i, t in enumerate(tokens):
-        if i > start and used + t > lo:
-            out.append((start, i))
-            start, used = i, 0
-        used += t
-    out.append((start, len(tokens)))
+        lo, hi = (lo, mid) if len(_greedy_cut(tokens, mid)) <= count else (mid + 1, hi)
+    out = _greedy_cut(tokens, lo)
     return split_to_count(out, tokens, count)
 
 

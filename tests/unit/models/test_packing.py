@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from steprl.algos.base import RLModule
-from steprl.models.packing import (agreed_chunks, balanced_chunks, micro_batches, pack, packable, packed_attention, split_to_count,
-                                   token_budget_chunks, unpack, usable, zero_weight_row)
+from steprl.models.packing import (agreed_chunks, balanced_chunks, micro_batches, pack, packable, packed_attention,
+                                   split_to_count, token_budget_chunks, unpack, usable, zero_weight_row)
 from tests.helpers import assert_close_fp32, decoder_terms
 from tests.unit.models.conftest import LORA
 
