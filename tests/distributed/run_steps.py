@@ -5,7 +5,9 @@
 Every rank also writes ``OUT_JSON.rank<r>`` with float64 sums of |w| (and of w · a fixed ramp, which sees
 a permutation or sign change) of each parameter of the models trained by an algorithm's own optimiser
 (``aux_modules``, e.g. PRIME's PRM), before and after training: their local tensors (no gather), so two
-ranks' files are equal only if their copies are.
+ranks' files are equal only if their copies are. It also holds, per trainable policy parameter, the float64
+sums of |Δw| and of Δw · ramp of this rank's local tensor (its FSDP2 shard) over the run, and the rows' tokens of
+each micro-batch of the last update (``RLModule.micro_batch_cuts``).
 
 Lightning's DDP / ModelParallel launchers start the other ranks by re-running this same command line.
 """
@@ -34,12 +36,27 @@ def aux_checksums(module) -> dict[str, list[float]]:
     return out
 
 
+def local_policy(module) -> dict[str, torch.Tensor]:
+    return {n: (p.to_local() if hasattr(p, "to_local") else p).detach().double().reshape(-1).clone()
+            for n, p in module.policy.named_parameters() if p.requires_grad}
+
+
 class AuxRecorder(L.Callback):
     def __init__(self):
         self.before: dict[str, list[float]] = {}
+        self.policy_before: dict[str, torch.Tensor] = {}
 
     def on_train_start(self, trainer, pl_module):
         self.before = aux_checksums(pl_module)
+        self.policy_before = local_policy(pl_module)
+
+    def policy_delta(self, module) -> dict[str, list[float]]:
+        out = {}
+        for n, after in local_policy(module).items():
+            d = after - self.policy_before[n]
+            ramp = torch.linspace(-1.0, 1.0, d.numel(), dtype=torch.float64)
+            out[n] = [float(d.abs().sum()), float((d * ramp).sum())]
+        return out
 
 
 def main() -> None:
@@ -51,7 +68,8 @@ def main() -> None:
     trainer.callbacks.extend([rec, aux])
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     Path(f"{out_json}.rank{trainer.global_rank}").write_text(json.dumps(
-        {"aux_before": aux.before, "aux_after": aux_checksums(module), "rows": rec.rows}))
+        {"aux_before": aux.before, "aux_after": aux_checksums(module), "rows": rec.rows,
+         "policy_delta": aux.policy_delta(module), "micro_batch_cuts": getattr(module, "micro_batch_cuts", None)}))
     if trainer.global_rank == 0:
         params = {n: float(p.detach().float().abs().sum()) for n, p in module.policy.named_parameters()
                   if p.requires_grad and not hasattr(p, "full_tensor")}

@@ -249,6 +249,12 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
         logp, ent = self.forward_logp(self.policy, mb, entropy=True if self.loss_cfg["entropy_coef"] else "detached")
         return self.policy_loss(mb, logp, ent, adv, extras, num_tokens, num_seqs)
 
+    def zero_weight_loss(self, mb: Rollouts, adv: torch.Tensor, extras: dict, num_tokens, num_seqs: int):
+        """The loss of the micro-batch ``mb`` times 0: its backward gives every parameter the policy loss reaches
+        a zero gradient, so a rank with no rows left still takes part in the collectives of a micro-batch the
+        other ranks run (DDP's gradient all-reduce, FSDP2's all-gathers and reduce-scatters)."""
+        return self.micro_loss(mb, adv, extras, num_tokens, num_seqs)[0] * 0.0
+
     def local_minibatch_size(self) -> int:
         """Sequences of one optimiser update on this rank: ``batch.minibatch_size`` is global."""
         return max(1, self.batch_cfg["minibatch_size"] // D.world_size())
@@ -266,17 +272,22 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
             torch.ones(len(ro), dtype=torch.bool, device=ro.loss_mask.device)
         mbsize = self.local_minibatch_size()
         tokens = row_tokens(ro)
-        if b.get("micro_batch_tokens") is not None and world > 1:  # ranks would run different numbers of backwards
-            raise ConfigError("batch.micro_batch_tokens needs a single process (DDP / FSDP ranks must run the same "
-                              "number of micro-batches); use batch.micro_batch_size")
+        self.micro_batch_cuts: list[list[list[int]]] = []  # per minibatch, per micro-batch run: its rows' tokens
         for _ in range(b["ppo_epochs"]):
             order = torch.randperm(len(ro), generator=self.shuffler)
             for start in range(0, len(ro), mbsize):
                 idx = order[start:start + mbsize].to(self.device)
                 n_tok, n_seq = D.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
-                for mid in packing.micro_batches(idx, tokens, b["micro_batch_size"], b.get("micro_batch_tokens")):
+                mids = packing.micro_batches(idx, tokens, b["micro_batch_size"], b.get("micro_batch_tokens"))
+                self.micro_batch_cuts.append([tokens[m.cpu()].tolist() for m in mids])  # [] : a zero-weight pass
+                for mid in mids:
+                    zero = len(mid) == 0  # the ranks agreed on more token-budget micro-batches than this one has rows
+                    mid = packing.zero_weight_row(idx, tokens) if zero else mid
                     mb_extras = {k: (v[mid] if isinstance(v, torch.Tensor) else v) for k, v in extras.items()}
+                    if zero:
+                        self.manual_backward(self.zero_weight_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq))
+                        continue
                     loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq)
                     if world > 1:  # every rank must join the gradient reduction; a NaN is caught at the step
                         self.manual_backward(loss * world)

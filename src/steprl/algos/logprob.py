@@ -89,9 +89,14 @@ class LogProbPasses:
         mbs = self.batch_cfg["micro_batch_size"]
         was = model.training
         model.eval()
-        out = torch.cat([self.forward_logp(model, ro.select(mid), temperature=temperature)[0]
-                         for mid in packing.micro_batches(torch.arange(len(ro)), row_tokens(ro), mbs,
-                                                          self.batch_cfg.get("micro_batch_tokens"))])
+        rows, tokens = torch.arange(len(ro)), row_tokens(ro)
+        out = []
+        for mid in packing.micro_batches(rows, tokens, mbs, self.batch_cfg.get("micro_batch_tokens")):
+            if len(mid) == 0:  # the ranks agreed on more micro-batches: a discarded forward joins FSDP2's gathers
+                self.forward_logp(model, ro.select(packing.zero_weight_row(rows, tokens)), temperature=temperature)
+                continue
+            out.append(self.forward_logp(model, ro.select(mid), temperature=temperature)[0])
+        out = torch.cat(out)
         model.train(was)
         return out
 

@@ -290,9 +290,13 @@ def token_budget_chunks(tokens: list[int], budget: int) -> list[tuple[int, int]]
     than the budget alone), greedily in order: the micro-batches of a token budget."""
     if budget < 1:
         raise ValueError(f"token budget must be >= 1, got {budget}")
+    return _greedy_cut(tokens, budget)
+
+
+def _greedy_cut(tokens: list[int], cap: int) -> list[tuple[int, int]]:
     out, start, used = [], 0, 0
     for i, t in enumerate(tokens):
-        if i > start and used + t > budget:
+        if i > start and used + t > cap:
             out.append((start, i))
             start, used = i, 0
         used += t
@@ -329,9 +333,74 @@ def packed_logp(model, ids: torch.Tensor, att: torch.Tensor, n_prompt: int, targ
     return unpack(logp, packed, shape), ent
 
 
+def split_to_count(chunks: list[tuple[int, int]], tokens: list[int], count: int) -> list[tuple[int, int]]:
+    """Split ``chunks`` (consecutive ``[start, end)`` row ranges, ``tokens`` per row) until there are ``count``:
+    each time the chunk with the most tokens among those of two rows or more (the first on a tie) is cut at the
+    row boundary that leaves the smaller larger half (the first such boundary). Stops early when no chunk has
+    two rows. Splitting never exceeds a token budget the chunks kept, and evens out the micro-batches."""
+    out = list(chunks)
+    while len(out) < count:
+        sizes = [(sum(tokens[a:b]), i) for i, (a, b) in enumerate(out) if b - a > 1]
+        if not sizes:
+            break
+        _, i = max(sizes, key=lambda x: (x[0], -x[1]))
+        a, b = out[i]
+        cut = min(range(a + 1, b), key=lambda c: (max(sum(tokens[a:c]), sum(tokens[c:b])), c))
+        out[i:i + 1] = [(a, cut), (cut, b)]
+    return out
+
+
+def balanced_chunks(tokens: list[int], count: int) -> list[tuple[int, int]]:
+    """``count`` consecutive ``[start, end)`` row ranges (fewer only with fewer rows) whose largest token sum is
+    as small as it can be: the smallest cap whose greedy cut (:func:`token_budget_chunks`) needs at most
+    ``count`` ranges (a binary search over the cap), then :func:`split_to_count` up to ``count``."""
+    if count < 1:
+        raise ValueError(f"balanced_chunks: count must be >= 1, got {count}")
+    if not tokens:
+        return []
+    lo, hi = max(tokens), sum(tokens)  # the greedy cut at cap c has the fewest ranges with none over c
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(_greedy_cut(tokens, mid)) <= count else (mid + 1, hi)
+    out = _greedy_cut(tokens, lo)
+    return split_to_count(out, tokens, count)
+
+
+def agreed_chunks(tokens: list[int], budget: int) -> list[tuple[int, int] | None]:
+    """The micro-batches of a token budget, as many on every rank of a process group: the budget's greedy cut
+    (:func:`token_budget_chunks`) gives this rank's count; the ranks agree on the largest (an all-reduce MAX, a
+    collective every rank must call; the identity in one process); each rank then cuts its rows into that many
+    micro-batches with the smallest largest one (:func:`balanced_chunks`: never over the budget, and even, so no
+    rank waits long on another at a micro-batch's collective). A rank with fewer rows than the count pads with
+    ``None``: a micro-batch to run with zero weight, so that it still joins the collectives of a forward and
+    backward (DDP's gradient all-reduce, FSDP2's all-gather and reduce-scatter)."""
+    from steprl.utils import dist as D
+
+    count = len(token_budget_chunks(tokens, budget))
+    if D.is_distributed():
+        count = int(D.all_reduce([float(count)], "max")[0])
+    if count == 0:  # no rows on any rank
+        return []
+    chunks = balanced_chunks(tokens, count)
+    return [*chunks, *[None] * (count - len(chunks))]
+
+
 def micro_batches(idx: torch.Tensor, tokens: torch.Tensor, rows: int, token_budget: int | None) -> list[torch.Tensor]:
     """Cut the rows ``idx`` of a minibatch into micro-batches: ``rows`` rows each, or with ``token_budget``
-    consecutive rows of at most that many real tokens (``tokens``: each row's prompt + response tokens)."""
+    consecutive rows of at most that many real tokens (``tokens``: each row's prompt + response tokens).
+
+    With a token budget under several ranks this is a collective (:func:`agreed_chunks`): every rank gets the
+    same number of micro-batches; an empty one (``idx[:0]``) stands for a zero-weight pass. Row micro-batches
+    need no agreement: every rank holds the same number of rows (``pad_to_global``)."""
     if token_budget is None:
         return [idx[m:m + rows] for m in range(0, len(idx), rows)]
-    return [idx[a:b] for a, b in token_budget_chunks(tokens[idx.to(tokens.device)].tolist(), int(token_budget))]
+    chunks = agreed_chunks(tokens[idx.to(tokens.device)].tolist(), int(token_budget))
+    return [idx[:0] if c is None else idx[c[0]:c[1]] for c in chunks]
+
+
+def zero_weight_row(idx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The row of ``idx`` with the fewest real tokens, as a one-row index: the cheapest input for a
+    zero-weight pass (an empty micro-batch of :func:`micro_batches`)."""
+    if len(idx) == 0:
+        raise ValueError("zero_weight_row: a rank with no rows cannot join its ranks' micro-batches")
+    return idx[int(tokens[idx.to(tokens.device)].argmin())].reshape(1)

@@ -170,3 +170,29 @@ def test_packed_micro_batches_equal_padded(agg, norm_len, tmp_path):
     padded = _loss_and_grads(module, ro, adv, micro=4)
     assert padded[2] == four[2] > 0  # the same tokens clip
     _assert_same(module, ro, adv, four, padded)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_zero_weight_micro_batch_adds_exactly_zero_gradient(packed, tmp_path):
+    """The pass a rank runs when the ranks agreed on more token-budget micro-batches than it has rows for
+    (``RLModule.zero_weight_loss``): every parameter the policy loss reaches gets a gradient (so DDP / FSDP2
+    reduce it like any micro-batch's), exactly 0, and the accumulated gradient of a real micro-batch is
+    unchanged to the last bit. The loss is 0 too."""
+    module, ro, adv = _prepare(tmp_path, [f"batch.packed={str(packed).lower()}", "algo.loss.entropy_coef=0.01"])
+    row = packing.zero_weight_row(torch.arange(4), (ro.prompt_mask.sum(-1) + ro.response_mask.sum(-1)).cpu())
+    n_tok = ro.loss_mask.sum()
+    module.zero_grad(set_to_none=True)
+    zero = module.zero_weight_loss(ro.select(row), adv[row], {}, n_tok, 4)
+    assert float(zero.detach()) == 0.0 and zero.requires_grad
+    zero.backward()
+    grads = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None for g in grads.values())
+    assert all(bool((g == 0).all()) for g in grads.values())
+    # on top of a real micro-batch's gradient: bit for bit the same
+    _, real, _ = _loss_and_grads(module, ro, adv, micro=4)
+    module.micro_loss(ro, adv, {}, n_tok, 4)[0].backward()
+    module.zero_weight_loss(ro.select(row), adv[row], {}, n_tok, 4).backward()
+    after = {f"policy.{n}": p.grad for n, p in module.policy.named_parameters() if p.requires_grad}
+    assert any(bool(g.abs().sum() > 0) for g in after.values())
+    for name, g in after.items():
+        assert torch.equal(g, real[name]), name

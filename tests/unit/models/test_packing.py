@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from steprl.algos.base import RLModule
-from steprl.models.packing import (micro_batches, pack, packable, packed_attention, token_budget_chunks, unpack,
-                                   usable)
+from steprl.models.packing import (agreed_chunks, balanced_chunks, micro_batches, pack, packable, packed_attention,
+                                   split_to_count, token_budget_chunks, unpack, usable, zero_weight_row)
 from tests.helpers import assert_close_fp32, decoder_terms
 from tests.unit.models.conftest import LORA
 
@@ -77,6 +77,50 @@ def test_token_budget_chunks_by_hand():
     assert [m.tolist() for m in micro_batches(idx, tokens, rows=2, token_budget=60)] == [[4, 0], [2, 1], [3]]
     assert [m.tolist() for m in micro_batches(idx, tokens, rows=2, token_budget=100)] == [[4, 0, 2], [1, 3]]
 
+
+
+def test_split_to_count_by_hand():
+    tokens = [3, 4, 2, 6, 1]  # budget 7: 3+4 | 2 | 6+1
+    chunks = [(0, 2), (2, 3), (3, 5)]
+    assert split_to_count(chunks, tokens, 3) == chunks
+    # the largest chunks of 2+ rows hold 7 tokens each: the first is split (its one boundary)
+    assert split_to_count(chunks, tokens, 4) == [(0, 1), (1, 2), (2, 3), (3, 5)]
+    assert split_to_count(chunks, tokens, 5) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert split_to_count(chunks, tokens, 6) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]  # one row each: stop
+    # the cut that leaves the smaller larger half: 1 | 1+1+5 (7), 1+1 | 1+5 (6), 1+1+1 | 5 (5)
+    assert split_to_count([(0, 4)], [1, 1, 1, 5], 2) == [(0, 3), (3, 4)]
+    # a tie: the first such cut (2+2 | 2+2), then the first of two 4-token chunks
+    assert split_to_count([(0, 4)], [2, 2, 2, 2], 2) == [(0, 2), (2, 4)]
+    assert split_to_count([(0, 4)], [2, 2, 2, 2], 3) == [(0, 1), (1, 2), (2, 4)]
+
+
+def test_balanced_chunks_by_hand():
+    # cap 6: 3 | 4+2 | 6 | 1 (4 ranges); cap 7: 3+4 | 2 | 6+1 (3): the smallest largest range is 7
+    assert balanced_chunks([3, 4, 2, 6, 1], 3) == [(0, 2), (2, 3), (3, 5)]
+    # cap 5: 5 | 1+1+1+1+1 (2 ranges), where the budget 6 cut greedily 5+1 | 1+1+1+1
+    assert balanced_chunks([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+    # cap 2: 1+1 | 1+1 (2 ranges, < 3), then the first is split
+    assert balanced_chunks([1, 1, 1, 1], 3) == [(0, 1), (1, 2), (2, 4)]
+    assert balanced_chunks([9], 3) == [(0, 1)]  # one row: one range
+    assert balanced_chunks([], 2) == []
+    with pytest.raises(ValueError, match="count"):
+        balanced_chunks([1], 0)
+
+
+def test_one_process_evens_out_the_budget_cut():
+    assert agreed_chunks([3, 4, 2, 6, 1], 7) == token_budget_chunks([3, 4, 2, 6, 1], 7)  # already even
+    # the budget 6 cuts 2 micro-batches (5+1 | 1+1+1+1); as even as 2 can be: 5 | 1+1+1+1+1
+    assert token_budget_chunks([5, 1, 1, 1, 1, 1], 6) == [(0, 2), (2, 6)]
+    assert agreed_chunks([5, 1, 1, 1, 1, 1], 6) == [(0, 1), (1, 6)]
+    assert agreed_chunks([], 6) == []
+
+
+def test_zero_weight_row_is_the_cheapest():
+    tokens = torch.tensor([5, 3, 9, 1, 7])
+    assert zero_weight_row(torch.tensor([4, 0, 2]), tokens).tolist() == [0]  # tokens 7, 5, 9
+    assert zero_weight_row(torch.tensor([2, 3]), tokens).tolist() == [3]
+    with pytest.raises(ValueError, match="no rows"):
+        zero_weight_row(torch.tensor([], dtype=torch.long), tokens)
 
 @pytest.mark.parametrize("share", [False, True], ids=["own-prompt", "shared-prompt"])
 def test_segment_attention_equals_masked_sdpa(share):
