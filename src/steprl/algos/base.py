@@ -289,14 +289,9 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
                         self.manual_backward(self.zero_weight_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq))
                         continue
                     loss, stats = self.micro_loss(ro.select(mid), adv[mid], mb_extras, n_tok, n_seq)
-                    if world > 1:  # every rank must join the gradient reduction; a NaN is caught at the step
+                    if world > 1 or torch.isfinite(loss):  # every rank must join the gradient reduction
                         self.manual_backward(loss * world)
-                        if not torch.isfinite(loss):
-                            p = next(self.policy.parameters())
-                            p.grad = torch.full_like(p, float("nan"))
-                    elif torch.isfinite(loss):
-                        self.manual_backward(loss)
-                    else:  # poison the gradient so clip_and_step skips this update and counts it
+                    if not torch.isfinite(loss):  # poison the gradient so clip_and_step skips this update and counts it
                         p = next(self.policy.parameters())
                         p.grad = torch.full_like(p, float("nan"))
                     loss_total += float(loss.detach())
