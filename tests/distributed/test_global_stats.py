@@ -7,18 +7,14 @@ the global one (checked too: the test fails if the reduction is dropped).
 """
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from steprl import core
 from steprl.algos.advantage import GAE, AdvantageInputs, GroupAdvantage, ReinforcePP
 from steprl.algos.advantage import PrimeAdvantage
 from steprl.utils import dist as D
+from tests.distributed.gloo import two_ranks as run_two_ranks
 from tests.helpers import assert_close_fp32
 
 pytestmark = pytest.mark.distributed
@@ -56,30 +52,14 @@ def _estimators():
     }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        x, m, s, gid, v = (t[4 * rank:4 * rank + 4] for t in _batch())
-        out = {name: fn(x, m, s, gid, v, D.all_reduce) for name, fn in _estimators().items()}
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _on_rank(rank: int) -> dict:
+    x, m, s, gid, v = (t[4 * rank:4 * rank + 4] for t in _batch())
+    return {name: fn(x, m, s, gid, v, D.all_reduce) for name, fn in _estimators().items()}
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ranks")
-    # fork: the children inherit the imported modules (a spawn re-imports torch and steprl: ~20 s each)
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=2, join=True, start_method="fork")
-    return {r: torch.load(out / f"rank{r}.pt") for r in (0, 1)}
+    return run_two_ranks(_on_rank, tmp_path_factory.mktemp("ranks"))
 
 
 @pytest.mark.parametrize("name", list(_estimators()))

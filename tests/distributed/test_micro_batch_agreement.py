@@ -6,15 +6,11 @@ zero-weight passes (``None``). The counts and cuts below are worked out by hand 
 """
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from steprl.models.packing import agreed_chunks, micro_batches
+from tests.distributed.gloo import two_ranks as run_two_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -34,32 +30,18 @@ EXPECTED = {
 }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        out = {name: agreed_chunks(case[rank], case[2]) for name, case in CASES.items()}
-        # micro_batches on a shuffled minibatch: rank 1 holds rows 6 and 2 of its rollouts (tokens 4 and 1)
-        idx = torch.tensor([4, 0, 2, 1, 3]) if rank == 0 else torch.tensor([6, 2])
-        tokens = torch.tensor([3, 6, 1, 2, 4, 0, 4]) if rank == 0 else torch.tensor([0, 0, 1, 0, 0, 0, 4])
-        out["micro_batches"] = [m.tolist() for m in micro_batches(idx, tokens, rows=2, token_budget=7)]
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _on_rank(rank: int) -> dict:
+    out = {name: agreed_chunks(case[rank], case[2]) for name, case in CASES.items()}
+    # micro_batches on a shuffled minibatch: rank 1 holds rows 6 and 2 of its rollouts (tokens 4 and 1)
+    idx = torch.tensor([4, 0, 2, 1, 3]) if rank == 0 else torch.tensor([6, 2])
+    tokens = torch.tensor([3, 6, 1, 2, 4, 0, 4]) if rank == 0 else torch.tensor([0, 0, 1, 0, 0, 0, 4])
+    out["micro_batches"] = [m.tolist() for m in micro_batches(idx, tokens, rows=2, token_budget=7)]
+    return out
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ranks")
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=2, join=True, start_method="fork")
-    return {r: torch.load(out / f"rank{r}.pt") for r in (0, 1)}
+    return run_two_ranks(_on_rank, tmp_path_factory.mktemp("ranks"))
 
 
 @pytest.mark.parametrize("name", list(CASES))

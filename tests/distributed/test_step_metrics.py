@@ -3,15 +3,10 @@ over every write of every rank, counts are summed over ranks, and a key only one
 value (the other joins with weight 0), the same dict on both ranks."""
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from steprl.algos.metrics import StepMetrics
+from tests.distributed.gloo import two_ranks as run_two_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -29,26 +24,15 @@ def _writes(m: StepMetrics, rank: int) -> None:
         m.add("n", 4.0)
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        m = StepMetrics()
-        _writes(m, rank)
-        torch.save({"local": m.peek(), "global": m.compute()}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _on_rank(rank: int) -> dict:
+    m = StepMetrics()
+    _writes(m, rank)
+    return {"local": m.peek(), "global": m.compute()}
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("metrics")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(out)), nprocs=2, join=True, start_method="fork")
-    return {r: torch.load(out / f"rank{r}.pt") for r in (0, 1)}
+    return run_two_ranks(_on_rank, tmp_path_factory.mktemp("metrics"))
 
 
 def test_two_ranks_reduce_means_and_counts(two_ranks):
