@@ -8,26 +8,20 @@ Each run is a subprocess with a timeout, so a hang fails the test instead of blo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.distributed.gloo import run_steps
+
 COMMON = ["trainer.max_steps=1", "trainer.num_sanity_val_steps=0", "trainer.val_check_interval=100"]
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def run(out: Path, *overrides: str, timeout: int = 400) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "tests" / "distributed" / "run_steps.py"), str(out / "m.json"), str(out),
-           *COMMON, *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads((out / f"m.json.rank{r}").read_text()) for r in (0, 1)]
+    m = run_steps(out, *COMMON, *overrides, timeout=timeout)
+    return [json.loads(m.with_name(f"m.json.rank{r}").read_text()) for r in (0, 1)]
 
 
 @pytest.mark.parametrize("algo,hardware,metric", [("prime", "ddp_cpu", "prime/prm_updates"),

@@ -11,14 +11,12 @@ Every run is a subprocess with a timeout, so a hang fails the test instead of bl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.distributed.gloo import run_steps
+
 COMMON = ["experiment=grpo_tiny", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0",
           "trainer.val_check_interval=100", "rollout.top_k=1", "algo.loss.entropy_coef=0.01",
           "batch.prompts_per_step=4", "batch.samples_per_prompt=4", "batch.minibatch_size=16", "batch.micro_batch_size=4",
@@ -29,12 +27,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def run(out: Path, *overrides: str, timeout: int = 420) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "tests" / "distributed" / "run_steps.py"), str(out / "m.json"), str(out),
-           *COMMON, *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "m.json").read_text())
+    m = run_steps(out, *COMMON, *overrides, timeout=timeout)
+    return json.loads(m.read_text())
 
 
 def close(a: dict, b: dict, keys=KEYS, tol=1e-5):

@@ -26,16 +26,13 @@ with a timeout, so a hang fails the test instead of blocking it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from steprl.models.packing import token_budget_chunks
+from tests.distributed.gloo import run_steps
 
-ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 64
 COMMON = ["experiment=grpo_tiny", "trainer.max_steps=1", "trainer.num_sanity_val_steps=0",
           "trainer.val_check_interval=100", "batch.prompts_per_step=4", "batch.samples_per_prompt=4",
@@ -47,12 +44,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def run(out: Path, *overrides: str, timeout: int = 420) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "tests" / "distributed" / "run_steps.py"), str(out / "m.json"), str(out),
-           *COMMON, *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads((out / f"m.json.rank{r}").read_text()) for r in (0, 1)]
+    m = run_steps(out, *COMMON, *overrides, timeout=timeout)
+    return [json.loads(m.with_name(f"m.json.rank{r}").read_text()) for r in (0, 1)]
 
 
 def own_cut(tokens: list[int]) -> list[int]:
