@@ -2,14 +2,17 @@
 puzzle warm start is measured).
 
     python -m steprl.tasks.puzzle_eval --model steprl:tiny_vl_puzzles --source scene --puzzles rotation patchfit \\
-        --num-val 512 --black
+        --num-val 512 --black --other-image
 
 Greedy decoding on the held-out split of ``PuzzleTask(puzzles, source, num_val=N, seed=S)`` (the split the SFT
 recipe ``experiment=sft_tiny_vl_puzzles`` never trains on). For each puzzle kind it prints the accuracy (a
 Jigsaw counts only when every tile is right, as ``val/acc``) with its binomial standard error, and:
 
 * ``--black``: the same puzzles with every image replaced by a black one of the same size. A model that reads
-  the image loses accuracy; the drop (paired, on the same puzzles) is its *image dependence*.
+  the image loses accuracy; the drop (paired, on the same puzzles) is its *image dependence*. A black image can
+  also be far from anything the model was trained on and break its format, so
+* ``--other-image``: each puzzle shown the image of the next puzzle in the list (a real puzzle image of the same
+  kind when the list has one kind): the format holds, and a model that reads the image falls to about chance.
 * ``--against-model`` / ``--against-ckpt``: a second model decoded greedily on the same puzzles; the paired gain
   (first minus second, per puzzle) with its standard error, per kind.
 
@@ -45,16 +48,18 @@ def load_processor_for(model: str | None, ckpt: str | None):
 
 
 def responses(model, tokenizer, processor, samples, batch_size: int = 64, max_new_tokens: int = 132,
-              black: bool = False) -> list[str]:
-    """The greedy response to each sample (``black``: with its images replaced by black ones of the same size)."""
+              black: bool = False, other_image: bool = False) -> list[str]:
+    """The greedy response to each sample (``black``: with its images replaced by black ones of the same size;
+    ``other_image``: sample ``i`` shown the images of sample ``i + 1``, the last one those of the first)."""
     from PIL import Image
 
     engine = HFEngine(max_new_tokens=max_new_tokens, temperature=1.0)
     model.eval()
+    shown = [samples[(i + 1) % len(samples)].images if other_image else s.images for i, s in enumerate(samples)]
     texts: list[str] = []
     for b in range(0, len(samples), batch_size):
         batch = samples[b:b + batch_size]
-        images = [[Image.new("RGB", im.size) for im in s.images] if black else s.images for s in batch]
+        images = [[Image.new("RGB", im.size) for im in ims] if black else ims for ims in shown[b:b + batch_size]]
         texts += engine.generate(model, tokenizer, [s.prompt for s in batch], n=1, greedy=True,
                                  images=images, processor=processor).texts
     return texts
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--num-val", type=int, default=512)
     p.add_argument("--max-new-tokens", type=int, default=132)
     p.add_argument("--black", action="store_true", help="also decode with every image replaced by a black one")
+    p.add_argument("--other-image", action="store_true", help="also decode with each puzzle shown the next one's image")
     against = p.add_mutually_exclusive_group()
     against.add_argument("--against-model", help="a second model to compare with, paired on the same puzzles")
     against.add_argument("--against-ckpt", help="a second steprl checkpoint to compare with")
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {"acc": score(responses(model, tok, proc, samples, a.batch_size, a.max_new_tokens))}
     if a.black:
         runs["black"] = score(responses(model, tok, proc, samples, a.batch_size, a.max_new_tokens, black=True))
+    if a.other_image:
+        runs["other_image"] = score(responses(model, tok, proc, samples, a.batch_size, a.max_new_tokens,
+                                              other_image=True))
     if a.against_model or a.against_ckpt:
         from steprl.export import load_model_or_checkpoint
 

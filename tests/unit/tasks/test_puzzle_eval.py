@@ -29,9 +29,27 @@ def test_summarize_by_hand():
 def test_command_on_the_shipped_warm_start(tmp_path):
     out = tmp_path / "res.json"
     res = main(["--model", "steprl:tiny_vl_puzzles", "--source", "scene", "--puzzles", "rotation", "patchfit",
-                "--num-val", "6", "--black", "--against-model", "steprl:tiny_vl_puzzles", "--out", str(out)])
+                "--num-val", "6", "--black", "--other-image", "--against-model", "steprl:tiny_vl_puzzles", "--out", str(out)])
     assert res["all"]["n"] == 6 and set(res) >= {"all"} and set(res) - {"all"} <= {"rotation", "patchfit"}
     # the same model on the same puzzles: the paired difference is exactly 0 on every puzzle
     assert res["all"]["acc_minus_against"] == 0.0 and res["all"]["acc"] == res["all"]["against"]
     saved = json.loads(out.read_text())
     assert saved["per_puzzle"]["acc"] == saved["per_puzzle"]["against"] and len(saved["per_puzzle"]["black"]) == 6
+    assert len(saved["per_puzzle"]["other_image"]) == 6 and "acc_minus_other_image" in res["all"]
+
+
+def test_other_image_shows_the_next_puzzles_image():
+    from steprl.models.vision import load_processor
+    from steprl.models import load_model
+    from steprl.tasks.puzzle_eval import responses
+    from steprl.tasks.puzzles import PuzzleTask
+
+    task = PuzzleTask(puzzles=["rotation"], source="scene", num_val=3, num_train=0)
+    qs = [task.sample("val", i) for i in range(3)]
+    model, tok = load_model(path="steprl:tiny_vl_puzzles")
+    proc = load_processor(path="steprl:tiny_vl_puzzles")
+    moved = responses(model, tok, proc, qs, other_image=True, max_new_tokens=72)
+    # the prompt of 0 with the image of 1 etc.: the same as decoding those pairs directly
+    pairs = [type(q)(prompt=q.prompt, answer=q.answer, meta=q.meta, images=qs[(i + 1) % 3].images)
+             for i, q in enumerate(qs)]
+    assert moved == responses(model, tok, proc, pairs, max_new_tokens=72)
