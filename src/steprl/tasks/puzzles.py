@@ -17,7 +17,8 @@ puzzle), and everything the tests check is pixel-exact:
   patch or patches from elsewhere in the image; none is pixel-equal to the true patch or to another decoy.
 
 Image sources (``source``): ``procedural`` (shapes and gradients drawn from the seed: no files, used by the
-tests), ``skimage`` (scikit-image's sample photos; optional dependency) or a folder path (every
+tests; no up direction, so a Rotation's angle is barely recoverable), ``scene`` (an upright sky / ground / sun
+scene drawn from the seed: no files, an up direction as in photos), ``skimage`` (scikit-image's sample photos; optional dependency) or a folder path (every
 jpg/jpeg/png/bmp/webp under it, sorted). Images are centre-cropped to a square and resized to ``image_size``.
 
 Answer parsing (spec §4.1 [RECON] choices, as flags): the last ``<answer>...</answer>`` counts; no tag or an
@@ -48,7 +49,7 @@ from steprl.rollout.types import Sample
 from steprl.tasks.base import Task
 
 __all__ = ["PuzzleTask", "Puzzle", "make_rotation", "make_jigsaw", "make_patchfit", "procedural_image",
-           "parse_answer", "jigsaw_reward", "worked_solution", "JIGSAW_GRIDS", "PUZZLES", "INSTRUCTION"]
+           "scene_image", "parse_answer", "jigsaw_reward", "worked_solution", "JIGSAW_GRIDS", "PUZZLES", "INSTRUCTION"]
 
 PUZZLES = ("rotation", "jigsaw", "patchfit")
 ANGLES = (0, 90, 180, 270)
@@ -108,6 +109,38 @@ def procedural_image(rng: np.random.Generator, size: int = 112) -> np.ndarray:
     return np.clip(arr.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+def scene_image(rng: np.random.Generator, size: int = 112) -> np.ndarray:
+    """A synthetic upright scene (uint8 RGB): a light sky above a darker ground, the horizon at 40-70 % of the
+    height, a bright sun in the sky, and shapes standing on the ground. Unlike :func:`procedural_image` it has an
+    up direction, as natural photos do, so a Rotation puzzle's angle is recoverable from the shown image alone."""
+    from PIL import Image, ImageDraw
+
+    horizon = int(size * rng.uniform(0.4, 0.7))
+    sky0, sky1 = rng.integers(150, 256, 3), rng.integers(150, 256, 3)       # zenith, horizon
+    ground0, ground1 = rng.integers(20, 120, 3), rng.integers(0, 80, 3)     # horizon, bottom
+    y = np.arange(size, dtype=np.float64)[:, None]
+    t_sky = np.clip(y / max(1, horizon), 0, 1)
+    t_ground = np.clip((y - horizon) / max(1, size - horizon), 0, 1)
+    rows = np.where(y < horizon, sky0 * (1 - t_sky) + sky1 * t_sky, ground0 * (1 - t_ground) + ground1 * t_ground)
+    img = Image.fromarray(np.repeat(rows[:, None, :], size, axis=1).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    r = int(rng.integers(size // 16, size // 8 + 1))                        # the sun
+    cx, cy = int(rng.integers(r, size - r)), int(rng.integers(r, max(r + 1, horizon - r)))
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 255, int(rng.integers(120, 230))))
+    for _ in range(int(rng.integers(2, 6))):                                # things standing on the ground
+        w, h = int(rng.integers(size // 12, size // 4)), int(rng.integers(size // 10, size // 3))
+        x0 = int(rng.integers(0, size - w))
+        base = int(rng.integers(horizon, min(size, horizon + size // 6) + 1))
+        colour = tuple(int(v) for v in rng.integers(0, 200, 3))
+        if int(rng.integers(0, 2)) == 0:
+            draw.rectangle([x0, base - h, x0 + w, base], fill=colour)
+        else:
+            draw.polygon([(x0, base), (x0 + w, base), (x0 + w // 2, base - h)], fill=colour)
+    arr = np.asarray(img, dtype=np.uint8).copy()
+    noise = rng.integers(-6, 7, arr.shape)  # texture: no flat regions, so PatchFit patches are distinct
+    return np.clip(arr.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square and resize to ``size`` x ``size`` (bicubic)."""
     from PIL import Image
@@ -128,7 +161,7 @@ class ImageSource:
         self.source, self.image_size, self.seed, self.key = str(source), int(image_size), int(seed), key
         self.files: list[Path] = []
         self.names: list[str] = []
-        if self.source == "procedural":
+        if self.source in ("procedural", "scene"):
             return
         if self.source == "skimage":
             try:
@@ -142,7 +175,7 @@ class ImageSource:
             return
         root = Path(self.source).expanduser()
         if not root.is_dir():
-            raise ValueError(f"{key}={self.source!r} is neither 'procedural', 'skimage' nor a folder of images")
+            raise ValueError(f"{key}={self.source!r} is neither 'procedural', 'scene', 'skimage' nor a folder of images")
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         if not self.files:
             raise ValueError(f"{key}={self.source!r}: no {'/'.join(IMAGE_EXTS)} files in that folder")
@@ -159,6 +192,8 @@ class ImageSource:
     def get(self, index: int) -> np.ndarray:
         if self.source == "procedural":
             return procedural_image(np.random.default_rng([self.seed, 7, index]), self.image_size)
+        if self.source == "scene":
+            return scene_image(np.random.default_rng([self.seed, 8, index]), self.image_size)
         if self.names:
             import skimage.data as sd
 
@@ -455,7 +490,7 @@ class PuzzleTask(Task):
         kind = self.puzzles[int(rng.choice(len(self.puzzles), p=self.mix))]
         source = self.val_source if split == "val" and self.val_source is not None else self.source
         n_src = len(source)
-        if source.source == "procedural":  # endless: validation images are drawn from their own index range
+        if source.source in ("procedural", "scene"):  # endless: validation images are drawn from their own index range
             index = i if split == "train" or source is self.val_source else 10**8 + i
         else:  # without a val_source, validation takes images from the end of the list, training from the start
             index = (i if split == "train" or source is self.val_source else n_src - 1 - i) % n_src

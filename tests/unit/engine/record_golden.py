@@ -37,7 +37,7 @@ OVERRIDES = ["seed=0", "torch_threads=1", "logger=none", "callbacks.progress_bar
 
 # Where a recipe's first STEPS steps log a loss of exactly 0 the safety net could not fail: OREAL's actor is frozen
 # for its first 10 steps while its token RM warms up, so its run unfreezes it at once. Recipes whose full step takes
-# minutes on a 2-core CPU run light here: the search recipes' multi-turn episodes and PC-GRPO's 132-token puzzle
+# minutes on a 2-core CPU run light here: the search recipes' multi-turn episodes and PC-GRPO's puzzle
 # answers at 2 prompts x 4 instead of 16 x 8; PROPA (16 questions, an MCTS of 20 iterations each, ~55 s a step) at
 # 2 questions and 4 iterations.
 _LIGHT = ["batch.prompts_per_step=2", "batch.samples_per_prompt=4", "batch.minibatch_size=8",

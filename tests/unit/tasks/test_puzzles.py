@@ -190,3 +190,24 @@ def test_skimage_photos_when_installed():
         assert src.shape == (112, 112, 3) and src.dtype == np.uint8 and src.std() > 5
     s = task.train_dataset()[0]
     assert s.images[0].size == (112, 112)
+
+
+def test_scene_source_has_an_up_direction_and_is_deterministic():
+    from steprl.tasks.puzzles import scene_image
+
+    task = PuzzleTask(source="scene", puzzles=["rotation"], seed=3, num_val=4)
+    for i in range(40):
+        img = task.source.get(i)
+        assert img.shape == (112, 112, 3) and img.dtype == np.uint8
+        # every top-row pixel is sky (each channel >= 150 - 6 of noise) or sun (mean >= (255 + 255 + 120) / 3 - 6),
+        # every bottom-row pixel ground (each channel <= 80 + 6): no shape reaches either (shapes stand at most
+        # size // 6 below the horizon and are at most size // 3 tall)
+        light = img.mean(-1)
+        assert light[0].min() >= 144 and img[-1].max() <= 86, i
+        assert np.array_equal(img, task.source.get(i))
+    assert np.array_equal(scene_image(np.random.default_rng([3, 8, 5])), task.source.get(5))
+    # validation puzzles come from their own index range; a shown Rotation turns back to an upright scene
+    p = task.puzzle("val", 0)
+    assert not np.array_equal(p.info["source"], task.source.get(0))
+    upright = rotate(p.image, (360 - int(p.answer)) % 360, p.info["direction"])
+    assert upright.mean(-1)[0].min() >= 144 and upright[-1].max() <= 86
