@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,14 @@ ARITH_LONG = ("model=tiny_arith_long", "task=arith_long", "rollout.max_new_token
 # one update of all the step's rollouts (the rule): under the shared 16 x 8 budget the search recipes' minibatch
 # is 128, with their micro-batch of 8
 SEARCH = ("model=tiny_search_qa", "task=search_qa_tiny", "batch.minibatch_size=128")
+# search_qa_tiny's knowledge base holds 1050 questions and the warm start trained on all but the 128 held out:
+# validation on more would score questions it learnt the answers of
+SEARCH_HELD_OUT = 128
+# GRPO on search: the E-GRPO, EMPG and SALT recipes compose one config under algo=grpo (the same task, turns and
+# lengths), so their GRPO arm is one run, made once and read by each claim
+SEARCH_GRPO = ("experiment=e_grpo_tiny", "algo=grpo")
+SEARCH_GRPO_NOTE = ("GRPO runs in the search recipes' setting with algo=grpo (e_grpo_tiny, empg_tiny and salt_tiny "
+                    "compose the same config under algo=grpo: one run, read by each of the three claims).")
 # pc_grpo_tiny brings task=puzzles and the RAC monitor; window 1: RAC per step (not a running mean), so a "tail"
 # statistic reads the end of training
 PUZZLES = ("model=tiny_vl_puzzles", "callbacks.rac_monitor.window=1")
@@ -80,6 +89,7 @@ class Claim:
     efficiency: bool = False                # curves against rollouts (the claim is about sample efficiency)
     note: str = ""
     tags: tuple[str, ...] = field(default=())
+    held_out: int | None = None             # the task's held-out set, when it caps the budget's validation size
 
 
 CLAIMS: dict[str, Claim] = {c.key: c for c in [
@@ -117,11 +127,12 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "that E-GRPO not only achieves superior accuracy but also induces more efficient reasoning policies that "
           "require fewer tool calls",
           "entity-aware partial credit beats GRPO on search QA and needs fewer tool calls",
-          SEARCH, {"e_grpo": ("experiment=e_grpo_tiny",), "grpo": ("experiment=e_grpo_tiny", "algo=grpo")},
+          SEARCH, {"e_grpo": ("experiment=e_grpo_tiny",), "grpo": SEARCH_GRPO},
           (Compare("e_grpo", "grpo", "held-out accuracy"),
            Compare("e_grpo", "grpo", "tool calls per episode (last quarter of training)", metric="agent/tool_calls",
                    stat="tail", direction=-1, margin=0.1)),
-          note="GRPO runs inside E-GRPO's recipe (the same search task, turns and lengths) with algo=grpo."),
+          note=SEARCH_GRPO_NOTE,
+          held_out=SEARCH_HELD_OUT),
     Claim("ppr", "PPR — Hybrid Reward Normalization for Process-supervised Non-verifiable Agentic Tasks (Xu et al., "
           "2025)",
           "we ... further introduce a Reward Normalization (ReNorm) strategy to calibrate outcome and process "
@@ -133,7 +144,7 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           (Compare("ppr", "ppo", "PPR (ReNorm) vs outcome-only PPO"),
            Compare("ppr_no_renorm", "ppo", "PPR without ReNorm (beta = 0) vs outcome-only PPO", expect="no_gain")),
           note="The outcome-only baseline is PPO with its critic (the paper's Search-R1 baseline); "
-               "'without ReNorm' keeps r_p + r_o unshifted (beta = 0)."),
+               "'without ReNorm' keeps r_p + r_o unshifted (beta = 0).", held_out=SEARCH_HELD_OUT),
     Claim("tp_grpo", "TP-GRPO — Good Learners Think Their Thinking: Generative PRM Makes Large Reasoning Model More "
           "Efficient Math Learner (2025)",
           "our method achieves higher problem-solving accuracy with significantly fewer training samples than "
@@ -163,20 +174,21 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "EMPG achieves substantial performance gains and significantly outperforms strong policy gradient "
           "baselines",
           "entropy-modulated gradients beat GRPO on long-horizon agent tasks",
-          SEARCH, {"empg": ("experiment=empg_tiny",), "grpo": ("experiment=empg_tiny", "algo=grpo")},
+          SEARCH, {"empg": ("experiment=empg_tiny",), "grpo": SEARCH_GRPO},
           (Compare("empg", "grpo", "held-out accuracy"),),
-          note="GRPO runs inside EMPG's recipe (the same task, turns and lengths) with algo=grpo."),
+          note=SEARCH_GRPO_NOTE, held_out=SEARCH_HELD_OUT),
     Claim("salt", "SALT — Step-level Advantage Assignment for Long-horizon Agents via Trajectory Graph (2025)",
           "SALT is designed as a plug-and-play module ... introducing negligible computational overhead ... SALT "
           "consistently improves performance",
           "step-level advantages from the trajectory graph improve GRPO at negligible cost",
-          SEARCH, {"salt": ("experiment=salt_tiny",), "grpo": ("experiment=salt_tiny", "algo=grpo")},
+          SEARCH, {"salt": ("experiment=salt_tiny",), "grpo": SEARCH_GRPO},
           (Compare("salt", "grpo", "held-out accuracy"),
            Compare("salt", "grpo", "extra seconds per RL step (last quarter)", metric="time/step", stat="tail",
                    expect="no_gain", margin=0.1)),
-          note="GRPO runs inside SALT's recipe with algo=grpo (SALT is a plug-in on GRPO's advantages). "
+          note=SEARCH_GRPO_NOTE + " SALT is a plug-in on GRPO's advantages. "
                "'Negligible cost': SALT's step time must not exceed GRPO's by more than 0.1 s (the margin); "
-               "times are only comparable between runs on the same machine under the same load."),
+               "times are only comparable between runs on the same machine under the same load.",
+          held_out=SEARCH_HELD_OUT),
     Claim("propa", "PROPA — Toward Process-level Optimization in Visual Reasoning via Reinforcement Learning (2025)",
           "PROPA consistently outperforms both SFT- and RLVR-based baselines",
           "MCTS process rewards with interleaved SFT beat GRPO and SFT alone",
@@ -227,14 +239,23 @@ PLUMBING = ["logger=csv", "callbacks.model_checkpoint=null", "callbacks.progress
             "++trainer.enable_progress_bar=false"]
 
 
+def claim_budget(claim: Claim, budget: Budget) -> Budget:
+    """The budget a claim's runs get: validation on at most the claim's held-out set (``Claim.held_out``)."""
+    if claim.held_out is None or budget.num_val <= claim.held_out:
+        return budget
+    return dataclasses.replace(budget, num_val=claim.held_out)
+
+
 def budget_key(claim: Claim, budget: Budget, extra: list[str]) -> str:
     """What must be equal for two runs of a claim to be compared: the setting, the budget and extra overrides."""
+    budget = claim_budget(claim, budget)
     return " ".join([*claim.setting, *budget.overrides(), *extra])
 
 
 def command(claim: Claim, arm: str, seed: int, budget: Budget, extra: list[str], work: Path) -> list[str]:
     if arm not in claim.arms:
         raise KeyError(f"claim {claim.key} has no arm {arm!r}; arms: {sorted(claim.arms)}")
+    budget = claim_budget(claim, budget)
     return ["python", "src/train.py", *claim.arms[arm], *claim.setting, *budget.overrides(), *extra,
             f"seed={seed}", *PLUMBING, f"hydra.run.dir={_show(run_dir(work, claim.key, arm, seed))}"]
 
@@ -542,6 +563,7 @@ def run_cmd(claim: Claim, seeds: list[int], budget: Budget, extra: list[str]) ->
 
 
 def doc_row(claim: Claim, rows: list[dict], res: dict | None, cmd: str, fig: str, budget: Budget) -> str:
+    budget = claim_budget(claim, budget)
     exp = (f"{' vs '.join(f'`{a}`' for a in claim.arms)} on `{' '.join(claim.setting)}`; {budget.steps} RL steps "
            f"× {budget.prompts}×{budget.samples} rollouts, greedy val on {budget.num_val}")
     if rows and budget.old_shape():

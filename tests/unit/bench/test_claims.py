@@ -206,7 +206,9 @@ def test_every_arm_with_its_configs_composes(tmp_path):
             check_config(cfg)
             # the rule's shape: 16 x 8 rollouts, one update of them all (docs/testbed.md)
             assert cfg.batch.prompts_per_step == 16 and cfg.batch.samples_per_prompt == 8
-            assert cfg.trainer.max_steps == b.steps and cfg.task.num_val == b.num_val
+            # validation on the budget's problems, or on the whole held-out set where that is smaller (search)
+            assert cfg.trainer.max_steps == b.steps
+            assert cfg.task.num_val == (b.num_val if claim.held_out is None else min(b.num_val, claim.held_out))
             want = [o.split("=", 1)[1] for o in claim.setting if o.startswith("model=")]
             assert [cfg.hydra.runtime.choices.model] == want   # the same warm start in every arm
             composed += 1
@@ -285,3 +287,32 @@ def test_a_run_two_claims_ask_for_in_one_call_is_listed_once(capsys, tmp_path):
                "--num-val", "8")
     assert [o.split("hydra.run.dir=")[1] for o in out] == [
         "outputs/claims/drm/drm-seed0", "outputs/claims/drm/grpo-seed0", "outputs/claims/tp_grpo/tp_grpo-seed0"]
+
+
+def test_search_claims_validate_on_the_held_out_questions_only(tmp_path):
+    """search_qa_tiny holds out 128 of its 1050 questions; the warm start trained on the rest, so a search claim's
+    runs validate on those 128 whatever --num-val asks (more would score questions it learnt)."""
+    for key in ("e_grpo", "ppr", "empg", "salt"):
+        claim = cl.CLAIMS[key]
+        assert claim.held_out == 128
+        for num_val, want in ((512, 128), (64, 64)):
+            cmd = cl.command(claim, next(iter(claim.arms)), 0, cl.Budget(num_val=num_val), [], tmp_path)
+            assert f"task.num_val={want}" in cmd
+    cfg = compose_train(["experiment=e_grpo_tiny"], out_dir=tmp_path)
+    assert cfg.task.num_val == 128
+    assert "task.num_val=512" in cl.command(cl.CLAIMS["prime"], "prime", 0, cl.Budget(), [], tmp_path)
+
+
+def test_the_search_claims_grpo_arm_is_one_run(tmp_path):
+    """E-GRPO's, EMPG's and SALT's GRPO arm is one command (made once, read by each claim): their recipes compose
+    the same config under algo=grpo, so running it three times would measure the same thing."""
+    from omegaconf import OmegaConf
+
+    def composed(recipe):
+        cfg = compose_train([f"experiment={recipe}", "algo=grpo"], out_dir=tmp_path)
+        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+    first = composed("e_grpo_tiny")
+    assert composed("empg_tiny") == first and composed("salt_tiny") == first
+    keys = {cl.run_key(cl.command(cl.CLAIMS[k], "grpo", 3, cl.Budget(), [], tmp_path)) for k in ("e_grpo", "empg", "salt")}
+    assert len(keys) == 1

@@ -94,3 +94,22 @@ def test_short_names_keep_every_search_on_its_own_document():
     for bad in ([2, 1], [0, 2], [1, 2, 3]):
         with pytest.raises(ValueError, match="name_syllables"):
             SearchQATask(seed=0, name_syllables=bad)
+
+
+def test_search_qa_tiny_keeps_the_warm_starts_knowledge_base_under_any_run_seed(tmp_path):
+    """The run's seed varies data order and sampling; task=search_qa_tiny's knowledge base and held-out split stay
+    those the shipped warm start (and its tokenizer) were made from, so seed=3 validates on the same questions."""
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_train
+
+    tasks = {}
+    for seed in (0, 3):
+        cfg = compose_train(["experiment=e_grpo_tiny", f"seed={seed}"], out_dir=tmp_path)
+        assert cfg.seed == seed and cfg.task.seed == 0
+        tasks[seed] = instantiate(cfg.task)
+    assert [tasks[3].val_dataset()[i].prompt for i in range(128)] == [tasks[0].val_dataset()[i].prompt for i in range(128)]
+    assert len(tasks[0].val_dataset()) == 128
+    # under another knowledge base (task.seed=3, as before the pin) the held-out questions are other questions
+    other = instantiate(compose_train(["experiment=e_grpo_tiny", "task.seed=3"], out_dir=tmp_path).task)
+    assert [other.val_dataset()[i].prompt for i in range(128)] != [tasks[0].val_dataset()[i].prompt for i in range(128)]
