@@ -1,4 +1,5 @@
-"""Evaluate a policy on a task: greedy pass@1, unbiased pass@k, maj@k and mean@k over n samples, per data source.
+"""Evaluate a policy on a task: greedy pass@1, unbiased pass@k, maj@k and mean@k over n samples, per data source,
+and pass@k over the problems greedy gets wrong (``miss_pass@k``).
 
     python src/eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt task=arith
     python src/eval.py model=qwen_math_7b task=math500 eval.n=16 eval.k=[1,4,16] rollout.temperature=0.6
@@ -63,10 +64,13 @@ def _group_metrics(results: Sequence[ProblemResult], ks: Sequence[int], single: 
         n = min(len(r.correct) for r in sampled)
         out["samples"] = float(n)
         vote = any(a is not None for r in sampled for a in r.answers)
+        missed = [r for r in sampled if r.greedy_correct is False]
         for k in sorted(set(int(k) for k in ks)):
             if not 1 <= k <= n:
                 continue
             out[f"pass@{k}"] = sum(pass_at_k(len(r.correct), sum(r.correct), k) for r in sampled) / len(sampled)
+            if missed:
+                out[f"miss_pass@{k}"] = sum(pass_at_k(len(r.correct), sum(r.correct), k) for r in missed) / len(missed)
             out[f"mean@{k}"] = sum(mean_at_k(r.correct, k) for r in sampled) / len(sampled)
             if vote:
                 out[f"maj@{k}"] = sum(maj_at_k(r.answers, r.correct, k) for r in sampled) / len(sampled)
@@ -79,7 +83,9 @@ def compute_metrics(results: Sequence[ProblemResult], ks: Sequence[int] = (1,),
     """``{"all": metrics, <source>: metrics, ...}``: ``greedy`` (greedy pass@1; named ``single``, e.g. ``acc``
     for saved single predictions), and over the n samples ``pass@k`` (unbiased), ``maj@k`` (when the task
     extracts answers), ``mean@k`` and ``mean@n``, for every k of ``ks`` with k <= n. ``problems`` / ``samples``
-    are counts."""
+    are counts. With a greedy pass too, ``miss_pass@k`` is pass@k over the problems greedy got wrong: how often k
+    samples find what the greedy policy misses — the signal RL from this policy has for raising its greedy
+    accuracy (a group of k rollouts with no right one teaches outcome-reward RL nothing about that problem)."""
     groups: dict[str, list[ProblemResult]] = defaultdict(list)
     for r in results:
         groups[r.source].append(r)
@@ -191,24 +197,39 @@ def grade(task, samples: Sequence, responses: Sequence[Sequence[str]], greedy: S
 
 
 # --------------------------------------------------------------------------------------------------- the run
-def _generate(cfg, samples: Sequence, log) -> tuple[list[str] | None, list[list[str]]]:
+def _generate(cfg, task, samples: Sequence, log) -> tuple[list[str] | None, list[list[str]]]:
+    """Greedy and sampled responses, rolled out as in training: a tool-using task's episodes through its
+    multi-turn AgentLoop, a task with images through the model's image processor."""
     import hydra
     import torch
     from omegaconf import OmegaConf
 
-    from steprl.export import load_policy
+    from steprl.export import checkpoint_model_config, load_policy
     from steprl.models import load_model
+    from steprl.models.vision import load_processor
+    from steprl.rollout.agent import agent_loop
 
     e = cfg.eval
     if cfg.get("ckpt_path"):
         model, tokenizer = load_policy(cfg.ckpt_path)
+        model_cfg = checkpoint_model_config(cfg.ckpt_path)
         log(f"[eval] policy from checkpoint {cfg.ckpt_path}")
     else:
-        model, tokenizer = load_model(**OmegaConf.to_container(cfg.model, resolve=True))
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        model, tokenizer = load_model(**model_cfg)
         log(f"[eval] model {cfg.model.path or 'tiny (from config)'}")
     device = torch.device(e.device if e.get("device") else ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     engine = hydra.utils.instantiate(cfg.rollout)
+    runner = agent_loop(task, engine) or engine
+    images = [getattr(s, "images", None) for s in samples]
+    vision = {}
+    if any(images):
+        processor = load_processor(**model_cfg)
+        if processor is None:
+            raise ValueError(f"task {getattr(task, 'name', '')!r} shows images but the model has no image "
+                             "processor: evaluate it with a vision-language model (e.g. model=tiny_vl_puzzles)")
+        vision = {"processor": processor}
     prompts = [s.prompt for s in samples]
     if e.get("chat_template") and getattr(tokenizer, "chat_template", None):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
@@ -218,15 +239,17 @@ def _generate(cfg, samples: Sequence, log) -> tuple[list[str] | None, list[list[
     if e.greedy:
         greedy = []
         for i in range(0, len(prompts), bs):
-            greedy += engine.generate(model, tokenizer, prompts[i:i + bs], n=1, greedy=True,
-                                      max_new_tokens=e.get("max_new_tokens")).texts
+            greedy += runner.generate(model, tokenizer, prompts[i:i + bs], n=1, greedy=True,
+                                      max_new_tokens=e.get("max_new_tokens"),
+                                      **({"images": images[i:i + bs]} | vision if vision else {})).texts
     sampled: list[list[str]] = [[] for _ in prompts]
     if int(e.n) > 0:
         gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
         per = max(1, bs // int(e.n))
         for i in range(0, len(prompts), per):
-            texts = engine.generate(model, tokenizer, prompts[i:i + per], n=int(e.n), generator=gen,
-                                    max_new_tokens=e.get("max_new_tokens")).texts
+            texts = runner.generate(model, tokenizer, prompts[i:i + per], n=int(e.n), generator=gen,
+                                    max_new_tokens=e.get("max_new_tokens"),
+                                    **({"images": images[i:i + per]} | vision if vision else {})).texts
             for j in range(len(prompts[i:i + per])):
                 sampled[i + j] = texts[j * int(e.n):(j + 1) * int(e.n)]
     return greedy, sampled
@@ -293,7 +316,7 @@ def evaluate(cfg, log=print) -> dict[str, Any]:
     else:
         if not e.greedy and int(e.n) == 0:
             raise ValueError("nothing to evaluate: set eval.greedy=true or eval.n >= 1")
-        greedy, sampled = _generate(cfg, samples, log)
+        greedy, sampled = _generate(cfg, task, samples, log)
     t_gen = time.time() - t0
     results, counts = grade(task, samples, sampled, greedy, cfg.reward)
     metrics = compute_metrics(results, ks, "acc" if cfg.get("predictions") else "greedy")

@@ -24,19 +24,29 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     from steprl.models.vision import is_vision_model, load_processor
 
     if is_vision_model(model):  # a vision-language model: its image processor loads back with the directory
-        model_cfg = torch.load(ckpt_path, map_location="cpu", weights_only=False)["steprl"]["model"]
-        load_processor(**model_cfg).image_processor.save_pretrained(out)
+        load_processor(**checkpoint_model_config(ckpt_path)).image_processor.save_pretrained(out)
     return out
 
 
-def load_policy(ckpt_path: str | Path):
-    """``(model, tokenizer)`` of the policy saved in a steprl training checkpoint (also used by evaluation)."""
+def _checkpoint(ckpt_path: str | Path) -> tuple[dict, dict]:
+    """The checkpoint and the model config its run saved in it."""
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model_cfg = (ckpt.get("steprl") or {}).get("model")
     if model_cfg is None:
         raise ValueError(f"{ckpt_path} is not a steprl training checkpoint (no model config in it)")
+    return ckpt, model_cfg
+
+
+def checkpoint_model_config(ckpt_path: str | Path) -> dict:
+    """The ``model`` config of the run that saved a steprl training checkpoint (``load_model``'s keys)."""
+    return _checkpoint(ckpt_path)[1]
+
+
+def load_policy(ckpt_path: str | Path):
+    """``(model, tokenizer)`` of the policy saved in a steprl training checkpoint (also used by evaluation)."""
+    ckpt, model_cfg = _checkpoint(ckpt_path)
     model, tokenizer = load_model(**model_cfg)
     state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

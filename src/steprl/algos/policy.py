@@ -15,6 +15,7 @@ from steprl.config import ConfigError
 from steprl.models import load_model
 from steprl.models.vision import load_processor
 from steprl.rollout.hf import HFEngine
+from steprl.rollout.agent import agent_loop
 from steprl.utils import dist as D
 
 
@@ -43,10 +44,7 @@ class PolicyModule(L.LightningModule):
         self.policy, self.tokenizer = load_model(**self.model_cfg)
         self.processor = load_processor(**self.model_cfg)  # images -> pixel rows (None for a text model)
         self.task, self.engine, self.optim_cfg = task, rollout, dict(optim)
-        self.agent = None  # a tool-using task (one with ``make_env``) rolls out through the multi-turn AgentLoop
-        if callable(getattr(task, "make_env", None)):
-            from steprl.rollout.agent import AgentLoop
-            self.agent = AgentLoop(rollout, task.make_env(), **dict(getattr(task, "agent_cfg", None) or {}))
+        self.agent = agent_loop(task, rollout)  # a tool-using task rolls out through the multi-turn AgentLoop
         self.val_cfg = dict(val or {})
         self.seed, self.total_steps = seed, total_steps
         self.sampler = torch.Generator().manual_seed(seed)  # rollout sampling (moved to the policy's device)

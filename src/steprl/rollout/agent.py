@@ -182,6 +182,14 @@ class AgentLoop:
                         finish_reason=["length" if e.truncated else "stop" for e in eps], info=info)
 
 
+def agent_loop(task, engine) -> AgentLoop | None:
+    """The multi-turn :class:`AgentLoop` a tool-using task (one with ``make_env``) rolls out through, on ``engine``
+    with the task's ``agent_cfg``; None for a single-turn task (the engine generates its responses itself)."""
+    if not callable(getattr(task, "make_env", None)):
+        return None
+    return AgentLoop(engine, task.make_env(), **dict(getattr(task, "agent_cfg", None) or {}))
+
+
 def agent_metrics(ro: Rollouts) -> dict[str, float]:
     """Means over episodes of the ``info`` counts (``agent/...``); empty for single-turn rollouts."""
     if not ro.info:

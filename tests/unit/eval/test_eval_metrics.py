@@ -25,11 +25,17 @@ def test_compute_metrics_by_hand():
     assert a["mean@3"] == pytest.approx(0.5)
     assert "pass@5" not in a           # k > n is skipped
     assert m["b"]["pass@3"] == 0.0 and m["b"]["maj@3"] == 0.0
+    # pass@k over the problems greedy got wrong: source a's p2 only (1 right of 3), source b's p3 (0 of 3)
+    assert a["miss_pass@1"] == pytest.approx(1 / 3) and a["miss_pass@2"] == pytest.approx(2 / 3)
+    assert m["b"]["miss_pass@2"] == 0.0
+    assert m["all"]["miss_pass@2"] == pytest.approx((2 / 3 + 0) / 2)   # p2 and p3; p1 (greedy right) left out
+    assert "miss_pass@5" not in a
     assert m["all"]["greedy"] == pytest.approx(1 / 3)
     assert headline(m) == pytest.approx(1 / 3)
     only_samples = compute_metrics([ProblemResult("q", "s", responses=["a"] * 4, correct=[True, False, False, True],
                                                   answers=[None] * 4)], ks=[2])
     assert "maj@2" not in only_samples["all"] and headline(only_samples) == 0.5  # mean@n without a greedy pass
+    assert not any(k.startswith("miss_pass") for k in only_samples["all"])   # no greedy pass: no misses to read
 
 
 def test_load_predictions(tmp_path):
