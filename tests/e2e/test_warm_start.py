@@ -78,3 +78,17 @@ def test_search_warm_start_finds_some_answers_and_misses_others(tmp_path):
     assert sum(i["tool_calls"] > 0 for i in ro.info) == len(samples) == 16
     right = sum(module.task.verify(s, t) for s, t in zip(samples, ro.texts))
     assert 4 <= right <= 12
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_search_episodes_are_trained_on_the_tokens_the_policy_chose(packed, tmp_path):
+    """The loss's forward over a multi-turn episode (the agent's turns with the tool's documents spliced between
+    them) sees what the rollout saw: every agent token of a greedy episode is the argmax of the training forward
+    at its position. Log-probs at temperature 1e-3 put ~0 on the argmax and < -100 on any other token."""
+    module, samples, ro = _greedy(["experiment=e_grpo_tiny", "task.num_val=16", f"batch.packed={packed}"],
+                                  tmp_path, lambda s: True)
+    with torch.no_grad():
+        logp, _ = module.forward_logp(module.policy, ro, temperature=1e-3)
+    agent = ro.loss_mask.bool()
+    assert int(agent.sum()) > 16 * 10 and bool((ro.response_mask.bool() & ~agent).any())  # documents in between
+    assert float(logp[agent].min()) > -1.0
