@@ -7,7 +7,7 @@ a permutation or sign change) of each parameter of the models trained by an algo
 (``aux_modules``, e.g. PRIME's PRM), before and after training: their local tensors (no gather), so two
 ranks' files are equal only if their copies are. It also holds, per trainable policy parameter, the float64
 sums of |Δw| and of Δw · ramp of this rank's local tensor (its FSDP2 shard) over the run, and the rows' tokens of
-each micro-batch of the last update (``RLModule.micro_batch_cuts``).
+each micro-batch of the last update (the last ``Step``'s ``micro_batches``).
 
 Lightning's DDP / ModelParallel launchers start the other ranks by re-running this same command line.
 """
@@ -69,7 +69,7 @@ def main() -> None:
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     Path(f"{out_json}.rank{trainer.global_rank}").write_text(json.dumps(
         {"aux_before": aux.before, "aux_after": aux_checksums(module), "rows": rec.rows,
-         "policy_delta": aux.policy_delta(module), "micro_batch_cuts": getattr(module, "micro_batch_cuts", None)}))
+         "policy_delta": aux.policy_delta(module), "micro_batch_cuts": rec.outputs["step"].micro_batches}))
     if trainer.global_rank == 0:
         params = {n: float(p.detach().float().abs().sum()) for n, p in module.policy.named_parameters()
                   if p.requires_grad and not hasattr(p, "full_tensor")}

@@ -272,7 +272,6 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
             torch.ones(len(ro), dtype=torch.bool, device=ro.loss_mask.device)
         mbsize = self.local_minibatch_size()
         tokens = row_tokens(ro)
-        self.micro_batch_cuts: list[list[list[int]]] = []  # per minibatch, per micro-batch run: its rows' tokens
         for _ in range(b["ppo_epochs"]):
             order = torch.randperm(len(ro), generator=self.shuffler)
             for start in range(0, len(ro), mbsize):
@@ -280,7 +279,7 @@ class RLModule(StepLogging, EngineProbe, LogProbPasses, PolicyModule):
                 n_tok, n_seq = D.global_counts(ro.loss_mask[idx], real[idx])
                 loss_total = 0.0
                 mids = packing.micro_batches(idx, tokens, b["micro_batch_size"], b.get("micro_batch_tokens"))
-                self.micro_batch_cuts.append([tokens[m.cpu()].tolist() for m in mids])  # [] : a zero-weight pass
+                step.micro_batches.append([tokens[m.cpu()].tolist() for m in mids])
                 for mid in mids:
                     zero = len(mid) == 0  # the ranks agreed on more token-budget micro-batches than this one has rows
                     mid = packing.zero_weight_row(idx, tokens) if zero else mid

@@ -108,8 +108,9 @@ class Step:
     (R = ±1) and ``oreal_A`` (the group-shaped advantage), DRM's ``drm_r`` (R_DRM) and ``drm_adv`` (A),
     TP-GRPO's ``tp_adv`` (thought advantages [N, W]), ``tp_nonzero``, ``tp_thoughts``, ``tp_bad_steps`` and
     ``tp_table_gap``. ``extras``: the per-row tensors the update needs (critic values, advantages, returns, an
-    algorithm's weights); tensors are sliced with each micro-batch. ``outputs``: what ``training_step`` returns
-    to the callbacks.
+    algorithm's weights); tensors are sliced with each micro-batch. ``micro_batches``: the update's plan, per
+    minibatch the token counts of the rows of each micro-batch this rank ran (``[]``: a zero-weight pass).
+    ``outputs``: what ``training_step`` returns to the callbacks.
     """
 
     samples: list[Sample]
@@ -121,6 +122,7 @@ class Step:
     group_values: RowValues = field(default_factory=RowValues)
     extras: dict[str, Any] = field(default_factory=dict)
     timer: Timer = field(default_factory=Timer)
+    micro_batches: list[list[list[int]]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
