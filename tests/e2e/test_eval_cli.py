@@ -74,3 +74,12 @@ def test_eval_shows_a_vision_model_the_puzzle_images(tmp_path):
     acc, rows = run_eval(tmp_path, "model=tiny_vl_puzzles", "task=puzzles", "task.puzzles=[rotation]",
                          "task.source=scene", "task.num_val=64", "rollout.max_new_tokens=68")
     assert len(rows) == 64 and acc >= 0.45
+
+
+def test_eval_of_a_text_model_on_image_puzzles_says_so(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), "model=tiny_arith", "task=puzzles",
+                           "task.num_val=4", "mlflow.enabled=false", "reward=inline", f"hydra.run.dir={tmp_path}"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "task 'puzzles' shows images but the model has no image processor" in proc.stderr
