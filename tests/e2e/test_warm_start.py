@@ -71,13 +71,13 @@ def test_long_chain_warm_start_solves_short_chains(tmp_path):
 
 def test_search_warm_start_finds_some_answers_and_misses_others(tmp_path):
     """model=tiny_search_qa on task=search_qa_tiny (the recipes of E-GRPO, PPR, EMPG, SALT): greedy on the first
-    16 held-out questions it answers every one through the tool protocol and gets 9 right (0.445 on all 128,
-    0.52 / 0.51 / 0.19 on 1 / 2 / 3 hops: docs/testbed.md), so RL has right and wrong episodes to compare."""
+    16 held-out questions it answers every one through the tool protocol and gets 12 right (0.766 on all 128,
+    0.77 / 0.78 / 0.74 on 1 / 2 / 3 hops: docs/testbed.md), so RL has right and wrong episodes to compare."""
     module, samples, ro = _greedy(["experiment=e_grpo_tiny", "task.num_val=16"], tmp_path, lambda s: True)
     assert all(i["answered"] and i["format_errors"] == 0 for i in ro.info)
     assert sum(i["tool_calls"] > 0 for i in ro.info) == len(samples) == 16
     right = sum(module.task.verify(s, t) for s, t in zip(samples, ro.texts))
-    assert 4 <= right <= 12
+    assert 8 <= right <= 15
 
 
 @pytest.mark.parametrize("packed", [True, False])
