@@ -131,7 +131,9 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           (Compare("e_grpo", "grpo", "held-out accuracy"),
            Compare("e_grpo", "grpo", "tool calls per episode (last quarter of training)", metric="agent/tool_calls",
                    stat="tail", direction=-1, margin=0.1)),
-          note=SEARCH_GRPO_NOTE,
+          note=SEARCH_GRPO_NOTE + " The warm start searches once per hop in every episode (docs/testbed.md), so "
+               "tool calls per episode follow the hops of the questions drawn, which a seed fixes for both arms; "
+               "fewer calls would mean skipping a hop.",
           held_out=SEARCH_HELD_OUT),
     Claim("ppr", "PPR — Hybrid Reward Normalization for Process-supervised Non-verifiable Agentic Tasks (Xu et al., "
           "2025)",
