@@ -204,15 +204,14 @@ def _generate(cfg, task, samples: Sequence, log) -> tuple[list[str] | None, list
     import torch
     from omegaconf import OmegaConf
 
-    from steprl.export import checkpoint_model_config, load_policy
+    from steprl.export import load_checkpoint_policy
     from steprl.models import load_model
     from steprl.models.vision import load_processor
     from steprl.rollout.agent import agent_loop
 
     e = cfg.eval
     if cfg.get("ckpt_path"):
-        model, tokenizer = load_policy(cfg.ckpt_path)
-        model_cfg = checkpoint_model_config(cfg.ckpt_path)
+        model, tokenizer, model_cfg = load_checkpoint_policy(cfg.ckpt_path)
         log(f"[eval] policy from checkpoint {cfg.ckpt_path}")
     else:
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -223,13 +222,14 @@ def _generate(cfg, task, samples: Sequence, log) -> tuple[list[str] | None, list
     engine = hydra.utils.instantiate(cfg.rollout)
     runner = agent_loop(task, engine) or engine
     images = [getattr(s, "images", None) for s in samples]
-    vision = {}
-    if any(images):
-        processor = load_processor(**model_cfg)
-        if processor is None:
-            raise ValueError(f"task {getattr(task, 'name', '')!r} shows images but the model has no image "
-                             "processor: evaluate it with a vision-language model (e.g. model=tiny_vl_puzzles)")
-        vision = {"processor": processor}
+    processor = load_processor(**model_cfg) if any(images) else None
+    if any(images) and processor is None:
+        raise ValueError(f"task {getattr(task, 'name', '')!r} shows images but the model has no image processor: "
+                         "evaluate it with a vision-language model (e.g. model=tiny_vl_puzzles)")
+
+    def vision(lo: int, hi: int) -> dict:  # the images of prompts lo..hi-1 and the processor, for a task with images
+        return {"images": images[lo:hi], "processor": processor} if processor is not None else {}
+
     prompts = [s.prompt for s in samples]
     if e.get("chat_template") and getattr(tokenizer, "chat_template", None):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
@@ -240,16 +240,14 @@ def _generate(cfg, task, samples: Sequence, log) -> tuple[list[str] | None, list
         greedy = []
         for i in range(0, len(prompts), bs):
             greedy += runner.generate(model, tokenizer, prompts[i:i + bs], n=1, greedy=True,
-                                      max_new_tokens=e.get("max_new_tokens"),
-                                      **({"images": images[i:i + bs]} | vision if vision else {})).texts
+                                      max_new_tokens=e.get("max_new_tokens"), **vision(i, i + bs)).texts
     sampled: list[list[str]] = [[] for _ in prompts]
     if int(e.n) > 0:
         gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
         per = max(1, bs // int(e.n))
         for i in range(0, len(prompts), per):
             texts = runner.generate(model, tokenizer, prompts[i:i + per], n=int(e.n), generator=gen,
-                                    max_new_tokens=e.get("max_new_tokens"),
-                                    **({"images": images[i:i + per]} | vision if vision else {})).texts
+                                    max_new_tokens=e.get("max_new_tokens"), **vision(i, i + per)).texts
             for j in range(len(prompts[i:i + per])):
                 sampled[i + j] = texts[j * int(e.n):(j + 1) * int(e.n)]
     return greedy, sampled

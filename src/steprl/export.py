@@ -16,7 +16,7 @@ from steprl.models import load_model
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
-    model, tokenizer = load_policy(ckpt_path)
+    model, tokenizer, model_cfg = load_checkpoint_policy(ckpt_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, dtype)).save_pretrained(out)
@@ -24,29 +24,19 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     from steprl.models.vision import is_vision_model, load_processor
 
     if is_vision_model(model):  # a vision-language model: its image processor loads back with the directory
-        load_processor(**checkpoint_model_config(ckpt_path)).image_processor.save_pretrained(out)
+        load_processor(**model_cfg).image_processor.save_pretrained(out)
     return out
 
 
-def _checkpoint(ckpt_path: str | Path) -> tuple[dict, dict]:
-    """The checkpoint and the model config its run saved in it."""
+def load_checkpoint_policy(ckpt_path: str | Path):
+    """``(model, tokenizer, model_cfg)``: the policy saved in a steprl training checkpoint and the ``model``
+    config of the run that saved it (``load_model``'s keys; e.g. for its image processor)."""
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model_cfg = (ckpt.get("steprl") or {}).get("model")
     if model_cfg is None:
         raise ValueError(f"{ckpt_path} is not a steprl training checkpoint (no model config in it)")
-    return ckpt, model_cfg
-
-
-def checkpoint_model_config(ckpt_path: str | Path) -> dict:
-    """The ``model`` config of the run that saved a steprl training checkpoint (``load_model``'s keys)."""
-    return _checkpoint(ckpt_path)[1]
-
-
-def load_policy(ckpt_path: str | Path):
-    """``(model, tokenizer)`` of the policy saved in a steprl training checkpoint (also used by evaluation)."""
-    ckpt, model_cfg = _checkpoint(ckpt_path)
     model, tokenizer = load_model(**model_cfg)
     state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -54,7 +44,12 @@ def load_policy(ckpt_path: str | Path):
     if real_missing or unexpected:
         raise ValueError(f"{ckpt_path}: checkpoint does not match the model config "
                          f"(missing {real_missing[:5]}, unexpected {unexpected[:5]})")
-    return model, tokenizer
+    return model, tokenizer, model_cfg
+
+
+def load_policy(ckpt_path: str | Path):
+    """``(model, tokenizer)`` of the policy saved in a steprl training checkpoint."""
+    return load_checkpoint_policy(ckpt_path)[:2]
 
 
 def load_model_or_checkpoint(model: str | None = None, ckpt: str | None = None):

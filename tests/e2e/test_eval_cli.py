@@ -45,12 +45,17 @@ def test_search_eval_per_hops(tmp_path):
     assert table.splitlines()[0].startswith("| hops |") and table.splitlines()[-1].startswith("| all | 4 |")
 
 
-def run_eval(tmp_path, *overrides: str) -> tuple[float, list[dict]]:
-    """``python src/eval.py`` as a user runs it: the printed accuracy and the saved predictions."""
+def eval_cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python src/eval.py`` as a user runs it (no MLflow, verifiers inline, output under ``tmp_path``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *overrides, "mlflow.enabled=false",
+    return subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *overrides, "mlflow.enabled=false",
                            "reward=inline", "torch_threads=1", f"hydra.run.dir={tmp_path}"], env=env,
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def run_eval(tmp_path, *overrides: str) -> tuple[float, list[dict]]:
+    """The printed accuracy and the saved predictions of a successful ``python src/eval.py``."""
+    proc = eval_cli(tmp_path, *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     return float(proc.stdout.strip().splitlines()[-1].split("=")[1]), rows
@@ -77,9 +82,6 @@ def test_eval_shows_a_vision_model_the_puzzle_images(tmp_path):
 
 
 def test_eval_of_a_text_model_on_image_puzzles_says_so(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), "model=tiny_arith", "task=puzzles",
-                           "task.num_val=4", "mlflow.enabled=false", "reward=inline", f"hydra.run.dir={tmp_path}"],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = eval_cli(tmp_path, "model=tiny_arith", "task=puzzles", "task.num_val=4")
     assert proc.returncode != 0
     assert "task 'puzzles' shows images but the model has no image processor" in proc.stderr

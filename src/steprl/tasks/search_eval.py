@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from steprl.rewards.entities import entity_match_rate, thoughts
-from steprl.rollout.agent import AgentLoop
+from steprl.rollout.agent import agent_loop
 from steprl.rollout.hf import HFEngine
 from steprl.tasks import eval_cli
 from steprl.tasks.search_qa import SearchQATask
@@ -32,8 +32,7 @@ def tiny_task(seed: int = 0, **overrides) -> SearchQATask:
 
 
 def evaluate(model, tokenizer, task: SearchQATask, batch_size: int = 64, limit: int | None = None) -> dict:
-    agent = AgentLoop(HFEngine(max_new_tokens=task.agent_cfg["max_turn_tokens"] or 64, temperature=1.0),
-                      task.make_env(), **task.agent_cfg)
+    agent = agent_loop(task, HFEngine(max_new_tokens=task.agent_cfg["max_turn_tokens"] or 64, temperature=1.0))
     samples = list(task.val_dataset())[:limit]
     rows: dict[int, list[tuple[float, float, float, float, float]]] = defaultdict(list)
     model.eval()

@@ -314,5 +314,6 @@ def test_the_search_claims_grpo_arm_is_one_run(tmp_path):
 
     first = composed("e_grpo_tiny")
     assert composed("empg_tiny") == first and composed("salt_tiny") == first
-    keys = {cl.run_key(cl.command(cl.CLAIMS[k], "grpo", 3, cl.Budget(), [], tmp_path)) for k in ("e_grpo", "empg", "salt")}
+    keys = {cl.run_key(cl.command(cl.CLAIMS[k], "grpo", 3, cl.Budget(), [], tmp_path))
+            for k in ("e_grpo", "empg", "salt")}
     assert len(keys) == 1

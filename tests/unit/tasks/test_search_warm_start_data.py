@@ -103,13 +103,15 @@ def test_search_qa_tiny_keeps_the_warm_starts_knowledge_base_under_any_run_seed(
 
     from tests.helpers import compose_train
 
+    def held_out(task):
+        return [task.val_dataset()[i].prompt for i in range(len(task.val_dataset()))]
+
     tasks = {}
     for seed in (0, 3):
         cfg = compose_train(["experiment=e_grpo_tiny", f"seed={seed}"], out_dir=tmp_path)
         assert cfg.seed == seed and cfg.task.seed == 0
         tasks[seed] = instantiate(cfg.task)
-    assert [tasks[3].val_dataset()[i].prompt for i in range(128)] == [tasks[0].val_dataset()[i].prompt for i in range(128)]
-    assert len(tasks[0].val_dataset()) == 128
+    assert len(held_out(tasks[0])) == 128 and held_out(tasks[3]) == held_out(tasks[0])
     # under another knowledge base (task.seed=3, as before the pin) the held-out questions are other questions
     other = instantiate(compose_train(["experiment=e_grpo_tiny", "task.seed=3"], out_dir=tmp_path).task)
-    assert [other.val_dataset()[i].prompt for i in range(128)] != [tasks[0].val_dataset()[i].prompt for i in range(128)]
+    assert held_out(other) != held_out(tasks[0])
