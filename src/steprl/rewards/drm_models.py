@@ -106,14 +106,22 @@ class EmbeddingRelevance(_Encoder):
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self._enc([t or " " for t in texts[i:i + self.batch_size]])
+        """One row per text. Each distinct text is encoded once (a group's samples share their question, and DRM
+        pairs each reasoning span with both the question and the answer), in batches of similar length (less
+        padding); the encoder's cost is most of a DRM step on CPU."""
+        texts = [t or " " for t in texts]
+        uniq = sorted(set(texts), key=len)
+        rows = []
+        for i in range(0, len(uniq), self.batch_size):
+            enc = self._enc(uniq[i:i + self.batch_size])
             h = self.model(**enc).last_hidden_state.float()
             m = enc["attention_mask"].unsqueeze(-1).float()
             e = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
-            out.append(torch.nn.functional.normalize(e, dim=-1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, 1)
+            rows.append(torch.nn.functional.normalize(e, dim=-1).cpu())
+        if not rows:
+            return torch.zeros(0, 1)
+        where = {t: j for j, t in enumerate(uniq)}
+        return torch.cat(rows)[[where[t] for t in texts]]
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from steprl.algos.drm import reasoning_answer_spans
 from steprl.config import ConfigError
@@ -56,6 +57,19 @@ def test_tiny_scorers_are_deterministic_and_bounded():
         build_relevance({"kind": "bm25"})
     with pytest.raises(ValueError, match="algo.coherence.kind"):
         build_coherence({"kind": "vibes"})
+
+
+def test_embedding_encodes_each_distinct_text_once_and_keeps_the_order():
+    rel = EmbeddingRelevance(path=None, tiny={}, batch_size=2)
+    encoded = []
+    rel.model.register_forward_hook(lambda mod, args, kwargs, out: encoded.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    texts = ["q one", "a much longer reasoning text, two lines", "q one", "", "x", "a much longer reasoning text, two lines"]
+    e = rel.embed(texts)
+    assert sum(encoded) == 4                     # "q one", the long text, "" (as " ") and "x": each once
+    alone = torch.cat([rel.embed([t]) for t in texts])
+    assert e.shape == (6, alone.shape[1]) and torch.allclose(e, alone, atol=1e-5)
+    assert torch.equal(e[0], e[2]) and torch.equal(e[1], e[5]) and not torch.allclose(e[0], e[1])
 
 
 def test_rule_judge_coherence_is_mean_step_correctness():
