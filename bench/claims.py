@@ -194,12 +194,14 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     Claim("propa", "PROPA — Toward Process-level Optimization in Visual Reasoning via Reinforcement Learning (2025)",
           "PROPA consistently outperforms both SFT- and RLVR-based baselines",
           "MCTS process rewards with interleaved SFT beat GRPO and SFT alone",
-          ARITH_LONG, {"propa": ("experiment=propa_tiny",), "grpo": ("experiment=grpo_tiny",),
+          ARITH_LONG, {"propa": ("experiment=propa_tiny", "algo.mcts.max_depth=10"), "grpo": ("experiment=grpo_tiny",),
                        "sft": ("experiment=sft_tiny", "batch.minibatch_size=16")},
           (Compare("propa", "grpo", "PROPA vs GRPO"), Compare("propa", "sft", "PROPA vs SFT alone")),
           note="PROPA is a vision-language paper; here its MCTS process rewards and interleaved SFT act on text "
                "arithmetic chains. SFT alone trains on the task's worked solutions (experiment=sft_tiny, from the same "
-               "warm start)."),
+               "warm start). The search tree is as deep as the longest worked solution (9 reductions and the answer "
+               "line: algo.mcts.max_depth=10; the paper's 8 would make every 10-term chain a dead end), as the new "
+               "tokens are as many as it needs (rule 3); its simulations get the same 272 tokens."),
     Claim("pc_grpo", "PC-GRPO — Puzzle Curriculum GRPO for Vision-Centric Reasoning (2025)",
           "we introduce a difficulty-aware curriculum that dynamically weights samples and peaks at medium "
           "difficulty ... our curriculum delays this decline [of reasoning-answer consistency]",
