@@ -317,3 +317,17 @@ def test_the_search_claims_grpo_arm_is_one_run(tmp_path):
     keys = {cl.run_key(cl.command(cl.CLAIMS[k], "grpo", 3, cl.Budget(), [], tmp_path))
             for k in ("e_grpo", "empg", "salt")}
     assert len(keys) == 1
+
+
+def test_propa_trees_can_reach_the_longest_worked_solution(tmp_path):
+    """PROPA's claim runs on 2-10-term chains: its simulations get the run's new tokens (a fixed 48 cut them
+    before the answer there) and its tree is as deep as the longest worked solution, one line per reduction and
+    the answer line (the paper's depth 8 would make every 10-term chain a dead end)."""
+    from steprl.tasks import ArithTask
+
+    cmd = cl.command(cl.CLAIMS["propa"], "propa", 0, cl.Budget(), [], tmp_path)
+    cfg = compose_train([o for o in cmd[2:] if not o.startswith("hydra.run.dir=")], out_dir=tmp_path)
+    assert cfg.algo.mcts.simulate_max_tokens == cfg.rollout.max_new_tokens == 272
+    task = ArithTask(num_train=400, num_val=4, seed=0, num_terms=list(cfg.task.num_terms))
+    longest = max(len(task.make_sample("train", i).solution.split("\n")) for i in range(400))
+    assert longest == 10 and cfg.algo.mcts.max_depth >= longest
