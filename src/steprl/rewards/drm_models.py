@@ -110,7 +110,7 @@ class EmbeddingRelevance(_Encoder):
         pairs each reasoning span with both the question and the answer), in batches of similar length (less
         padding); the encoder's cost is most of a DRM step on CPU."""
         texts = [t or " " for t in texts]
-        uniq = sorted(set(texts), key=len)
+        uniq = sorted(set(texts), key=lambda t: (len(t), t))  # a fixed order: batches do not follow str hashing
         rows = []
         for i in range(0, len(uniq), self.batch_size):
             enc = self._enc(uniq[i:i + self.batch_size])
