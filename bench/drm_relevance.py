@@ -20,13 +20,8 @@ import torch
 
 def every_text(rel, texts: list[str]) -> torch.Tensor:
     """The baseline: every text encoded where it stands, ``rel.batch_size`` a batch."""
-    out = []
-    for i in range(0, len(texts), rel.batch_size):
-        enc = rel._enc([t or " " for t in texts[i:i + rel.batch_size]])
-        h = rel.model(**enc).last_hidden_state.float()
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1))
-    return torch.cat(out)
+    texts = [t or " " for t in texts]
+    return torch.cat([rel.encode_batch(texts[i:i + rel.batch_size]) for i in range(0, len(texts), rel.batch_size)])
 
 
 def main() -> None:

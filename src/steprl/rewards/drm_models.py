@@ -111,17 +111,20 @@ class EmbeddingRelevance(_Encoder):
         padding); the encoder's cost is most of a DRM step on CPU."""
         texts = [t or " " for t in texts]
         uniq = sorted(set(texts), key=lambda t: (len(t), t))  # a fixed order: batches do not follow str hashing
-        rows = []
-        for i in range(0, len(uniq), self.batch_size):
-            enc = self._enc(uniq[i:i + self.batch_size])
-            h = self.model(**enc).last_hidden_state.float()
-            m = enc["attention_mask"].unsqueeze(-1).float()
-            e = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
-            rows.append(torch.nn.functional.normalize(e, dim=-1).cpu())
+        rows = [self.encode_batch(uniq[i:i + self.batch_size]) for i in range(0, len(uniq), self.batch_size)]
         if not rows:
             return torch.zeros(0, 1)
         where = {t: j for j, t in enumerate(uniq)}
         return torch.cat(rows)[[where[t] for t in texts]]
+
+    @torch.no_grad()
+    def encode_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        """One forward: the texts' mean-pooled, L2-normalised embeddings (rows in order, on the CPU)."""
+        enc = self._enc(list(texts))
+        h = self.model(**enc).last_hidden_state.float()
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        e = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(e, dim=-1).cpu()
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:
