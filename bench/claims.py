@@ -360,9 +360,15 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def collect(claim: Claim, arm: str, seed: int, rdir: Path, budget_str: str, cmd: list[str], seconds: float) -> dict:
-    """A result row from a finished run's csv log: each logged metric's curve [[step, value], ...] and the
-    cumulative rollouts at every step ("rollouts": [[step, n], ...]; `filter/groups` x G where the algorithm logs
-    the groups it generated, refills included, else prompts x G)."""
+    """A claim's result row from a finished run (``run_row`` with the metrics its tests read)."""
+    return run_row(claim.key, arm, seed, rdir, budget_str, cmd, seconds, {c.metric for c in claim.compares})
+
+
+def run_row(name: str, arm: str, seed: int, rdir: Path, budget_str: str, cmd: list[str], seconds: float,
+            metrics=()) -> dict:
+    """A result row from a finished run's csv log: the curve [[step, value], ...] of ``metrics``, ``val/acc``,
+    ``train/acc`` and ``time/step``, and the cumulative rollouts at every step ("rollouts": [[step, n], ...];
+    `filter/groups` x G where the algorithm logs the groups it generated, refills included, else prompts x G)."""
     import yaml
 
     m = read_metrics_csv(rdir / "csv" / "metrics.csv")
@@ -377,10 +383,10 @@ def collect(claim: Claim, arm: str, seed: int, rdir: Path, budget_str: str, cmd:
     for s in range(1, steps + 1):
         cum += groups.get(s, P) * G
         roll.append([s, cum])
-    wanted = {c.metric for c in claim.compares} | {"val/acc", "time/step", "train/acc"}
+    wanted = set(metrics) | {"val/acc", "time/step", "train/acc"}
     curves = {k: sorted([s, v] for s, v in m[k].items()) for k in sorted(wanted) if k in m}
     curves["rollouts"] = roll
-    return {"claim": claim.key, "arm": arm, "seed": seed, "budget": budget_str, "steps": steps, "rollouts": cum,
+    return {"claim": name, "arm": arm, "seed": seed, "budget": budget_str, "steps": steps, "rollouts": cum,
             "seconds": round(seconds, 1), "curves": curves, "command": shlex.join(cmd),
             "commit": code_version()}
 
@@ -810,41 +816,60 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_all(todo: list, budget: Budget, extra: list[str], work: Path, jobs: int, data: Path = DATA) -> list[str]:
+@dataclass
+class Job:
+    """One training run: its command, its own folder, the CSV its row goes to and how to make the row from the
+    finished run (``row(seconds)``; raises if the run's log is unusable)."""
+    label: str
+    cmd: list[str]
+    rdir: Path
+    csv: Path
+    row: object     # Callable[[float], dict]
+
+
+def run_jobs(jobs: list[Job], n_jobs: int, desc: str) -> list[str]:
+    """Run ``jobs`` through ``src/train.py``, ``n_jobs`` at once, each logging to ``<rdir>/train.log``; a finished
+    run's row is appended to its CSV at once (so an interrupted batch keeps what finished). Returns the failures."""
     from tqdm import tqdm
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
-    def one(claim: Claim, arm: str, seed: int, bkey: str):
-        cmd = command(claim, arm, seed, budget, extra, work)
-        rdir = run_dir(work, claim.key, arm, seed)
-        rdir.mkdir(parents=True, exist_ok=True)
+    def one(job: Job):
+        job.rdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with open(rdir / "train.log", "w") as log:
-            rc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, env=env, stdout=log,
+        with open(job.rdir / "train.log", "w") as log:
+            rc = subprocess.run([sys.executable, *job.cmd[1:]], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT).returncode
-        secs = time.perf_counter() - t0
         if rc != 0:
-            tail = (rdir / "train.log").read_text().splitlines()[-5:]
-            return None, f"{claim.key} {arm} seed {seed}: exit {rc} (log {rdir / 'train.log'}): " + " | ".join(tail)
-        return collect(claim, arm, seed, rdir, bkey, cmd, secs), None
+            tail = (job.rdir / "train.log").read_text().splitlines()[-5:]
+            raise RuntimeError(f"exit {rc} (log {job.rdir / 'train.log'}): " + " | ".join(tail))
+        return job.row(time.perf_counter() - t0)
 
     failures = []
-    with tqdm(total=len(todo), desc="claim runs", unit="run") as bar, ThreadPoolExecutor(jobs) as pool:
-        futs = {pool.submit(one, c, arm, s, bk): (c, arm, s) for c, arm, s, bk in todo}
+    with tqdm(total=len(jobs), desc=desc, unit="run") as bar, ThreadPoolExecutor(n_jobs) as pool:
+        futs = {pool.submit(one, job): job for job in jobs}
         for fut in as_completed(futs):
-            c, arm, s = futs[fut]
+            job = futs[fut]
             try:
-                row, err = fut.result()
-            except Exception as e:   # a run that finished but left no usable log
-                row, err = None, f"{c.key} {arm} seed {s}: {e}"
-            if row is not None:
-                append_row(data / f"{c.key}.csv", row)
-            else:
-                failures.append(err)
-            bar.set_postfix_str(f"{c.key}/{arm}/seed{s} {'ok' if row else 'FAILED'}")
+                append_row(job.csv, fut.result())
+                ok = True
+            except Exception as e:   # the run failed, or finished but left no usable log
+                failures.append(f"{job.label}: {e}")
+                ok = False
+            bar.set_postfix_str(f"{job.label} {'ok' if ok else 'FAILED'}")
             bar.update(1)
     return failures
+
+
+def run_all(todo: list, budget: Budget, extra: list[str], work: Path, jobs: int, data: Path = DATA) -> list[str]:
+    """Run the claims' runs still to do (``todo``: (claim, arm, seed, budget key) tuples)."""
+    def job(claim: Claim, arm: str, seed: int, bkey: str) -> Job:
+        cmd = command(claim, arm, seed, budget, extra, work)
+        rdir = run_dir(work, claim.key, arm, seed)
+        return Job(f"{claim.key}/{arm}/seed{seed}", cmd, rdir, data / f"{claim.key}.csv",
+                   lambda secs: collect(claim, arm, seed, rdir, bkey, cmd, secs))
+
+    return run_jobs([job(*t) for t in todo], jobs, "claim runs")
 
 
 if __name__ == "__main__":

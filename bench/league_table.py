@@ -72,7 +72,8 @@ def series(rows: list[dict]) -> dict:
     return out
 
 
-def table(data: dict, max_steps: int, rollouts_per_step: int) -> str:
+def table(data: dict, max_steps: int, rollouts_per_step: int, seeds_wanted: int | None = None) -> str:
+    """The markdown table; "seeds done" counts finished runs out of ``seeds_wanted`` (default: the seeds found)."""
     lines = ["| algo | final val/acc (mean ± std) | Δ vs warm start | seeds done | RL steps | rollouts (16 × 8 a step) | train time / run |",
              "|---|---|---|---|---|---|---|"]
     order = sorted(data, key=lambda a: -_final_mean(data[a], max_steps))
@@ -94,7 +95,7 @@ def table(data: dict, max_steps: int, rollouts_per_step: int) -> str:
             cell = "not finished (" + ", ".join(f"seed {s}: {seeds[s]['val/acc'][k]:.3f} at step {k}"
                                                 for s, k in last.items()) + ")"
             delta, t = "—", "—"
-        lines.append(f"| `{algo}` | {cell} | {delta} | {len(done)}/{len(seeds)} | {steps} | "
+        lines.append(f"| `{algo}` | {cell} | {delta} | {len(done)}/{seeds_wanted or len(seeds)} | {steps} | "
                      f"{steps * rollouts_per_step} | {t} |")
     return "\n".join(lines)
 

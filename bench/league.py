@@ -1,0 +1,170 @@
+"""The league at full scale, run by run and resumable: every algorithm of ``experiment=league_tiny`` x seeds, on
+``arith`` (from ``tiny_arith``) and on the long chains (``arith_long`` from ``tiny_arith_long``), each with its
+own defaults (``algo=X`` alone) and the default run's budget: 16 prompts x G = 8 a step, 100 RL steps, greedy
+``val/acc`` on 256 held-out problems at steps 0, 50 and 100.
+
+    python bench/league.py --task arith --dry-run               # the commands still to run
+    nice -n 10 python bench/league.py --task arith -j 2         # run them (one per core), then the report
+    python bench/league.py --report                             # redraw tables and figures from the CSVs
+
+A Hydra multirun (``python src/train.py -m experiment=league_tiny``) runs the same jobs in one process tree but
+loses everything when interrupted; here each finished run appends one row (its curves, seconds, command and
+commit) to ``bench/league/<task>.csv`` and a run that has its row is skipped, so the ~45 runs per task can be
+spread over several sittings or machines. ``--report`` writes ``bench/league/<task>.png`` and the tables between
+the markers in docs/league.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from claims import ARITH_LONG, PLUMBING, Budget, Job, _show, read_rows, run_jobs, run_row  # noqa: E402
+from league_table import figure, table  # noqa: E402
+
+DATA = ROOT / "bench" / "league"
+DOC = ROOT / "docs" / "league.md"
+START, END = "<!-- full-league:start -->", "<!-- full-league:end -->"
+# the task's overrides on top of experiment=league_tiny (which brings model=tiny_arith, task=arith)
+TASKS = {"arith": (), "arith_long": ARITH_LONG}
+# the default run's budget (conf/train.yaml, conf/task/arith*.yaml)
+BUDGET = Budget(steps=100, val_every=50, num_val=256)
+METRICS = ("train/reward",)
+SEEDS = 3                   # the league's seeds per algorithm (at least)
+
+
+def league_algos() -> list[str]:
+    """The algorithms the league's sweep lists (conf/experiment/league_tiny.yaml): the one list of them."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "conf" / "experiment" / "league_tiny.yaml").read_text())
+    return [a.strip() for a in str(cfg["hydra"]["sweeper"]["params"]["algo"]).split(",")]
+
+
+def budget_str(task: str, budget: Budget) -> str:
+    return " ".join([*TASKS[task], *budget.overrides()])
+
+
+def command(task: str, algo: str, seed: int, budget: Budget, work: Path) -> list[str]:
+    return ["python", "src/train.py", "experiment=league_tiny", f"algo={algo}", *TASKS[task], *budget.overrides(),
+            f"seed={seed}", *PLUMBING, f"hydra.run.dir={_show(run_dir(work, task, algo, seed))}"]
+
+
+def run_dir(work: Path, task: str, algo: str, seed: int) -> Path:
+    return work / task / f"{algo}-seed{seed}"
+
+
+def todo(task: str, algos: list[str], seeds: list[int], budget: Budget, data: Path) -> list[tuple[str, int]]:
+    """(algo, seed) runs without a row in ``<data>/<task>.csv``, seed by seed; refuses a CSV of another budget."""
+    rows = read_rows(data / f"{task}.csv")
+    other = {r["budget"] for r in rows} - {budget_str(task, budget)}
+    if other:
+        raise SystemExit(f"{data / task}.csv holds runs with another budget ({sorted(other)[0]!r}), not "
+                         f"{budget_str(task, budget)!r}: rerun with the same --steps/--val-every/--num-val, or move "
+                         f"the CSV away to start afresh")
+    done = {(r["arm"], r["seed"]) for r in rows}
+    return [(a, s) for s in seeds for a in algos if (a, s) not in done]
+
+
+def series(rows: list[dict]) -> dict:
+    """league_table's {algo: {seed: {key: {step: value}}}} from stored rows."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["arm"], {})[r["seed"]] = {k: dict((int(s), v) for s, v in c)
+                                                    for k, c in r["curves"].items()}
+    return out
+
+
+def report(data: Path = DATA, doc: Path = DOC) -> str:
+    """Per task: the table (final val/acc mean ± std over seeds, change from the warm start, seeds done, time a
+    run) and the figure; written between the markers of ``doc`` when it has them."""
+    parts = []
+    for task in TASKS:
+        rows = read_rows(data / f"{task}.csv")
+        if not rows:
+            parts += [f"**`{task}`**: not yet run (`nice -n 10 python bench/league.py --task {task} -j 2`).", ""]
+            continue
+        steps = rows[0]["steps"]
+        data_t = series(rows)
+        seeds = sorted({r["seed"] for r in rows})
+        commits = ", ".join(sorted({r["commit"] for r in rows}))
+        fig = data / f"{task}.png"
+        figure(data_t, fig, f"league at full scale: {task}, {steps} RL steps, 16 prompts x 8, "
+                            f"val on {BUDGET.num_val} (mean over seeds; band: min-max)")
+        missing = [a for a in league_algos() if a not in data_t]
+        parts += [f"**`{task}`** ({len(rows)} runs; seeds {', '.join(map(str, seeds))}; code {commits}):", "",
+                  table(data_t, steps, BUDGET.prompts * BUDGET.samples, max(len(seeds), SEEDS)), ""]
+        if missing:
+            parts += [f"Not yet run on `{task}`: {', '.join(f'`{a}`' for a in missing)}.", ""]
+        parts.append(f"![league on {task}]({os.path.relpath(fig, doc.parent)})")
+        parts.append("")
+    block = "\n".join(parts).rstrip()
+    if doc.exists() and START in (text := doc.read_text()) and END in text:
+        head, rest = text.split(START, 1)
+        doc.write_text(head + START + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+    return block
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS), help="which league to run")
+    p.add_argument("--algos", default="", help="comma list (default: every algorithm the league lists)")
+    p.add_argument("--seeds", default=",".join(map(str, range(SEEDS))))
+    p.add_argument("--steps", type=int, default=BUDGET.steps)
+    p.add_argument("--val-every", type=int, default=BUDGET.val_every)
+    p.add_argument("--num-val", type=int, default=BUDGET.num_val)
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="runs at once, each with torch_threads=1 (default: one per core)")
+    p.add_argument("--work", default="outputs/league", help="folder for the runs' own output (csv logs, hydra)")
+    p.add_argument("--data", default=str(DATA), help="folder of the per-task CSVs and figures")
+    p.add_argument("--doc", default=str(DOC), help="the page whose marked block gets the tables")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
+    p.add_argument("--report", action="store_true", help="only redraw the tables and figures")
+    a = p.parse_args(argv)
+    data, doc = Path(a.data).resolve(), Path(a.doc).resolve()
+    if a.report:
+        print(report(data, doc))
+        return 0
+    if a.task is None:
+        p.error("--task is required to run (or --report)")
+    every = league_algos()
+    algos = [x for x in a.algos.split(",") if x] or every
+    if unknown := [x for x in algos if x not in every]:
+        p.error(f"unknown algos {unknown}; the league lists {', '.join(every)}")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds must be a comma list of integers, got {a.seeds!r}")
+    if a.steps < 1 or a.val_every < 1 or a.num_val < 1 or a.jobs < 1:
+        p.error("--steps, --val-every, --num-val and --jobs must be positive")
+    if a.steps % a.val_every:
+        p.error(f"--steps ({a.steps}) must be a multiple of --val-every ({a.val_every}) so the last step is evaluated")
+    budget = Budget(a.steps, a.val_every, a.num_val)
+    work = Path(a.work) if Path(a.work).is_absolute() else ROOT / a.work
+    runs = todo(a.task, algos, seeds, budget, data)
+    if a.dry_run:
+        for algo, s in runs:
+            print(shlex.join(command(a.task, algo, s, budget, work)))
+        return 0
+
+    def job(algo: str, seed: int) -> Job:
+        cmd, rdir = command(a.task, algo, seed, budget, work), run_dir(work, a.task, algo, seed)
+        return Job(f"{a.task}/{algo}/seed{seed}", cmd, rdir, data / f"{a.task}.csv",
+                   lambda secs: run_row(f"league_{a.task}", algo, seed, rdir, budget_str(a.task, budget), cmd, secs,
+                                        METRICS))
+
+    failures = run_jobs([job(*r) for r in runs], a.jobs, f"league {a.task}")
+    print(report(data, doc))
+    if failures:
+        print("[league] failed runs (no row written; rerun to retry):\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
