@@ -747,26 +747,20 @@ def budget_from_row(row: dict) -> tuple[Budget, list[str]]:
 
 # --------------------------------------------------------------------------------------------------------- main
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--claims", default=",".join(CLAIMS), help=f"comma list of {', '.join(CLAIMS)}")
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--steps", type=int, default=Budget.steps)
-    p.add_argument("--val-every", type=int, default=Budget.val_every)
-    p.add_argument("--num-val", type=int, default=Budget.num_val)
+def add_run_args(p: argparse.ArgumentParser, budget: Budget, seeds: str, name: str) -> None:
+    """The options every batch of training runs takes (claims, league): seeds, budget, parallelism, folders."""
+    p.add_argument("--seeds", default=seeds)
+    p.add_argument("--steps", type=int, default=budget.steps)
+    p.add_argument("--val-every", type=int, default=budget.val_every)
+    p.add_argument("--num-val", type=int, default=budget.num_val)
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                    help="runs at once, each with torch_threads=1 (default: one per core)")
-    p.add_argument("--work", default="outputs/claims", help="folder for the runs' own output (csv logs, hydra)")
-    p.add_argument("--data", default=str(DATA), help="folder of the raw CSVs and figures")
-    p.add_argument("--doc", default=str(DOC), help="the markdown page to write")
+    p.add_argument("--work", default=f"outputs/{name}", help="folder for the runs' own output (csv logs, hydra)")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
-    p.add_argument("--report", action="store_true", help="only redraw the figures and docs/claims.md")
-    p.add_argument("extra", nargs="*", help="more Hydra overrides for every run (after --)")
-    a = p.parse_args(argv)
-    keys = [k for k in a.claims.split(",") if k]
-    unknown = [k for k in keys if k not in CLAIMS]
-    if unknown:
-        p.error(f"unknown claims {unknown}; choose from {', '.join(CLAIMS)}")
+
+
+def parse_run_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[list[int], Budget, Path]:
+    """The seeds, budget and work folder of ``add_run_args``'s options; bad values are named (``p.error``)."""
     try:
         seeds = [int(s) for s in a.seeds.split(",") if s]
     except ValueError:
@@ -775,13 +769,29 @@ def main(argv=None) -> int:
         p.error("--steps, --val-every, --num-val and --jobs must be positive")
     if a.steps % a.val_every:
         p.error(f"--steps ({a.steps}) must be a multiple of --val-every ({a.val_every}) so the last step is evaluated")
-    budget = Budget(a.steps, a.val_every, a.num_val)
+    work = Path(a.work) if Path(a.work).is_absolute() else ROOT / a.work
+    return seeds, Budget(a.steps, a.val_every, a.num_val), work
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--claims", default=",".join(CLAIMS), help=f"comma list of {', '.join(CLAIMS)}")
+    add_run_args(p, Budget(), "0,1,2,3,4", "claims")
+    p.add_argument("--data", default=str(DATA), help="folder of the raw CSVs and figures")
+    p.add_argument("--doc", default=str(DOC), help="the markdown page to write")
+    p.add_argument("--report", action="store_true", help="only redraw the figures and docs/claims.md")
+    p.add_argument("extra", nargs="*", help="more Hydra overrides for every run (after --)")
+    a = p.parse_args(argv)
+    keys = [k for k in a.claims.split(",") if k]
+    unknown = [k for k in keys if k not in CLAIMS]
+    if unknown:
+        p.error(f"unknown claims {unknown}; choose from {', '.join(CLAIMS)}")
+    seeds, budget, work = parse_run_args(p, a)
     data, doc = Path(a.data).resolve(), Path(a.doc).resolve()
     if a.report:
         write_docs(budget, seeds, a.extra, data, doc)
         print(f"[claims] wrote {doc} and the figures in {data}")
         return 0
-    work = Path(a.work) if Path(a.work).is_absolute() else ROOT / a.work
     todo = []
     for k in keys:
         claim = CLAIMS[k]

@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from claims import ARITH_LONG, PLUMBING, Budget, Job, _show, read_rows, run_jobs, run_row  # noqa: E402
+from claims import (ARITH_LONG, PLUMBING, Budget, Job, _show, add_run_args, parse_run_args, read_rows,  # noqa: E402
+                    run_jobs, run_row)
 from league_table import figure, table  # noqa: E402
 
 DATA = ROOT / "bench" / "league"
@@ -114,16 +115,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), help="which league to run")
     p.add_argument("--algos", default="", help="comma list (default: every algorithm the league lists)")
-    p.add_argument("--seeds", default=",".join(map(str, range(SEEDS))))
-    p.add_argument("--steps", type=int, default=BUDGET.steps)
-    p.add_argument("--val-every", type=int, default=BUDGET.val_every)
-    p.add_argument("--num-val", type=int, default=BUDGET.num_val)
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
-                   help="runs at once, each with torch_threads=1 (default: one per core)")
-    p.add_argument("--work", default="outputs/league", help="folder for the runs' own output (csv logs, hydra)")
+    add_run_args(p, BUDGET, ",".join(map(str, range(SEEDS))), "league")
     p.add_argument("--data", default=str(DATA), help="folder of the per-task CSVs and figures")
     p.add_argument("--doc", default=str(DOC), help="the page whose marked block gets the tables")
-    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
     p.add_argument("--report", action="store_true", help="only redraw the tables and figures")
     a = p.parse_args(argv)
     data, doc = Path(a.data).resolve(), Path(a.doc).resolve()
@@ -136,16 +130,7 @@ def main(argv=None) -> int:
     algos = [x for x in a.algos.split(",") if x] or every
     if unknown := [x for x in algos if x not in every]:
         p.error(f"unknown algos {unknown}; the league lists {', '.join(every)}")
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s]
-    except ValueError:
-        p.error(f"--seeds must be a comma list of integers, got {a.seeds!r}")
-    if a.steps < 1 or a.val_every < 1 or a.num_val < 1 or a.jobs < 1:
-        p.error("--steps, --val-every, --num-val and --jobs must be positive")
-    if a.steps % a.val_every:
-        p.error(f"--steps ({a.steps}) must be a multiple of --val-every ({a.val_every}) so the last step is evaluated")
-    budget = Budget(a.steps, a.val_every, a.num_val)
-    work = Path(a.work) if Path(a.work).is_absolute() else ROOT / a.work
+    seeds, budget, work = parse_run_args(p, a)
     runs = todo(a.task, algos, seeds, budget, data)
     if a.dry_run:
         for algo, s in runs:
