@@ -81,9 +81,9 @@ def series(rows: list[dict]) -> dict:
     return out
 
 
-def report(data: Path = DATA, doc: Path = DOC) -> str:
+def report(data: Path = DATA, doc: Path = DOC, draw: bool = True) -> str:
     """Per task: the table (final val/acc mean ± std over seeds, change from the warm start, seeds done, time a
-    run) and the figure; written between the markers of ``doc`` when it has them."""
+    run) and the figure (``draw``); written between the markers of ``doc`` when it has them."""
     parts = []
     for task in TASKS:
         rows = read_rows(data / f"{task}.csv")
@@ -95,8 +95,9 @@ def report(data: Path = DATA, doc: Path = DOC) -> str:
         seeds = sorted({r["seed"] for r in rows})
         commits = ", ".join(sorted({r["commit"] for r in rows}))
         fig = data / f"{task}.png"
-        figure(data_t, fig, f"league at full scale: {task}, {steps} RL steps, 16 prompts x 8, "
-                            f"val on {BUDGET.num_val} (mean over seeds; band: min-max)")
+        if draw:
+            figure(data_t, fig, f"league at full scale: {task}, {steps} RL steps, 16 prompts x 8, "
+                                f"val on {BUDGET.num_val} (mean over seeds; band: min-max)")
         missing = [a for a in league_algos() if a not in data_t]
         parts += [f"**`{task}`** ({len(rows)} runs; seeds {', '.join(map(str, seeds))}; code {commits}):", "",
                   table(data_t, steps, BUDGET.prompts * BUDGET.samples, max(len(seeds), SEEDS)), ""]

@@ -102,6 +102,20 @@ def test_report_fills_the_marked_block_and_keeps_the_page(tmp_path):
     assert "Not yet run on `arith`: `rloo`" in text and "**`arith_long`**: not yet run" in text
 
 
+def test_the_docs_full_league_tables_are_the_kept_runs(tmp_path):
+    """docs/league.md's full-scale block is what ``--report`` makes of bench/league/*.csv (not edited by hand)."""
+    doc = tmp_path / "league.md"
+    doc.write_text(f"{lg.START}\n{lg.END}\n")
+    lg.report(lg.DATA, doc, draw=False)
+    page = (ROOT / "docs" / "league.md").read_text()
+    assert lg.START in page and lg.END in page
+
+    def tables(text: str) -> list[str]:
+        block = text.split(lg.START, 1)[1].split(lg.END, 1)[0]
+        return [line for line in block.splitlines() if line.startswith("|") or "not yet run" in line.lower()]
+    assert tables(page) == tables(doc.read_text())
+
+
 @pytest.mark.slow
 def test_two_step_league_through_the_command_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
