@@ -343,18 +343,27 @@ def claim_rows(claim: Claim, data: Path, budget: Budget | None = None, extra: li
 
 
 def append_row(path: Path, row: dict) -> None:
-    new = not path.exists()
-    if not new:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if header != FIELDS:
-            raise SystemExit(f"{path}: its columns {header} are not this script's {FIELDS}; move it aside and rerun")
+    """Append one run's row, holding an exclusive lock on the file, so that several runner processes (two
+    sittings of the league, or claims beside it) can share a CSV: the header is written once and rows never
+    interleave."""
+    import io
+    try:
+        import fcntl
+    except ImportError:      # not POSIX: one runner per CSV at a time
+        fcntl = None
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({**row, "curves": json.dumps(row["curves"], separators=(",", ":"))})
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=FIELDS).writerow({**row, "curves": json.dumps(row["curves"], separators=(",", ":"))})
+    with open(path, "a+", newline="") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        header = next(csv.reader(fh), None)
+        if header is None:
+            csv.writer(fh).writerow(FIELDS)
+        elif header != FIELDS:
+            raise SystemExit(f"{path}: its columns {header} are not this script's {FIELDS}; move it aside and rerun")
+        fh.write(buf.getvalue())
         fh.flush()
         os.fsync(fh.fileno())
 

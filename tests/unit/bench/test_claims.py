@@ -176,6 +176,30 @@ def test_resume_skips_runs_with_a_row_and_refuses_another_budget(capsys, tmp_pat
         cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime", "--steps", "50"])
 
 
+def _append_many(path: str, arm: str, start) -> None:
+    start.wait()             # every process's first row goes to a file that does not exist yet
+    for seed in range(30):
+        cl.append_row(Path(path), _row("prime", arm, seed, [(s, 0.5) for s in range(1500)]))
+
+
+def test_runner_processes_can_share_a_csv(tmp_path):
+    """Two league sittings (or claims beside them) append to one CSV at once: one header, every row whole."""
+    import multiprocessing
+
+    path = tmp_path / "shared.csv"
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_append_many, args=(str(path), f"arm{i}", start)) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+    rows = cl.read_rows(path)
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted((f"arm{i}", s) for i in range(4) for s in range(30))
+    assert path.read_text().count("claim,arm,seed") == 1
+
+
 def test_bad_arguments_are_named(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime,nope"])
