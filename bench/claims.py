@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -301,9 +302,10 @@ def code_version() -> str:
     def git(*a):
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    # the raw CSVs this script appends to are data, not code: they do not make a checkout dirty
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/claims")
-                   else "")
+    # the raw CSVs, figures and pages the claims and league scripts write are data, not code: they do not make a
+    # checkout dirty (a report written mid-sitting marked every later run "+dirty")
+    data = [":!bench/claims", ":!bench/league", ":!docs/claims.md", ":!docs/league.md"]
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *data) else "")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -860,7 +862,8 @@ def run_jobs(jobs: list[Job], n_jobs: int, desc: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
     def one(job: Job):
-        job.rdir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(job.rdir, ignore_errors=True)   # what an interrupted attempt left: its logs would mix in
+        job.rdir.mkdir(parents=True)
         t0 = time.perf_counter()
         with open(job.rdir / "train.log", "w") as log:
             rc = subprocess.run([sys.executable, *job.cmd[1:]], cwd=ROOT, env=env, stdout=log,
