@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -23,9 +24,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:      # not POSIX: one runner per CSV at a time
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -354,11 +361,6 @@ def append_row(path: Path, row: dict) -> None:
     """Append one run's row, holding an exclusive lock on the file, so that several runner processes (two
     sittings of the league, or claims beside it) can share a CSV: the header is written once and rows never
     interleave."""
-    import io
-    try:
-        import fcntl
-    except ImportError:      # not POSIX: one runner per CSV at a time
-        fcntl = None
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     csv.DictWriter(buf, fieldnames=FIELDS).writerow({**row, "curves": json.dumps(row["curves"], separators=(",", ":"))})
@@ -851,7 +853,7 @@ class Job:
     cmd: list[str]
     rdir: Path
     csv: Path
-    row: object     # Callable[[float], dict]
+    row: Callable[[float], dict]
 
 
 def run_jobs(jobs: list[Job], n_jobs: int, desc: str) -> list[str]:

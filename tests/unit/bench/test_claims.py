@@ -200,6 +200,23 @@ def test_runner_processes_can_share_a_csv(tmp_path):
     assert path.read_text().count("claim,arm,seed") == 1
 
 
+def test_run_jobs_starts_each_run_afresh_and_names_failures(tmp_path):
+    """A run starts in an emptied folder (an interrupted attempt's files are gone), a finished run's row lands in
+    its CSV, a failed run is reported with its exit code and log and writes no row."""
+    ok_dir, bad_dir = tmp_path / "ok", tmp_path / "bad"
+    ok_dir.mkdir()
+    (ok_dir / "stale.txt").write_text("left by an interrupted attempt")
+    check = f"import pathlib, sys; sys.exit(3 * pathlib.Path({str(ok_dir / 'stale.txt')!r}).exists())"
+    jobs = [cl.Job("ok", ["python", "-c", check], ok_dir, tmp_path / "runs.csv",
+                   lambda secs: _row("prime", "prime", 0, [(0, 0.4), (2, 0.5)])),
+            cl.Job("bad", ["python", "-c", "print('boom'); raise SystemExit(3)"], bad_dir, tmp_path / "runs.csv",
+                   lambda secs: _row("prime", "rloo", 0, [(0, 0.4), (2, 0.5)]))]
+    failures = cl.run_jobs(jobs, 2, "test")
+    assert [(r["arm"], r["seed"]) for r in cl.read_rows(tmp_path / "runs.csv")] == [("prime", 0)]
+    assert len(failures) == 1 and failures[0].startswith("bad: exit 3 (log ") and "boom" in failures[0]
+    assert not (ok_dir / "stale.txt").exists() and (ok_dir / "train.log").exists()
+
+
 def test_bad_arguments_are_named(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cl.main(["--dry-run", "--data", str(tmp_path), "--claims", "prime,nope"])

@@ -69,10 +69,11 @@ def test_resume_skips_runs_with_a_row_and_refuses_another_budget(capsys, tmp_pat
 
 
 def test_bad_arguments_are_named(capsys, tmp_path):
-    for args, msg in [(["--algos", "grpo,nope"], "unknown algos ['nope']"), ([], "--task is required"),
+    for args, msg in [(["--task", "arith", "--algos", "grpo,nope"], "unknown algos ['nope']"),
+                      ([], "--task is required"),
                       (["--task", "arith", "--steps", "30", "--val-every", "20"], "multiple of --val-every")]:
         with pytest.raises(SystemExit):
-            lg.main(["--data", str(tmp_path), *(["--task", "arith"] if args[:1] == ["--algos"] else []), *args])
+            lg.main(["--data", str(tmp_path), *args])
         assert msg in capsys.readouterr().err
 
 
