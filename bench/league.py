@@ -16,8 +16,10 @@ the markers in docs/league.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,11 +28,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from claims import (ARITH_LONG, PLUMBING, Budget, Job, _show, add_run_args, parse_run_args, read_rows,  # noqa: E402
                     run_jobs, run_row)
-from league_table import figure, table  # noqa: E402
+from league_table import figure, summary, table  # noqa: E402
 
 DATA = ROOT / "bench" / "league"
 DOC = ROOT / "docs" / "league.md"
+README = ROOT / "README.md"
+PAGES = ROOT / "docs" / "algorithms"        # <algo>.md: each algorithm's page and its league row
 START, END = "<!-- full-league:start -->", "<!-- full-league:end -->"
+ROW_START, ROW_END = "<!-- league-row:start -->", "<!-- league-row:end -->"
+WARM = "(warm start)"                       # results()' key of a task's warm-start accuracy (never an algorithm's name)
 # the task's overrides on top of experiment=league_tiny (which brings model=tiny_arith, task=arith)
 TASKS = {"arith": (), "arith_long": ARITH_LONG}
 # the default run's budget (conf/train.yaml, conf/task/arith*.yaml)
@@ -81,9 +87,85 @@ def series(rows: list[dict]) -> dict:
     return out
 
 
-def report(data: Path = DATA, doc: Path = DOC, draw: bool = True) -> str:
+def write_block(page: Path, block: str, start: str = START, end: str = END) -> bool:
+    """Replace what lies between ``start`` and ``end`` in ``page`` by ``block``; False (nothing written) when the
+    page or a marker is missing."""
+    if not page.exists() or start not in (text := page.read_text()) or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    page.write_text(head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1])
+    return True
+
+
+def results(data: Path) -> dict:
+    """{task: {algo: league_table.summary}} of the tasks that have runs, each algorithm's ``rank`` (1 = the highest
+    mean final val/acc among those with a finished seed) added, and the task's warm start under ``WARM`` (mean
+    val/acc at step 0 over every run)."""
+    out = {}
+    for task in TASKS:
+        if rows := read_rows(data / f"{task}.csv"):
+            data_t = series(rows)
+            algos = {a: summary(seeds, rows[0]["steps"]) for a, seeds in data_t.items()}
+            ranked = sorted((a for a in algos if algos[a]["mean"] is not None), key=lambda a: -algos[a]["mean"])
+            for i, a in enumerate(ranked):
+                algos[a]["rank"] = i + 1
+            warm = [c["val/acc"][0] for seeds in data_t.values() for c in seeds.values() if 0 in c["val/acc"]]
+            out[task] = {**algos, WARM: statistics.mean(warm) if warm else None}
+    return out
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "not yet run"
+    if r["mean"] is None:
+        return r["cell"]
+    delta = "" if r["delta"] is None else f" ({r['delta']:+.3f})"
+    return f"{r['cell']}{delta}" + (f", {r['done']} of {SEEDS} seeds" if r["done"] != SEEDS else "")
+
+
+def readme_block(res: dict) -> str:
+    """The README's table: every algorithm's final val/acc on each task side by side, best first on ``arith`` (then
+    on ``arith_long``), algorithms not yet run last."""
+    def key(a: str) -> tuple:
+        return tuple(-m if (m := res.get(t, {}).get(a, {}).get("mean")) is not None else math.inf for t in TASKS)
+
+    def warm(t: str) -> str:
+        return f" (warm start {w:.3f})" if (w := res.get(t, {}).get(WARM)) is not None else ""
+    lines = ["| algo | " + " | ".join(f"`{t}`{warm(t)}: final val/acc (Δ)" for t in TASKS) + " |",
+             "|---|" + "---|" * len(TASKS)]
+    for a in sorted(league_algos(), key=key):
+        lines.append(f"| `{a}` | " + " | ".join(_cell(res.get(t, {}).get(a)) for t in TASKS) + " |")
+    return "\n".join(lines)
+
+
+def row_block(algo: str, res: dict) -> str:
+    """An algorithm page's full-scale league row (the pages live in docs/algorithms/, which its links assume): its
+    result on each task and its rank among the algorithms run."""
+    lines = [f"At full scale ([league.md]({os.path.relpath(DOC, PAGES)}): {BUDGET.steps} RL steps × "
+             f"{BUDGET.prompts} prompts × {BUDGET.samples} rollouts from the shipped warm start, greedy `val/acc` on "
+             f"{BUDGET.num_val} held-out problems, mean ± std over seeds; raw runs in "
+             f"[bench/league/]({os.path.relpath(DATA, PAGES)}/)):", "",
+             "| task | final val/acc (mean ± std) | Δ vs warm start | seeds done | rank | train time / run |",
+             "|---|---|---|---|---|---|"]
+    for task in TASKS:
+        r = res.get(task, {}).get(algo)
+        if r is None:
+            lines.append(f"| `{task}` | not yet run | — | 0/{SEEDS} | — | — |")
+            continue
+        n = sum(a != WARM and x["mean"] is not None for a, x in res[task].items())
+        delta = "—" if r["delta"] is None else f"{r['delta']:+.3f}"
+        rank = f"{r['rank']} of {n}" if "rank" in r else "—"
+        t = "—" if r["time"] is None else f"{r['time']:.0f} s"
+        lines.append(f"| `{task}` | {r['cell']} | {delta} | {r['done']}/{SEEDS} | {rank} | {t} |")
+    return "\n".join(lines)
+
+
+def report(data: Path = DATA, doc: Path = DOC, draw: bool = True, readme: Path | None = None,
+           pages: Path | None = None) -> str:
     """Per task: the table (final val/acc mean ± std over seeds, change from the warm start, seeds done, time a
-    run) and the figure (``draw``); written between the markers of ``doc`` when it has them."""
+    run) and the figure (``draw``); written between the markers of ``doc`` when it has them. With ``readme``, its
+    side-by-side table goes between that file's markers too; with ``pages``, each ``<pages>/<algo>.md`` gets its
+    row between ``ROW_START`` and ``ROW_END``."""
     parts = []
     for task in TASKS:
         rows = read_rows(data / f"{task}.csv")
@@ -106,9 +188,13 @@ def report(data: Path = DATA, doc: Path = DOC, draw: bool = True) -> str:
         parts.append(f"![league on {task}]({os.path.relpath(fig, doc.parent)})")
         parts.append("")
     block = "\n".join(parts).rstrip()
-    if doc.exists() and START in (text := doc.read_text()) and END in text:
-        head, rest = text.split(START, 1)
-        doc.write_text(head + START + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+    write_block(doc, block)
+    res = results(data)
+    if readme is not None:
+        write_block(readme, readme_block(res))
+    if pages is not None:
+        for algo in league_algos():
+            write_block(pages / f"{algo}.md", row_block(algo, res), ROW_START, ROW_END)
     return block
 
 
@@ -119,11 +205,18 @@ def main(argv=None) -> int:
     add_run_args(p, BUDGET, ",".join(map(str, range(SEEDS))), "league")
     p.add_argument("--data", default=str(DATA), help="folder of the per-task CSVs and figures")
     p.add_argument("--doc", default=str(DOC), help="the page whose marked block gets the tables")
+    p.add_argument("--readme", help="the file whose marked block gets the side-by-side table (default: README.md "
+                                    "when --data is the kept bench/league)")
+    p.add_argument("--pages", help="folder of the algorithms' pages (<algo>.md) whose marked block gets that "
+                                   "algorithm's row (default: docs/algorithms when --data is the kept bench/league)")
     p.add_argument("--report", action="store_true", help="only redraw the tables and figures")
     a = p.parse_args(argv)
     data, doc = Path(a.data).resolve(), Path(a.doc).resolve()
+    kept = data == DATA        # the repository's own runs: also the README's table and the algorithms' pages
+    out = {"readme": Path(a.readme).resolve() if a.readme else README if kept else None,
+           "pages": Path(a.pages).resolve() if a.pages else PAGES if kept else None}
     if a.report:
-        print(report(data, doc))
+        print(report(data, doc, **out))
         return 0
     if a.task is None:
         p.error("--task is required to run (or --report)")
@@ -145,7 +238,7 @@ def main(argv=None) -> int:
                                         METRICS))
 
     failures = run_jobs([job(*r) for r in runs], a.jobs, f"league {a.task}")
-    print(report(data, doc))
+    print(report(data, doc, **out))
     if failures:
         print("[league] failed runs (no row written; rerun to retry):\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1

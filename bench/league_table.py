@@ -72,31 +72,40 @@ def series(rows: list[dict]) -> dict:
     return out
 
 
+def summary(seeds: dict, max_steps: int) -> dict:
+    """One algorithm's result over its seeds ``{seed: {key: {step: value}}}``: ``done`` (seeds that reached
+    ``max_steps``), ``mean``/``std`` of their final val/acc (population sd; None when none finished), ``delta`` from
+    the warm start (val/acc at step 0), ``steps`` (the most any seed ran), ``time`` (mean train seconds a finished run)
+    and ``cell``, the mean ± std as the tables print it (or where unfinished seeds stand)."""
+    done = [s for s in seeds if max(seeds[s]["val/acc"], default=-1) >= max_steps]
+    finals = [seeds[s]["val/acc"][max_steps] for s in done]
+    warm = [seeds[s]["val/acc"][0] for s in seeds if 0 in seeds[s]["val/acc"]]
+    out = {"done": len(done), "mean": None, "std": None, "delta": None, "time": None,
+           "steps": max((max(seeds[s]["time/step"], default=0) for s in seeds), default=0)}
+    if finals:
+        out["mean"] = statistics.mean(finals)
+        out["std"] = statistics.pstdev(finals) if len(finals) > 1 else 0.0
+        out["delta"] = out["mean"] - statistics.mean(warm) if warm else None
+        out["time"] = statistics.mean(sum(seeds[s]["time/step"].values()) for s in done)
+        out["cell"] = f"{out['mean']:.3f} ± {out['std']:.3f}"
+    else:
+        last = {s: max(seeds[s]["val/acc"]) for s in seeds if seeds[s]["val/acc"]}
+        out["cell"] = "not finished (" + ", ".join(f"seed {s}: {seeds[s]['val/acc'][k]:.3f} at step {k}"
+                                                   for s, k in last.items()) + ")"
+    return out
+
+
 def table(data: dict, max_steps: int, rollouts_per_step: int, seeds_wanted: int | None = None) -> str:
     """The markdown table; "seeds done" counts finished runs out of ``seeds_wanted`` (default: the seeds found)."""
     lines = ["| algo | final val/acc (mean ± std) | Δ vs warm start | seeds done | RL steps | rollouts (16 × 8 a step) | train time / run |",
              "|---|---|---|---|---|---|---|"]
     order = sorted(data, key=lambda a: -_final_mean(data[a], max_steps))
     for algo in order:
-        seeds = data[algo]
-        done = [s for s in seeds if max(seeds[s]["val/acc"], default=-1) >= max_steps]
-        finals = [seeds[s]["val/acc"][max_steps] for s in done]
-        warm = [seeds[s]["val/acc"][0] for s in seeds if 0 in seeds[s]["val/acc"]]
-        steps = max((max(seeds[s]["time/step"], default=0) for s in seeds), default=0)
-        times = [sum(seeds[s]["time/step"].values()) for s in done]
-        if finals:
-            mean = statistics.mean(finals)
-            std = statistics.pstdev(finals) if len(finals) > 1 else 0.0
-            cell = f"{mean:.3f} ± {std:.3f}"
-            delta = f"{mean - statistics.mean(warm):+.3f}" if warm else "—"
-            t = f"{statistics.mean(times):.0f} s"
-        else:
-            last = {s: max(seeds[s]["val/acc"]) for s in seeds if seeds[s]["val/acc"]}
-            cell = "not finished (" + ", ".join(f"seed {s}: {seeds[s]['val/acc'][k]:.3f} at step {k}"
-                                                for s, k in last.items()) + ")"
-            delta, t = "—", "—"
-        lines.append(f"| `{algo}` | {cell} | {delta} | {len(done)}/{seeds_wanted or len(seeds)} | {steps} | "
-                     f"{steps * rollouts_per_step} | {t} |")
+        r = summary(data[algo], max_steps)
+        delta = "—" if r["delta"] is None else f"{r['delta']:+.3f}"
+        t = "—" if r["time"] is None else f"{r['time']:.0f} s"
+        lines.append(f"| `{algo}` | {r['cell']} | {delta} | {r['done']}/{seeds_wanted or len(data[algo])} | "
+                     f"{r['steps']} | {r['steps'] * rollouts_per_step} | {t} |")
     return "\n".join(lines)
 
 

@@ -103,18 +103,69 @@ def test_report_fills_the_marked_block_and_keeps_the_page(tmp_path):
     assert "Not yet run on `arith`: `rloo`" in text and "**`arith_long`**: not yet run" in text
 
 
+def test_report_writes_the_readme_table_and_each_algorithms_row(tmp_path):
+    key = lg.budget_str("arith", lg.BUDGET)
+    # grpo: 2 seeds from 0.375 to 0.5 and 0.625; rloo: 3 seeds, all 0.375 -> 0.5; on arith only
+    for seed, final in [(0, 0.5), (1, 0.625)]:
+        cl.append_row(tmp_path / "arith.csv", _row("arith", "grpo", seed, [(0, 0.375), (100, final)], key))
+    for seed in range(3):
+        cl.append_row(tmp_path / "arith.csv", _row("arith", "rloo", seed, [(0, 0.375), (100, 0.5)], key))
+    readme, pages = tmp_path / "README.md", tmp_path / "algorithms"
+    readme.write_text(f"intro\n{lg.START}\n{lg.END}\nafter\n")
+    pages.mkdir()
+    (pages / "grpo.md").write_text(f"# GRPO\n\n## League row\n\n{lg.ROW_START}\nold\n{lg.ROW_END}\n\nreduced\n")
+    (pages / "rloo.md").write_text("# RLOO without markers\n")
+    lg.report(tmp_path, tmp_path / "league.md", draw=False, readme=readme, pages=pages)
+
+    lines = readme.read_text().splitlines()
+    assert lines[0] == "intro" and lines[-1] == "after"
+    assert lines[2] == "| algo | `arith` (warm start 0.375): final val/acc (Δ) | `arith_long`: final val/acc (Δ) |"
+    # grpo's mean 0.5625 ranks above rloo's 0.5; grpo has 2 of the 3 seeds; algorithms not run come last
+    assert lines[4] == "| `grpo` | 0.562 ± 0.062 (+0.188), 2 of 3 seeds | not yet run |"
+    assert lines[5] == "| `rloo` | 0.500 ± 0.000 (+0.125) | not yet run |"
+    assert lines[6].endswith("| not yet run | not yet run |") and len(lines) == 4 + len(lg.league_algos()) + 2
+
+    page = (pages / "grpo.md").read_text()
+    assert page.startswith("# GRPO\n\n## League row\n\n") and page.endswith(f"{lg.ROW_END}\n\nreduced\n")
+    assert "old" not in page
+    assert "| `arith` | 0.562 ± 0.062 | +0.188 | 2/3 | 1 of 2 | 200 s |" in page
+    assert "| `arith_long` | not yet run | — | 0/3 | — | — |" in page
+    assert (pages / "rloo.md").read_text() == "# RLOO without markers\n"      # no markers: left alone
+
+
 def test_the_docs_full_league_tables_are_the_kept_runs(tmp_path):
-    """docs/league.md's full-scale block is what ``--report`` makes of bench/league/*.csv (not edited by hand)."""
-    doc = tmp_path / "league.md"
-    doc.write_text(f"{lg.START}\n{lg.END}\n")
-    lg.report(lg.DATA, doc, draw=False)
-    page = (ROOT / "docs" / "league.md").read_text()
-    assert lg.START in page and lg.END in page
+    """docs/league.md's full-scale block, the README's table and each algorithm page's row are what ``--report``
+    makes of bench/league/*.csv (not edited by hand)."""
+    def block(text: str, start: str = lg.START, end: str = lg.END) -> str:
+        assert start in text and end in text
+        return text.split(start, 1)[1].split(end, 1)[0]
 
     def tables(text: str) -> list[str]:
-        block = text.split(lg.START, 1)[1].split(lg.END, 1)[0]
-        return [line for line in block.splitlines() if line.startswith("|") or "not yet run" in line.lower()]
-    assert tables(page) == tables(doc.read_text())
+        return [line for line in block(text).splitlines() if line.startswith("|") or "not yet run" in line.lower()]
+    doc, readme, pages = tmp_path / "league.md", tmp_path / "README.md", tmp_path / "algorithms"
+    pages.mkdir()
+    doc.write_text(f"{lg.START}\n{lg.END}\n")
+    readme.write_text(f"{lg.START}\n{lg.END}\n")
+    for algo in lg.league_algos():
+        (pages / f"{algo}.md").write_text(f"{lg.ROW_START}\n{lg.ROW_END}\n")
+    lg.report(lg.DATA, doc, draw=False, readme=readme, pages=pages)
+    assert tables((ROOT / "docs" / "league.md").read_text()) == tables(doc.read_text())
+    assert block((ROOT / "README.md").read_text()) == block(readme.read_text())
+    for algo in lg.league_algos():
+        kept, made = (ROOT / "docs" / "algorithms" / f"{algo}.md").read_text(), (pages / f"{algo}.md").read_text()
+        assert block(kept, lg.ROW_START, lg.ROW_END) == block(made, lg.ROW_START, lg.ROW_END), algo
+
+
+def test_the_kept_runs_report_alone_rewrites_the_readme_and_pages(tmp_path, monkeypatch):
+    """``--report`` on the repository's own runs also writes the README and the pages; on other data only with
+    --readme/--pages, so a trial run's CSV never overwrites the repository's tables."""
+    seen = []
+    monkeypatch.setattr(lg, "report", lambda data, doc, **out: seen.append(out) or "")
+    lg.main(["--report"])
+    lg.main(["--report", "--data", str(tmp_path)])
+    lg.main(["--report", "--data", str(tmp_path), "--readme", str(tmp_path / "R.md")])
+    assert seen == [{"readme": lg.README, "pages": lg.PAGES}, {"readme": None, "pages": None},
+                    {"readme": tmp_path / "R.md", "pages": None}]
 
 
 @pytest.mark.slow
