@@ -304,15 +304,16 @@ def missing_configs(claim: Claim, extra: list[str] = ()) -> list[str]:
 FIELDS = ["claim", "arm", "seed", "budget", "steps", "rollouts", "seconds", "curves", "command", "commit"]
 
 
-def code_version() -> str:
-    """The checkout a run measured: the commit, with `+dirty` when tracked files differ from it."""
+def code_version(root: Path = ROOT) -> str:
+    """The checkout a run measured (``root``'s git work tree): the commit, with `+dirty` when tracked code differs
+    from it. Pages (``*.md``) and the CSVs and figures under bench/claims and bench/league are what these scripts
+    and their reports write, not code: they do not count (a report written mid-sitting marked every later run
+    "+dirty")."""
     def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    # the raw CSVs, figures and pages the claims and league scripts write are data, not code: they do not make a
-    # checkout dirty (a report written mid-sitting marked every later run "+dirty")
-    data = [":!bench/claims", ":!bench/league", ":!docs/claims.md", ":!docs/league.md"]
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *data) else "")
+    docs = [":!*.md", ":!bench/claims", ":!bench/league"]
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *docs) else "")
 
 
 def read_rows(path: Path) -> list[dict]:

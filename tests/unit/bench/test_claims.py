@@ -372,3 +372,26 @@ def test_propa_trees_can_reach_the_longest_worked_solution(tmp_path):
     task = ArithTask(num_train=400, num_val=4, seed=0, num_terms=list(cfg.task.num_terms))
     longest = max(len(task.make_sample("train", i).solution.split("\n")) for i in range(400))
     assert longest == 10 and cfg.algo.mcts.max_depth >= longest
+
+
+def test_code_version_counts_code_changes_not_the_pages_and_data_the_scripts_write(tmp_path):
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+    for f in ["src/steprl/x.py", "README.md", "docs/algorithms/grpo.md", "bench/league/arith.csv", "bench/claims.py"]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("v1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout.strip()
+    assert cl.code_version(tmp_path) == head
+    for f in ["README.md", "docs/algorithms/grpo.md", "bench/league/arith.csv"]:        # what reports rewrite
+        (tmp_path / f).write_text("v2\n")
+    (tmp_path / "new_untracked.py").write_text("x = 1\n")
+    assert cl.code_version(tmp_path) == head
+    for f in ["src/steprl/x.py", "bench/claims.py"]:
+        (tmp_path / f).write_text("v2\n")
+        assert cl.code_version(tmp_path) == head + "+dirty", f
+        git("checkout", "--", f)
