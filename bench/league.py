@@ -11,7 +11,7 @@ A Hydra multirun (``python src/train.py -m experiment=league_tiny``) runs the sa
 loses everything when interrupted; here each finished run appends one row (its curves, seconds, command and
 commit) to ``bench/league/<task>.csv`` and a run that has its row is skipped, so the ~45 runs per task can be
 spread over several sittings or machines. ``--report`` writes ``bench/league/<task>.png`` and the tables between
-the markers in docs/league.md.
+the markers in docs/league.md, the README's side-by-side table and each algorithm's row in docs/algorithms/<algo>.md.
 """
 from __future__ import annotations
 
