@@ -120,7 +120,8 @@ def _cell(r: dict | None) -> str:
     if r["mean"] is None:
         return r["cell"]
     delta = "" if r["delta"] is None else f" ({r['delta']:+.3f})"
-    return f"{r['cell']}{delta}" + (f", {r['done']} of {SEEDS} seeds" if r["done"] != SEEDS else "")
+    value = f"{r['mean']:.3f}" if r["done"] == 1 else r["cell"]          # one seed: no spread to show
+    return f"{value}{delta}" + (f", {r['done']} of {SEEDS} seeds" if r["done"] != SEEDS else "")
 
 
 def readme_block(res: dict) -> str:

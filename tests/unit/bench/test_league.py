@@ -124,6 +124,9 @@ def test_report_writes_the_readme_table_and_each_algorithms_row(tmp_path):
     assert lines[4] == "| `grpo` | 0.562 ± 0.062 (+0.188), 2 of 3 seeds | not yet run |"
     assert lines[5] == "| `rloo` | 0.500 ± 0.000 (+0.125) | not yet run |"
     assert lines[6].endswith("| not yet run | not yet run |") and len(lines) == 4 + len(lg.league_algos()) + 2
+    # one seed has no spread: its value alone, never "± 0.000"
+    assert lg._cell(lg.summary({0: {"val/acc": {0: 0.25, 100: 0.5}, "time/step": {}}}, 100)) == \
+        "0.500 (+0.250), 1 of 3 seeds"
 
     page = (pages / "grpo.md").read_text()
     assert page.startswith("# GRPO\n\n## League row\n\n") and page.endswith(f"{lg.ROW_END}\n\nreduced\n")
