@@ -36,7 +36,6 @@ README = ROOT / "README.md"
 PAGES = ROOT / "docs" / "algorithms"        # <algo>.md: each algorithm's page and its league row
 START, END = "<!-- full-league:start -->", "<!-- full-league:end -->"
 ROW_START, ROW_END = "<!-- league-row:start -->", "<!-- league-row:end -->"
-WARM = "(warm start)"                       # results()' key of a task's warm-start accuracy (never an algorithm's name)
 # the task's overrides on top of experiment=league_tiny (which brings model=tiny_arith, task=arith)
 TASKS = {"arith": (), "arith_long": ARITH_LONG}
 # the default run's budget (conf/train.yaml, conf/task/arith*.yaml)
@@ -98,9 +97,9 @@ def write_block(page: Path, block: str, start: str = START, end: str = END) -> b
 
 
 def results(data: Path) -> dict:
-    """{task: {algo: league_table.summary}} of the tasks that have runs, each algorithm's ``rank`` (1 = the highest
-    mean final val/acc among those with a finished seed) added, and the task's warm start under ``WARM`` (mean
-    val/acc at step 0 over every run)."""
+    """{task: {"algos": {algo: league_table.summary}, "warm": mean val/acc at step 0 over every run}} of the tasks
+    that have runs, each algorithm's ``rank`` (1 = the highest mean final val/acc among those with a finished seed)
+    added."""
     out = {}
     for task in TASKS:
         if rows := read_rows(data / f"{task}.csv"):
@@ -110,8 +109,13 @@ def results(data: Path) -> dict:
             for i, a in enumerate(ranked):
                 algos[a]["rank"] = i + 1
             warm = [c["val/acc"][0] for seeds in data_t.values() for c in seeds.values() if 0 in c["val/acc"]]
-            out[task] = {**algos, WARM: statistics.mean(warm) if warm else None}
+            out[task] = {"algos": algos, "warm": statistics.mean(warm) if warm else None}
     return out
+
+
+def algo_of(res: dict, task: str, algo: str) -> dict:
+    """``algo``'s summary on ``task`` in ``results``' output; {} when it has no run there."""
+    return res.get(task, {}).get("algos", {}).get(algo, {})
 
 
 def _cell(r: dict | None) -> str:
@@ -128,14 +132,14 @@ def readme_block(res: dict) -> str:
     """The README's table: every algorithm's final val/acc on each task side by side, best first on ``arith`` (then
     on ``arith_long``), algorithms not yet run last."""
     def key(a: str) -> tuple:
-        return tuple(-m if (m := res.get(t, {}).get(a, {}).get("mean")) is not None else math.inf for t in TASKS)
+        return tuple(-m if (m := algo_of(res, t, a).get("mean")) is not None else math.inf for t in TASKS)
 
     def warm(t: str) -> str:
-        return f" (warm start {w:.3f})" if (w := res.get(t, {}).get(WARM)) is not None else ""
+        return f" (warm start {w:.3f})" if (w := res.get(t, {}).get("warm")) is not None else ""
     lines = ["| algo | " + " | ".join(f"`{t}`{warm(t)}: final val/acc (Δ)" for t in TASKS) + " |",
              "|---|" + "---|" * len(TASKS)]
     for a in sorted(league_algos(), key=key):
-        lines.append(f"| `{a}` | " + " | ".join(_cell(res.get(t, {}).get(a)) for t in TASKS) + " |")
+        lines.append(f"| `{a}` | " + " | ".join(_cell(algo_of(res, t, a) or None) for t in TASKS) + " |")
     return "\n".join(lines)
 
 
@@ -149,11 +153,11 @@ def row_block(algo: str, res: dict) -> str:
              "| task | final val/acc (mean ± std) | Δ vs warm start | seeds done | rank | train time / run |",
              "|---|---|---|---|---|---|"]
     for task in TASKS:
-        r = res.get(task, {}).get(algo)
-        if r is None:
+        r = algo_of(res, task, algo)
+        if not r:
             lines.append(f"| `{task}` | not yet run | — | 0/{SEEDS} | — | — |")
             continue
-        n = sum(a != WARM and x["mean"] is not None for a, x in res[task].items())
+        n = sum(x["mean"] is not None for x in res[task]["algos"].values())
         delta = "—" if r["delta"] is None else f"{r['delta']:+.3f}"
         rank = f"{r['rank']} of {n}" if "rank" in r else "—"
         t = "—" if r["time"] is None else f"{r['time']:.0f} s"

@@ -99,19 +99,13 @@ def table(data: dict, max_steps: int, rollouts_per_step: int, seeds_wanted: int 
     """The markdown table; "seeds done" counts finished runs out of ``seeds_wanted`` (default: the seeds found)."""
     lines = ["| algo | final val/acc (mean ± std) | Δ vs warm start | seeds done | RL steps | rollouts (16 × 8 a step) | train time / run |",
              "|---|---|---|---|---|---|---|"]
-    order = sorted(data, key=lambda a: -_final_mean(data[a], max_steps))
-    for algo in order:
-        r = summary(data[algo], max_steps)
+    rows = {algo: summary(seeds, max_steps) for algo, seeds in data.items()}
+    for algo, r in sorted(rows.items(), key=lambda kv: -math.inf if kv[1]["mean"] is None else -kv[1]["mean"]):
         delta = "—" if r["delta"] is None else f"{r['delta']:+.3f}"
         t = "—" if r["time"] is None else f"{r['time']:.0f} s"
         lines.append(f"| `{algo}` | {r['cell']} | {delta} | {r['done']}/{seeds_wanted or len(data[algo])} | "
                      f"{r['steps']} | {r['steps'] * rollouts_per_step} | {t} |")
     return "\n".join(lines)
-
-
-def _final_mean(seeds: dict, max_steps: int) -> float:
-    v = [seeds[s]["val/acc"][max_steps] for s in seeds if max_steps in seeds[s]["val/acc"]]
-    return statistics.mean(v) if v else -math.inf
 
 
 def figure(data: dict, out: Path, title: str) -> None:
