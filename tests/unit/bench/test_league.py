@@ -187,3 +187,22 @@ def test_two_step_league_through_the_command_line(tmp_path):
         assert row["command"].startswith(f"python src/train.py experiment=league_tiny algo={row['arm']} ")
     again = subprocess.run(args + ["--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == ""   # both runs have their row: nothing left to do
+    # --report from the command line writes the given README's table and each page's row, and nothing outside
+    readme, pages = tmp_path / "README.md", tmp_path / "pages"
+    readme.write_text(f"intro\n{lg.START}\nold\n{lg.END}\nafter\n")
+    pages.mkdir()
+    (pages / "grpo.md").write_text(f"# GRPO\n{lg.ROW_START}\nold\n{lg.ROW_END}\nkept\n")
+    rep = subprocess.run([*args, "--report", "--readme", str(readme), "--pages", str(pages)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    text = readme.read_text()
+    assert text.startswith(f"intro\n{lg.START}\n") and text.endswith(f"{lg.END}\nafter\n") and "old" not in text
+    table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
+    assert set(table) == {f"`{a}`" for a in lg.league_algos()}
+    for row in rows:        # one seed: its final val/acc alone, then how many of the league's seeds are done
+        assert f"{row['curves']['val/acc'][-1][1]:.3f}" in table[f"`{row['arm']}`"].split("|")[2]
+        assert f"1 of {lg.SEEDS} seeds" in table[f"`{row['arm']}`"]
+    assert "not yet run" in table["`prime`"]
+    page = (pages / "grpo.md").read_text()
+    assert page.startswith(f"# GRPO\n{lg.ROW_START}\n") and page.endswith(f"{lg.ROW_END}\nkept\n")
+    assert "old" not in page and f"| 1/{lg.SEEDS} |" in page.split("| `arith` |")[1].splitlines()[0]
