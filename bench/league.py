@@ -135,8 +135,9 @@ def readme_block(res: dict) -> str:
         return tuple(-m if (m := algo_of(res, t, a).get("mean")) is not None else math.inf for t in TASKS)
 
     def warm(t: str) -> str:
-        return f" (warm start {w:.3f})" if (w := res.get(t, {}).get("warm")) is not None else ""
-    lines = ["| algo | " + " | ".join(f"`{t}`{warm(t)}: final val/acc (Δ)" for t in TASKS) + " |",
+        return f" (warm start {w:.3f}, mean over seeds)" if (w := res.get(t, {}).get("warm")) is not None else ""
+    head = [f"`{t}`{warm(t)}: final val/acc (Δ vs warm start, paired by seed)" for t in TASKS]
+    lines = ["| algo | " + " | ".join(head) + " |",
              "|---|" + "---|" * len(TASKS)]
     for a in sorted(league_algos(), key=key):
         lines.append(f"| `{a}` | " + " | ".join(_cell(algo_of(res, t, a) or None) for t in TASKS) + " |")

@@ -119,7 +119,8 @@ def test_report_writes_the_readme_table_and_each_algorithms_row(tmp_path):
 
     lines = readme.read_text().splitlines()
     assert lines[0] == "intro" and lines[-1] == "after"
-    assert lines[2] == "| algo | `arith` (warm start 0.375): final val/acc (Δ) | `arith_long`: final val/acc (Δ) |"
+    assert lines[2] == ("| algo | `arith` (warm start 0.375, mean over seeds): final val/acc (Δ vs warm start, "
+                        "paired by seed) | `arith_long`: final val/acc (Δ vs warm start, paired by seed) |")
     # grpo's mean 0.5625 ranks above rloo's 0.5; grpo has 2 of the 3 seeds; algorithms not run come last
     assert lines[4] == "| `grpo` | 0.562 ± 0.062 (+0.188), 2 of 3 seeds | not yet run |"
     assert lines[5] == "| `rloo` | 0.500 ± 0.000 (+0.125) | not yet run |"
