@@ -55,6 +55,7 @@ def test_propa_tiny_runs_two_steps(tmp_path):
         assert r["propa/expansions"] >= 1 and r["propa/tree_nodes"] > 1
         assert math.isfinite(r["propa/prm_loss"])
         assert r["propa/sft_questions"] == 2 * (1 - r["propa/solved_frac"])
+        assert r["time/prm"] > 0 and r["time/sft"] >= 0  # the phases after the update are timed apart
     ro, rw = out["step"].unfiltered
     assert ((rw.outcome >= 0) & (rw.outcome <= 1)).all()
     assert ro.response_ids.shape[0] == rw.outcome.shape[0] == 4 * int(rows[-1]["propa/groups"])

@@ -202,12 +202,15 @@ class PROPA(RLModule):
 
     # ------------------------------------------------------------------------------------ SFT and PRM phases
     def after_update(self, step: Step) -> None:
-        """After GRPO on the sibling groups (or a skipped step when there were none): the SFT and PRM phases."""
+        """After GRPO on the sibling groups (or a skipped step when there were none): the SFT and PRM phases, timed
+        as ``time/sft`` and ``time/prm``."""
         trees = step.extras["trees"]
         if self.sft_cfg["enabled"]:
-            self.metrics.write(self.sft_phase([s for s, root in trees if root.W == 0]))
+            with step.timer("sft"):
+                self.metrics.write(self.sft_phase([s for s, root in trees if root.W == 0]))
         if self.prm is not None:
-            self.metrics.write(self.prm_phase(trees))
+            with step.timer("prm"):
+                self.metrics.write(self.prm_phase(trees))
 
     def _fresh_adamw(self, params, lr, weight_decay: float | None = None):
         o = self.optim_cfg
