@@ -97,7 +97,7 @@ def write_block(page: Path, block: str, start: str = START, end: str = END) -> b
 
 
 def results(data: Path) -> dict:
-    """{task: {"algos": {algo: league_table.summary}, "warm": mean val/acc at step 0 over every run}} of the tasks
+    """{task: {"algos": {algo: league_table.summary}, "warm": the mean over seeds of val/acc at step 0}} of the tasks
     that have runs, each algorithm's ``rank`` (1 = the highest mean final val/acc among those with a finished seed)
     added."""
     out = {}
@@ -108,8 +108,9 @@ def results(data: Path) -> dict:
             ranked = sorted((a for a in algos if algos[a]["mean"] is not None), key=lambda a: -algos[a]["mean"])
             for i, a in enumerate(ranked):
                 algos[a]["rank"] = i + 1
-            warm = [c["val/acc"][0] for seeds in data_t.values() for c in seeds.values() if 0 in c["val/acc"]]
-            out[task] = {"algos": algos, "warm": statistics.mean(warm) if warm else None}
+            # every run of a seed starts from the same model on the same held-out set: one warm start per seed
+            warm = {s: c["val/acc"][0] for seeds in data_t.values() for s, c in seeds.items() if 0 in c["val/acc"]}
+            out[task] = {"algos": algos, "warm": statistics.mean(warm.values()) if warm else None}
     return out
 
 
@@ -124,8 +125,7 @@ def _cell(r: dict | None) -> str:
     if r["mean"] is None:
         return r["cell"]
     delta = "" if r["delta"] is None else f" ({r['delta']:+.3f})"
-    value = f"{r['mean']:.3f}" if r["done"] == 1 else r["cell"]          # one seed: no spread to show
-    return f"{value}{delta}" + (f", {r['done']} of {SEEDS} seeds" if r["done"] != SEEDS else "")
+    return f"{r['cell']}{delta}" + (f", {r['done']} of {SEEDS} seeds" if r["done"] != SEEDS else "")
 
 
 def readme_block(res: dict) -> str:

@@ -87,7 +87,8 @@ def summary(seeds: dict, max_steps: int) -> dict:
         out["std"] = statistics.pstdev(finals) if len(finals) > 1 else 0.0
         out["delta"] = out["mean"] - statistics.mean(warm) if warm else None
         out["time"] = statistics.mean(sum(seeds[s]["time/step"].values()) for s in done)
-        out["cell"] = f"{out['mean']:.3f} ± {out['std']:.3f}"
+        # one seed has no spread to show: its value alone
+        out["cell"] = f"{out['mean']:.3f} ± {out['std']:.3f}" if len(finals) > 1 else f"{out['mean']:.3f}"
     else:
         last = {s: max(seeds[s]["val/acc"]) for s in seeds if seeds[s]["val/acc"]}
         out["cell"] = "not finished (" + ", ".join(f"seed {s}: {seeds[s]['val/acc'][k]:.3f} at step {k}"

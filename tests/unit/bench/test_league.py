@@ -137,6 +137,27 @@ def test_report_writes_the_readme_table_and_each_algorithms_row(tmp_path):
     assert (pages / "rloo.md").read_text() == "# RLOO without markers\n"      # no markers: left alone
 
 
+def test_the_readme_warm_start_is_the_mean_over_seeds_and_one_seed_shows_no_spread(tmp_path):
+    key = lg.budget_str("arith", lg.BUDGET)
+    # seed 0 starts at 0.25 (grpo and rloo both ran it), seed 1 at 0.5 (grpo only): the mean over the seeds is
+    # 0.375; a mean over the three runs would read 0.333
+    cl.append_row(tmp_path / "arith.csv", _row("arith", "grpo", 0, [(0, 0.25), (100, 0.5)], key))
+    cl.append_row(tmp_path / "arith.csv", _row("arith", "grpo", 1, [(0, 0.5), (100, 0.75)], key))
+    cl.append_row(tmp_path / "arith.csv", _row("arith", "rloo", 0, [(0, 0.25), (100, 0.375)], key))
+    readme, pages = tmp_path / "README.md", tmp_path / "algorithms"
+    readme.write_text(f"{lg.START}\n{lg.END}\n")
+    pages.mkdir()
+    (pages / "rloo.md").write_text(f"{lg.ROW_START}\n{lg.ROW_END}\n")
+    (tmp_path / "league.md").write_text(f"{lg.START}\n{lg.END}\n")
+    lg.report(tmp_path, tmp_path / "league.md", draw=False, readme=readme, pages=pages)
+
+    text = readme.read_text()
+    assert "`arith` (warm start 0.375, mean over seeds)" in text
+    assert "| `rloo` | 0.375 (+0.125), 1 of 3 seeds | not yet run |" in text
+    assert "| `arith` | 0.375 | +0.125 | 1/3 | 2 of 2 | 200 s |" in (pages / "rloo.md").read_text()
+    assert "| `rloo` | 0.375 | +0.125 | 1/3 |" in (tmp_path / "league.md").read_text()
+
+
 def test_the_docs_full_league_tables_are_the_kept_runs(tmp_path):
     """docs/league.md's full-scale block, the README's table and each algorithm page's row are what ``--report``
     makes of bench/league/*.csv (not edited by hand)."""
