@@ -12,8 +12,9 @@ the search warm start have mixed outcomes (at 2 x 4 every episode scored 0 and o
     PYTHONPATH=$PWD/src python tests/unit/engine/record_golden.py [--only grpo,prime,...]
 
 rewrites ``tests/unit/engine/golden_losses.json`` (all recipes, or only the named ones, keeping the others);
-``tests/unit/engine/test_golden_losses.py`` checks that a run equals them bit for bit. Re-record only when a
-recipe or the numbers are meant to change, and say why in the commit.
+``tests/unit/engine/test_golden_losses.py`` checks that a run equals them up to float32 rounding (bit for bit on
+the machine that recorded them). Re-record only when a recipe or the numbers are meant to change, and say why in
+the commit.
 """
 from __future__ import annotations
 
