@@ -1,19 +1,17 @@
-"""Table and figure of an ``experiment=league_tiny`` sweep run with ``logger=csv``.
+"""Table and figure of an ``experiment=league_tiny`` Hydra multirun logged with ``logger=csv``.
 
-    python src/train.py -m experiment=league_tiny logger=csv trainer.max_steps=30 trainer.val_check_interval=10 \\
-        task.num_val=128 torch_threads=1
-    python bench/league_table.py outputs/multirun/league_tiny --runs-csv --table docs/league_table.md \\
-        --figure docs/league.png
-    python bench/league_table.py --from-csv --figure docs/league.png     # redraw from the kept data
-    python bench/league_table.py --from-csv <new sweep dirs> --runs-csv
-        # add runs of algorithms that landed later: a run in the dirs replaces the CSV's rows of its (algo, seed)
+    python src/train.py -m experiment=league_tiny logger=csv
+    python bench/league_table.py outputs/multirun/league_tiny/<time> --runs-csv runs.csv --table table.md \\
+        --figure league.png
+    python bench/league_table.py --from-csv runs.csv <new sweep dirs> --runs-csv runs.csv
+        # add runs made later: a run in the dirs replaces the CSV's rows of its (algo, seed)
 
 Reads every ``<job>-<algo>-seed<k>/csv/metrics.csv`` under the given directories (Hydra's sweep subdirs), and
-writes: one long CSV of the per-step metrics it uses (``--runs-csv``; without a path the league's own data,
-``bench/league_runs.csv``, next to this script, which ``--from-csv`` without a path reads), a markdown table (final greedy
-``val/acc`` mean ± std over seeds per algorithm, its change from the warm start, the seeds and steps that ran,
-rollouts and training wall time per run), and a PNG of the mean ``val/acc`` curves. (For runs logged to MLflow,
-``src/report.py`` does the same from the store.)
+writes: one long CSV of the per-step metrics it uses (``--runs-csv``, which ``--from-csv`` reads back), a markdown
+table (final greedy ``val/acc`` mean ± std over seeds per algorithm, its change from the warm start, the seeds and
+steps that ran, rollouts and training wall time per run), and a PNG of the mean ``val/acc`` curves. The full league
+in docs/league.md is run by ``bench/league.py``, resumable run by run, which draws its tables with this module. (For
+runs logged to MLflow, ``src/report.py --sweep`` does the same from the store.)
 """
 from __future__ import annotations
 
@@ -28,9 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-#: the league's per-step data (docs/league.md): the runs behind its table and figure
-RUNS_CSV = Path(__file__).resolve().with_name("league_runs.csv")
 
 from benchlib import read_metrics_csv  # noqa: E402
 
@@ -141,16 +136,13 @@ def figure(data: dict, out: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dirs", nargs="*", type=Path, help="sweep directories (searched recursively)")
-    ap.add_argument("--from-csv", type=Path, nargs="?", const=RUNS_CSV,
-                    help=f"read the long CSV written by --runs-csv (no path: {RUNS_CSV.name})")
-    ap.add_argument("--runs-csv", type=Path, nargs="?", const=RUNS_CSV,
-                    help=f"write the runs' per-step metrics as a long CSV (no path: {RUNS_CSV.name})")
+    ap.add_argument("--from-csv", type=Path, help="read the long CSV written by --runs-csv")
+    ap.add_argument("--runs-csv", type=Path, help="write the runs' per-step metrics as a long CSV")
     ap.add_argument("--table", type=Path)
     ap.add_argument("--figure", type=Path)
-    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--max-steps", type=int, default=100, help="the runs' RL steps (the default run's: 100)")
     ap.add_argument("--rollouts-per-step", type=int, default=128)
-    ap.add_argument("--title", default="league_tiny (reduced): arith, warm start tiny_arith, 16 prompts x 8, "
-                                       "30 RL steps, val on 128")
+    ap.add_argument("--title", default="league_tiny: arith, warm start tiny_arith, 16 prompts x 8 a step")
     a = ap.parse_args(argv)
     rows = merge(read_long(a.from_csv) if a.from_csv else [], read_sweeps(a.dirs))
     if not rows:

@@ -4,6 +4,8 @@ import importlib.util
 import statistics
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("league_table", ROOT / "bench" / "league_table.py")
 lt = importlib.util.module_from_spec(spec)
@@ -45,3 +47,19 @@ def test_new_runs_replace_their_algo_seed_and_keep_the_rest(tmp_path):
 def test_jobs_that_are_not_league_runs_are_ignored(tmp_path):
     _job(tmp_path, "notes", {0: 0.5}, 1.0)
     assert lt.read_sweeps([tmp_path]) == []
+
+
+def test_the_command_line_keeps_the_runs_and_redraws_the_same_table_from_them(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0-grpo-seed0", {0: 0.25, 2: 0.5}, 2.0)
+    _job(sweep, "1-grpo-seed1", {0: 0.25, 2: 0.375}, 4.0)
+    runs, first, again = tmp_path / "runs.csv", tmp_path / "t1.md", tmp_path / "t2.md"
+    lt.main([str(sweep), "--runs-csv", str(runs), "--table", str(first), "--figure", str(tmp_path / "f.png"),
+             "--max-steps", "2"])
+    lt.main(["--from-csv", str(runs), "--table", str(again), "--max-steps", "2"])
+    assert first.read_text() == again.read_text()
+    grpo = next(line for line in again.read_text().splitlines() if line.startswith("| `grpo`"))
+    assert f"| {0.4375:.3f} ± {0.0625:.3f} | {0.4375 - 0.25:+.3f} | 2/2 | 2 | 256 | 3 s |" in grpo
+    assert (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no league runs found"):
+        lt.main([str(tmp_path / "empty")])

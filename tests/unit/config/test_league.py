@@ -46,7 +46,7 @@ def test_every_job_of_the_sweep_composes(tmp_path):
         assert path.with_suffix(".py").exists() or (path / "__init__.py").exists(), cfg.algo._target_  # module or package
 
 
-def test_the_reduced_scale_overrides_compose(tmp_path):
+def test_a_short_smoke_runs_overrides_compose(tmp_path):
     cfg = compose_train(["experiment=league_tiny", "algo=grpo", "trainer.max_steps=30", "trainer.val_check_interval=30",
                          "task.num_val=128", "torch_threads=1"], out_dir=tmp_path)
     check_config(cfg)
