@@ -2,9 +2,9 @@
 import csv
 import importlib.util
 import statistics
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("league_table", ROOT / "bench" / "league_table.py")
@@ -49,17 +49,19 @@ def test_jobs_that_are_not_league_runs_are_ignored(tmp_path):
     assert lt.read_sweeps([tmp_path]) == []
 
 
-def test_the_command_line_keeps_the_runs_and_redraws_the_same_table_from_them(tmp_path, capsys):
+def test_the_command_line_keeps_the_runs_and_redraws_the_same_table_from_them(tmp_path):
     sweep = tmp_path / "sweep"
     _job(sweep, "0-grpo-seed0", {0: 0.25, 2: 0.5}, 2.0)
     _job(sweep, "1-grpo-seed1", {0: 0.25, 2: 0.375}, 4.0)
     runs, first, again = tmp_path / "runs.csv", tmp_path / "t1.md", tmp_path / "t2.md"
-    lt.main([str(sweep), "--runs-csv", str(runs), "--table", str(first), "--figure", str(tmp_path / "f.png"),
-             "--max-steps", "2"])
-    lt.main(["--from-csv", str(runs), "--table", str(again), "--max-steps", "2"])
+    script = [sys.executable, str(ROOT / "bench" / "league_table.py")]
+    subprocess.run([*script, str(sweep), "--runs-csv", str(runs), "--table", str(first), "--figure",
+                    str(tmp_path / "f.png"), "--max-steps", "2"], check=True, capture_output=True)
+    subprocess.run([*script, "--from-csv", str(runs), "--table", str(again), "--max-steps", "2"], check=True,
+                   capture_output=True)
     assert first.read_text() == again.read_text()
     grpo = next(line for line in again.read_text().splitlines() if line.startswith("| `grpo`"))
     assert f"| {0.4375:.3f} ± {0.0625:.3f} | {0.4375 - 0.25:+.3f} | 2/2 | 2 | 256 | 3 s |" in grpo
     assert (tmp_path / "f.png").stat().st_size > 0
-    with pytest.raises(SystemExit, match="no league runs found"):
-        lt.main([str(tmp_path / "empty")])
+    empty = subprocess.run([*script, str(tmp_path / "empty")], capture_output=True, text=True)
+    assert empty.returncode != 0 and "no league runs found" in empty.stderr
